@@ -1,0 +1,54 @@
+// 128-bit identifiers of customers, addresses, contacts and operations.
+//
+// Generated as random (version 4) UUIDs from an injected, seedable source so tests are
+// deterministic. A Guid is a plain value, safe to copy between threads.
+#pragma once
+
+#include <array>
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+
+namespace tillsync {
+
+struct Guid {
+  std::array<std::uint8_t, 16> bytes{};
+
+  bool is_nil() const noexcept;
+  // Canonical lower-case 8-4-4-4-12 form.
+  std::string to_string() const;
+  // Accepts the canonical form in any case; nullopt otherwise.
+  static std::optional<Guid> parse(std::string_view text);
+  // The 16 raw bytes, as stored in databases and payloads.
+  std::string_view raw() const noexcept {
+    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+  }
+  static std::optional<Guid> from_raw(std::string_view raw);
+
+  auto operator<=>(const Guid&) const = default;
+};
+
+// Produces v4 GUIDs with Boost.Uuid. Not thread-safe: one generator per thread/owner.
+class GuidGenerator {
+ public:
+  // seed == nullopt: seeded from std::random_device (production).
+  explicit GuidGenerator(std::optional<std::uint64_t> seed = std::nullopt);
+  Guid next();
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+}  // namespace tillsync
+
+template <>
+struct std::hash<tillsync::Guid> {
+  std::size_t operator()(const tillsync::Guid& g) const noexcept {
+    std::size_t h = 0;
+    for (auto b : g.bytes) h = h * 131 + b;
+    return h;
+  }
+};

@@ -1,0 +1,93 @@
+// Operations: what a node records in its append-only change log and replicates.
+//
+// A payload is encoded with cereal's portable binary archive behind a 2-byte
+// little-endian format version (kPayloadFormatVersion). decode_payload() rejects
+// unknown versions with Code::unsupported_version and malformed bytes with
+// Code::corrupt_log; it never trusts lengths inside the bytes beyond their size.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "tillsync/clock.h"
+#include "tillsync/domain.h"
+#include "tillsync/guid.h"
+#include "tillsync/status.h"
+
+namespace tillsync {
+
+// Stored as integers in logs and on the wire: never renumber.
+enum class OpKind : std::uint8_t {
+  customer_create = 1,
+  customer_update = 2,
+  address_add = 3,
+  address_remove = 4,
+  contact_add = 5,
+  contact_remove = 6,
+};
+std::string_view to_string(OpKind k);
+std::optional<OpKind> op_kind_from_int(int value);
+
+inline constexpr std::uint16_t kPayloadFormatVersion = 1;
+
+// A customer created on the terminal (account_number always empty).
+struct CustomerCreated {
+  Customer customer;
+  bool operator==(const CustomerCreated&) const = default;
+};
+// Scalar field changes; base_version is the customer version the editor had seen.
+struct CustomerUpdated {
+  Guid customer;
+  std::int64_t base_version = 0;
+  std::vector<FieldChange> changes;
+  bool operator==(const CustomerUpdated&) const = default;
+};
+struct AddressAdded {
+  Guid customer;
+  Address address;
+  bool operator==(const AddressAdded&) const = default;
+};
+struct AddressRemoved {
+  Guid customer;
+  Guid address;
+  bool operator==(const AddressRemoved&) const = default;
+};
+struct ContactAdded {
+  Guid customer;
+  Contact contact;
+  bool operator==(const ContactAdded&) const = default;
+};
+struct ContactRemoved {
+  Guid customer;
+  Guid contact;
+  bool operator==(const ContactRemoved&) const = default;
+};
+
+using Payload = std::variant<CustomerCreated, CustomerUpdated, AddressAdded, AddressRemoved,
+                             ContactAdded, ContactRemoved>;
+
+OpKind kind_of(const Payload& p);
+// The customer an operation is about (the log's `entity` column).
+Guid entity_of(const Payload& p);
+
+std::string encode_payload(const Payload& p);
+Result<Payload> decode_payload(OpKind kind, std::string_view bytes);
+
+// One row of a node's change log.
+struct LogRecord {
+  std::int64_t seq = 0;  // dense, increasing per node, from 1
+  Guid op_id;
+  Guid entity;
+  OpKind kind = OpKind::customer_create;
+  Hlc hlc;
+  std::string node_id;
+  std::string payload;  // encode_payload() bytes
+
+  bool operator==(const LogRecord&) const = default;
+};
+
+}  // namespace tillsync

@@ -1,0 +1,67 @@
+#include "tillsync/guid.h"
+
+#include <algorithm>
+#include <boost/uuid/random_generator.hpp>
+#include <boost/uuid/uuid.hpp>
+#include <boost/uuid/uuid_io.hpp>
+
+namespace tillsync {
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+bool Guid::is_nil() const noexcept {
+  return std::all_of(bytes.begin(), bytes.end(), [](std::uint8_t b) { return b == 0; });
+}
+
+std::string Guid::to_string() const {
+  boost::uuids::uuid u{};
+  std::copy(bytes.begin(), bytes.end(), u.begin());
+  return boost::uuids::to_string(u);
+}
+
+std::optional<Guid> Guid::parse(std::string_view text) {
+  if (text.size() != 36) return std::nullopt;
+  Guid g;
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < text.size();) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (text[i] != '-') return std::nullopt;
+      ++i;
+      continue;
+    }
+    int hi = hex_value(text[i]);
+    int lo = hex_value(text[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    g.bytes[out++] = static_cast<std::uint8_t>(hi * 16 + lo);
+    i += 2;
+  }
+  return g;
+}
+
+std::optional<Guid> Guid::from_raw(std::string_view raw) {
+  if (raw.size() != 16) return std::nullopt;
+  Guid g;
+  std::copy(raw.begin(), raw.end(), g.bytes.begin());
+  return g;
+}
+
+GuidGenerator::GuidGenerator(std::optional<std::uint64_t> seed)
+    : rng_(seed ? *seed : (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()) {}
+
+Guid GuidGenerator::next() {
+  boost::uuids::basic_random_generator<std::mt19937_64> gen(&rng_);
+  boost::uuids::uuid u = gen();
+  Guid g;
+  std::copy(u.begin(), u.end(), g.bytes.begin());
+  return g;
+}
+
+}  // namespace tillsync

@@ -1,0 +1,63 @@
+// The append-only change log table of a node.
+//
+// Rows are (seq, op_id, entity, kind, hlc, node_id, payload). `seq` is dense and
+// increasing from 1; rows are never updated (a trigger refuses UPDATE). Appends take the
+// caller's open Transaction so that a domain change and its log row commit together.
+// Thread-safety: as the Database it borrows.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tillsync/status.h"
+#include "tillsync/storage/database.h"
+
+namespace tillsync::storage {
+
+struct LogRow {
+  std::int64_t seq = 0;
+  std::string op_id;   // 16 raw bytes
+  std::string entity;  // 16 raw bytes
+  int kind = 0;
+  std::uint64_t hlc = 0;
+  std::string node_id;
+  std::string payload;
+};
+
+class ChangeLog {
+ public:
+  // DDL of the table; include it in a schema migration.
+  static constexpr std::string_view kSchema = R"sql(
+CREATE TABLE change_log (
+  seq     INTEGER PRIMARY KEY,
+  op_id   BLOB    NOT NULL UNIQUE,
+  entity  BLOB    NOT NULL,
+  kind    INTEGER NOT NULL,
+  hlc     INTEGER NOT NULL,
+  node_id TEXT    NOT NULL,
+  payload BLOB    NOT NULL
+) STRICT;
+CREATE INDEX change_log_entity ON change_log(entity);
+CREATE TRIGGER change_log_append_only BEFORE UPDATE ON change_log
+BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END;
+)sql";
+
+  explicit ChangeLog(Database& db) : db_(&db) {}
+
+  // Appends `row` with seq = last_seq() + 1 (row.seq is ignored) and returns that seq.
+  Result<std::int64_t> append(Transaction& txn, const LogRow& row);
+  // Up to `limit` rows with seq > after_seq, in seq order.
+  Result<std::vector<LogRow>> read_after(std::int64_t after_seq, std::size_t limit);
+  // Highest seq ever appended (0 when empty).
+  Result<std::int64_t> last_seq();
+  Result<std::int64_t> count_after(std::int64_t after_seq);
+  // Highest HLC in the log (0 when empty): lets a clock resume after a restart.
+  Result<std::uint64_t> max_hlc();
+
+ private:
+  Database* db_;
+};
+
+}  // namespace tillsync::storage

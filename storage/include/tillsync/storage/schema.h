@@ -1,0 +1,39 @@
+// Versioned schemas: numbered migrations recorded in PRAGMA user_version, and an
+// application id (PRAGMA application_id) that marks a file as a tillsync database of a
+// given kind (terminal, HQ).
+//
+// Errors: Code::unsupported_version when the file's schema is newer than the code;
+// Code::not_a_tillsync_database when the file is an SQLite database of something else
+// (or a tillsync database of another kind). Migrations run in one transaction each.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "tillsync/status.h"
+#include "tillsync/storage/database.h"
+
+namespace tillsync::storage {
+
+struct Migration {
+  int version;                   // 1, 2, 3, ... dense
+  std::string_view description;  // for logs and docs
+  std::string_view sql;          // parameterless DDL
+};
+
+struct SchemaSpec {
+  std::uint32_t application_id;  // PRAGMA application_id of this kind of database
+  std::string_view kind;         // "terminal", "HQ": used in error messages
+  std::span<const Migration> migrations;
+};
+
+// Brings `db` to the latest version of `spec`. A brand-new empty file is stamped with
+// the application id and migrated from version 0.
+Status migrate(Database& db, const SchemaSpec& spec);
+
+// Checks, without changing anything, that `db` holds a schema of `spec` that this code
+// can read (same application id, version not newer than the latest migration).
+Status check_schema(Database& db, const SchemaSpec& spec);
+
+}  // namespace tillsync::storage

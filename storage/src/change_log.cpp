@@ -1,0 +1,62 @@
+#include "tillsync/storage/change_log.h"
+
+namespace tillsync::storage {
+
+Result<std::int64_t> ChangeLog::append(Transaction& txn, const LogRow& row) {
+  if (!txn.active()) return Status::Internal("change_log append outside a transaction");
+  TS_ASSIGN_OR_RETURN(std::int64_t last, last_seq());
+  const std::int64_t seq = last + 1;
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+      "INSERT INTO change_log(seq, op_id, entity, kind, hlc, node_id, payload) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+  st.bind(1, seq)
+      .bind_blob(2, row.op_id)
+      .bind_blob(3, row.entity)
+      .bind(4, std::int64_t{row.kind})
+      .bind(5, static_cast<std::int64_t>(row.hlc))
+      .bind(6, std::string_view(row.node_id))
+      .bind_blob(7, row.payload);
+  TS_RETURN_IF_ERROR(st.run());
+  return seq;
+}
+
+Result<std::vector<LogRow>> ChangeLog::read_after(std::int64_t after_seq, std::size_t limit) {
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+      "SELECT seq, op_id, entity, kind, hlc, node_id, payload FROM change_log "
+      "WHERE seq > ?1 ORDER BY seq LIMIT ?2"));
+  st.bind(1, after_seq).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<LogRow> rows;
+  for (;;) {
+    TS_ASSIGN_OR_RETURN(bool more, st.step());
+    if (!more) break;
+    LogRow r;
+    r.seq = st.column_int64(0);
+    r.op_id = st.column_blob(1);
+    r.entity = st.column_blob(2);
+    r.kind = static_cast<int>(st.column_int64(3));
+    r.hlc = static_cast<std::uint64_t>(st.column_int64(4));
+    r.node_id = st.column_text(5);
+    r.payload = st.column_blob(6);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+Result<std::int64_t> ChangeLog::last_seq() {
+  TS_ASSIGN_OR_RETURN(auto v, db_->query_int("SELECT max(seq) FROM change_log"));
+  return v.value_or(0);
+}
+
+Result<std::int64_t> ChangeLog::count_after(std::int64_t after_seq) {
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT count(*) FROM change_log WHERE seq > ?1"));
+  st.bind(1, after_seq);
+  TS_ASSIGN_OR_RETURN(bool row, st.step());
+  return row ? st.column_int64(0) : 0;
+}
+
+Result<std::uint64_t> ChangeLog::max_hlc() {
+  TS_ASSIGN_OR_RETURN(auto v, db_->query_int("SELECT max(hlc) FROM change_log"));
+  return static_cast<std::uint64_t>(v.value_or(0));
+}
+
+}  // namespace tillsync::storage
