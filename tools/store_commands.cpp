@@ -1,0 +1,739 @@
+#include "store_commands.h"
+
+#include <filesystem>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "tillsync/capture.h"
+#include "tillsync/channel_node.h"
+#include "tillsync/clock.h"
+#include "tillsync/digest.h"
+#include "tillsync/domain.h"
+#include "tillsync/validation.h"
+
+namespace tillsync::cli {
+namespace {
+
+constexpr std::size_t kExportBatch = 1000;
+
+const char* const kDbHelp = "The terminal's database file (created by 'tillsync store init')";
+const char* const kIdHelp =
+    "The customer: its account number (e.g. C000000042) or its GUID (the only id of a "
+    "customer still 'Pending sync')";
+const char* const kOfflineHelp =
+    "Act as if HQ were unreachable for this command (the terminal's manual offline "
+    "switch)";
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+Result<std::unique_ptr<ChannelNode>> open_node(const std::string& db) {
+  return ChannelNode::open(db);
+}
+
+std::string on_off(bool b) { return b ? "on" : "off"; }
+
+Json profile_json(const FunctionalityProfile& p) {
+  Json j;
+  j["async_customer_creation"] = p.async_customer_creation;
+  j["filter_shared_customer_tables"] = p.filter_shared_customer_tables;
+  j["enhanced_async_customer"] = p.enhanced_async_customer;
+  j["async_customer_addresses"] = p.async_customer_addresses;
+  j["async_customer_edits"] = p.async_customer_edits;
+  return j;
+}
+
+Json default_customer_json(const DefaultCustomer& d) {
+  Json j;
+  j["type"] = std::string(to_string(d.type));
+  j["customer_group"] = d.customer_group;
+  j["receipt_option"] = d.receipt_option;
+  j["receipt_email"] = d.receipt_email;
+  j["currency"] = d.currency;
+  j["language"] = d.language;
+  j["affiliations"] = d.affiliations;
+  return j;
+}
+
+Json status_json(const NodeStatus& s, const NodeConfig& config) {
+  Json j;
+  j["node"] = s.node_id;
+  j["online"] = s.online;
+  j["pending_ops"] = s.pending_ops;
+  j["acked_seq"] = s.acked_seq;
+  j["pulled_seq"] = s.pulled_seq;
+  j["last_sync_at"] = s.last_sync_at_ms ? Json(iso8601_utc(*s.last_sync_at_ms)) : Json(nullptr);
+  j["last_error"] = s.last_error.empty() ? Json(nullptr) : Json(s.last_error);
+  j["last_seq"] = s.last_seq;
+  j["hq"] = config.hq_endpoint ? Json(*config.hq_endpoint) : Json(nullptr);
+  j["rts_timeout_ms"] = config.rts_timeout_ms;
+  j["profile"] = profile_json(config.profile);
+  j["default_customer"] = default_customer_json(config.default_customer);
+  return j;
+}
+
+std::string status_text(const NodeStatus& s, const NodeConfig& config) {
+  std::string t;
+  t += "terminal:        " + s.node_id + "\n";
+  t += "HQ:              " +
+       (config.hq_endpoint ? *config.hq_endpoint : std::string("none configured")) + "\n";
+  t += "online:          " +
+       std::string(s.online ? "yes" : "no (last contact with HQ failed or none yet)") + "\n";
+  t += "pending ops:     " + std::to_string(s.pending_ops) + " (not yet acknowledged by HQ)\n";
+  t += "log position:    " + std::to_string(s.last_seq) + " written, " +
+       std::to_string(s.acked_seq) + " acknowledged by HQ, " + std::to_string(s.pulled_seq) +
+       " pulled from HQ\n";
+  t += "last sync:       " +
+       (s.last_sync_at_ms ? iso8601_utc(*s.last_sync_at_ms) : std::string("never")) + "\n";
+  if (!s.last_error.empty()) t += "last error:      " + one_line(s.last_error) + "\n";
+  const FunctionalityProfile& p = config.profile;
+  t += "async creation:  " + on_off(p.async_customer_creation) +
+       "; offline data exclusion: " + on_off(p.filter_shared_customer_tables) +
+       "; enhanced async: " + on_off(p.enhanced_async_customer) +
+       "; async addresses: " + on_off(p.async_customer_addresses) +
+       "; async edits: " + on_off(p.async_customer_edits) + "\n";
+  return t;
+}
+
+// Re-labels a validation error of a default-customer option with the option's name.
+Status as_option_error(const Status& s, const std::string& option) {
+  if (s.ok()) return s;
+  return Status(s.code(), "--" + option + ": " + s.message(), option);
+}
+
+Status check_endpoint(const std::string& endpoint) {
+  auto starts = [&endpoint](std::string_view p) { return endpoint.rfind(p, 0) == 0; };
+  if (!(starts("tcp://") || starts("ipc://")) || endpoint.size() <= 6) {
+    return Status::InvalidInput(
+        "hq", "--hq must be a ZeroMQ endpoint such as tcp://hq.example.com:5555, got '" +
+                  one_line(endpoint) + "'");
+  }
+  return validate_text("hq", endpoint, kMaxTextLength);
+}
+
+// ---------------------------------------------------------------------------
+// store init
+
+struct InitOptions {
+  std::string db, store, terminal, hq;
+  bool async_mode = false, filter = false, enhanced = false, async_addresses = false,
+       async_edits = false;
+  int rts_timeout_ms = 2000;
+  DefaultCustomer dc;
+  std::string dc_type = "person";
+  CLI::Option* hq_opt = nullptr;
+};
+
+int run_init(const Cli& cli, const InitOptions& o) {
+  if (Status s = check_identifier("store", o.store); !s) return cli.fail(s);
+  if (Status s = check_identifier("terminal", o.terminal); !s) return cli.fail(s);
+  NodeConfig config;
+  config.store_id = o.store;
+  config.terminal_id = o.terminal;
+  if (given(o.hq_opt)) {
+    if (Status s = check_endpoint(o.hq); !s) return cli.fail(s);
+    config.hq_endpoint = o.hq;
+  }
+  config.rts_timeout_ms = o.rts_timeout_ms;
+  config.profile.async_customer_creation = o.async_mode;
+  config.profile.filter_shared_customer_tables = o.filter;
+  config.profile.enhanced_async_customer = o.enhanced;
+  config.profile.async_customer_addresses = o.async_addresses;
+  config.profile.async_customer_edits = o.async_edits;
+
+  DefaultCustomer dc = o.dc;
+  auto type = parse_customer_type(o.dc_type);
+  if (!type) {
+    return cli.fail(Status::InvalidInput("default-customer-type",
+                                         "--default-customer-type must be person or organization"));
+  }
+  dc.type = *type;
+  const std::pair<Field, const char*> checks[] = {
+      {Field::customer_group, "default-customer-group"},
+      {Field::currency, "default-currency"},
+      {Field::language, "default-language"},
+      {Field::receipt_option, "default-receipt-option"},
+      {Field::receipt_email, "default-receipt-email"},
+  };
+  const std::string* values[] = {&dc.customer_group, &dc.currency, &dc.language, &dc.receipt_option,
+                                 &dc.receipt_email};
+  for (std::size_t i = 0; i < std::size(checks); ++i) {
+    if (Status s = validate_field(checks[i].first, *values[i]); !s) {
+      return cli.fail(as_option_error(s, checks[i].second));
+    }
+  }
+  for (const std::string& a : dc.affiliations) {
+    if (Status s = validate_affiliation(a, "default-affiliation"); !s) {
+      return cli.fail(as_option_error(s, "default-affiliation"));
+    }
+  }
+  config.default_customer = std::move(dc);
+
+  auto node = ChannelNode::create(o.db, config);
+  if (!node) return cli.fail(node.status());
+  auto status = (*node)->status();
+  if (!status) return cli.fail(status.status());
+  const NodeConfig& stored = (*node)->config();
+  std::string human = "initialized terminal " + stored.node_id() + " in " + o.db + "\n" +
+                      status_text(*status, stored);
+  return cli.ok(status_json(*status, stored), human);
+}
+
+void add_init(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<InitOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "init",
+      "Set up a new terminal database: which store and terminal it is, where HQ is, the\n"
+      "functionality-profile options and the store's default customer.");
+  sub->add_option("--db", o->db,
+                  "Path of the terminal database file to create (must not exist yet)")
+      ->required()
+      ->type_name("FILE");
+  sub->add_option("--store", o->store, "Store id, e.g. S001 (1-32 letters, digits, '-', '_')")
+      ->required()
+      ->type_name("STORE");
+  sub->add_option(
+         "--terminal", o->terminal,
+         "Terminal (register) id within the store, e.g. T01 (1-32 letters, digits, '-', '_')")
+      ->required()
+      ->type_name("TERMINAL");
+  o->hq_opt = sub->add_option("--hq", o->hq,
+                              "HQ endpoint, e.g. tcp://hq.example.com:5555; without it the "
+                              "terminal works offline only")
+                  ->type_name("ENDPOINT");
+  sub->add_flag("--async-mode", o->async_mode,
+                "Create customers asynchronously: saved at the terminal as 'Pending sync' and "
+                "converted by HQ later (functionality profile: async customer creation)");
+  sub->add_flag("--filter-shared-customer-tables", o->filter,
+                "Offline data exclusion: block customer creation while offline and keep no "
+                "copy of other stores' customers");
+  sub->add_flag("--enhanced-async", o->enhanced,
+                "Allow titles, affiliations and extra e-mails/phones on async customers");
+  sub->add_flag("--async-addresses", o->async_addresses,
+                "Save new customer addresses at the terminal and replicate them, instead of "
+                "calling HQ");
+  sub->add_flag("--async-edits", o->async_edits,
+                "Save customer edits at the terminal and replicate them (also for customers "
+                "still 'Pending sync')");
+  sub->add_option("--rts-timeout-ms", o->rts_timeout_ms,
+                  "How long the terminal waits for HQ on any request before treating it as "
+                  "unreachable")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 600000))
+      ->type_name("MS");
+  sub->add_option("--default-customer-type", o->dc_type, "Default customer: type of new customers")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"person", "organization"}));
+  sub->add_option("--default-customer-group", o->dc.customer_group,
+                  "Default customer: customer group of new customers")
+      ->capture_default_str();
+  sub->add_option("--default-currency", o->dc.currency, "Default customer: currency")
+      ->capture_default_str();
+  sub->add_option("--default-language", o->dc.language, "Default customer: language")
+      ->capture_default_str();
+  sub->add_option("--default-receipt-option", o->dc.receipt_option,
+                  "Default customer: how receipts are given (e.g. print, email, both)")
+      ->capture_default_str();
+  sub->add_option("--default-receipt-email", o->dc.receipt_email,
+                  "Default customer: receipt e-mail, used when a new customer gives none")
+      ->type_name("EMAIL");
+  repeatable(sub->add_option("--default-affiliation", o->dc.affiliations,
+                             "Default customer: affiliation copied to new customers "
+                             "(repeat for several)")
+                 ->type_name("AFFILIATION"));
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_init(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// store create-customer
+
+struct CreateOptions {
+  std::string db;
+  std::string first_name, middle_name, last_name, org_name, title, email, phone;
+  std::string language, currency, customer_group, receipt_option, receipt_email;
+  std::vector<std::string> affiliations, secondary_emails, secondary_phones, addresses;
+  bool offline = false;
+  CLI::Option *first_opt = nullptr, *middle_opt = nullptr, *last_opt = nullptr, *org_opt = nullptr;
+  CLI::Option *language_opt = nullptr, *currency_opt = nullptr, *group_opt = nullptr,
+              *receipt_option_opt = nullptr, *receipt_email_opt = nullptr;
+};
+
+std::optional<std::string> optional_value(const CLI::Option* opt, const std::string& value) {
+  if (given(opt)) return value;
+  return std::nullopt;
+}
+
+int run_create(const Cli& cli, const CreateOptions& o) {
+  bool person = given(o.first_opt) || given(o.last_opt) || given(o.middle_opt);
+  if (!person && !given(o.org_opt)) {
+    return cli.usage(
+        "name the customer: --first-name and --last-name for a person, or --org-name for an "
+        "organization");
+  }
+  NewCustomer input;
+  input.first_name = o.first_name;
+  input.middle_name = o.middle_name;
+  input.last_name = o.last_name;
+  input.org_name = o.org_name;
+  input.title = o.title;
+  input.email = o.email;
+  input.phone = o.phone;
+  input.language = optional_value(o.language_opt, o.language);
+  input.currency = optional_value(o.currency_opt, o.currency);
+  input.customer_group = optional_value(o.group_opt, o.customer_group);
+  input.receipt_option = optional_value(o.receipt_option_opt, o.receipt_option);
+  input.receipt_email = optional_value(o.receipt_email_opt, o.receipt_email);
+  input.affiliations = o.affiliations;
+  input.secondary_emails = o.secondary_emails;
+  input.secondary_phones = o.secondary_phones;
+  for (std::size_t i = 0; i < o.addresses.size(); ++i) {
+    auto address = parse_address_spec(o.addresses[i], "addresses[" + std::to_string(i) + "]");
+    if (!address) return cli.fail(address.status());
+    input.addresses.push_back(std::move(*address));
+  }
+
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  auto created = (*node)->create_customer(input, CallOptions{o.offline});
+  if (!created) return cli.fail(created.status());
+
+  const CreateOutcome& out = *created;
+  Json j = customer_json(out.customer);
+  j["mode"] = std::string(to_string(out.mode));
+  if (!out.fallback_reason.empty()) j["fallback_reason"] = out.fallback_reason;
+  std::string human = "created customer " + out.customer.account_id() + " (guid " +
+                      out.customer.guid.to_string() + ") in " + std::string(to_string(out.mode)) +
+                      " mode";
+  if (!out.fallback_reason.empty()) human += ": " + one_line(out.fallback_reason);
+  human += "\n" + customer_text(out.customer);
+  return cli.ok(j, human);
+}
+
+void add_create(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<CreateOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "create-customer",
+      "Register a new customer at the till. Online in sync mode HQ assigns the account\n"
+      "number at once; in async mode, or whenever HQ can't be reached, the customer is\n"
+      "saved at the terminal as 'Pending sync' and gets its number after replication.\n"
+      "Values not given are copied from the store's default customer.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  o->first_opt = sub->add_option("--first-name", o->first_name, "Person's first name");
+  o->middle_opt = sub->add_option("--middle-name", o->middle_name, "Person's middle name");
+  o->last_opt = sub->add_option("--last-name", o->last_name, "Person's last name");
+  o->org_opt = sub->add_option("--org-name", o->org_name,
+                               "Organization name (instead of first and last name)");
+  o->org_opt->excludes(o->first_opt)->excludes(o->middle_opt)->excludes(o->last_opt);
+  sub->add_option("--email", o->email, "Primary e-mail address")->type_name("EMAIL");
+  sub->add_option("--phone", o->phone, "Primary phone number")->type_name("PHONE");
+  sub->add_option("--title", o->title, "Title, e.g. Dr. (async customers: needs --enhanced-async)");
+  repeatable(sub->add_option("--affiliation", o->affiliations,
+                             "Affiliation, e.g. a loyalty or employee group (repeat for several)")
+                 ->type_name("AFFILIATION"));
+  repeatable(sub->add_option("--secondary-email", o->secondary_emails,
+                             "Additional e-mail address (repeat for several)")
+                 ->type_name("EMAIL"));
+  repeatable(sub->add_option("--secondary-phone", o->secondary_phones,
+                             "Additional phone number (repeat for several)")
+                 ->type_name("PHONE"));
+  repeatable(sub->add_option("--address", o->addresses,
+                             "Address as \"street;city;state;zip;country[;purpose]\", e.g. "
+                             "\"1 Main St;Springfield;IL;62701;US;delivery\"; purpose defaults to "
+                             "home (person) or business (organization). Repeat for several")
+                 ->type_name("ADDRESS"));
+  o->language_opt = sub->add_option("--language", o->language,
+                                    "Language, e.g. en-us (default: store's default customer)");
+  o->currency_opt = sub->add_option("--currency", o->currency,
+                                    "Currency, e.g. USD (default: store's default customer)");
+  o->group_opt = sub->add_option("--customer-group", o->customer_group,
+                                 "Customer group (default: store's default customer)");
+  o->receipt_option_opt =
+      sub->add_option("--receipt-option", o->receipt_option,
+                      "How the customer gets receipts (default: store's default customer)");
+  o->receipt_email_opt =
+      sub->add_option("--receipt-email", o->receipt_email,
+                      "E-mail address for receipts (default: store's default customer)")
+          ->type_name("EMAIL");
+  sub->add_flag("--offline", o->offline, kOfflineHelp);
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_create(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// store edit-customer
+
+struct EditOptions {
+  std::string db, id;
+  std::vector<std::string> sets;
+  bool offline = false;
+};
+
+int run_edit(const Cli& cli, const EditOptions& o) {
+  auto changes = parse_set_options(o.sets);
+  if (!changes) return cli.fail(changes.status());
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  auto edited = (*node)->edit_customer(o.id, *changes, CallOptions{o.offline});
+  if (!edited) return cli.fail(edited.status());
+  std::string human = "updated customer " + edited->account_id() + " (guid " +
+                      edited->guid.to_string() + ")\n" + customer_text(*edited);
+  return cli.ok(customer_json(*edited), human);
+}
+
+std::string field_list() {
+  std::string all;
+  for (Field f : all_fields()) all += (all.empty() ? "" : ", ") + std::string(field_name(f));
+  return all;
+}
+
+void add_edit(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<EditOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "edit-customer",
+      "Change a customer's details. Synced customers are edited through HQ unless async\n"
+      "edits are on; customers still 'Pending sync' can be edited only with async edits.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("ID", o->id, kIdHelp)->required();
+  repeatable(sub->add_option(
+                    "--set", o->sets,
+                    "FIELD=VALUE to change (repeat for several). FIELD is one of: " + field_list())
+                 ->required()
+                 ->type_name("FIELD=VALUE"));
+  sub->add_flag("--offline", o->offline, kOfflineHelp);
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_edit(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// store add-address
+
+struct AddAddressOptions {
+  std::string db, id, address;
+  bool offline = false;
+};
+
+int run_add_address(const Cli& cli, const AddAddressOptions& o) {
+  auto address = parse_address_spec(o.address, "address");
+  if (!address) return cli.fail(address.status());
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  auto updated = (*node)->add_address(o.id, *address, CallOptions{o.offline});
+  if (!updated) return cli.fail(updated.status());
+  std::string human = "added address to customer " + updated->account_id() + " (guid " +
+                      updated->guid.to_string() + ")\n" + customer_text(*updated);
+  return cli.ok(customer_json(*updated), human);
+}
+
+void add_add_address(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<AddAddressOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "add-address",
+      "Add an address to a customer. With async addresses on it is saved at the terminal\n"
+      "and replicated; otherwise a synced customer's address goes through HQ, and a\n"
+      "customer still 'Pending sync' can get addresses only at creation.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("ID", o->id, kIdHelp)->required();
+  sub->add_option("--address", o->address,
+                  "Address as \"street;city;state;zip;country[;purpose]\"; purpose defaults to "
+                  "home (person) or business (organization)")
+      ->required()
+      ->type_name("ADDRESS");
+  sub->add_flag("--offline", o->offline, kOfflineHelp);
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_add_address(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// store issue-loyalty-card
+
+struct IdOptions {
+  std::string db, id;
+};
+
+int run_issue_card(const Cli& cli, const IdOptions& o) {
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  std::set<std::string> before;
+  if (auto existing = (*node)->find(o.id)) {
+    for (const LoyaltyCard& card : existing->loyalty_cards) before.insert(card.card_number);
+  }
+  auto updated = (*node)->issue_loyalty_card(o.id);
+  if (!updated) return cli.fail(updated.status());
+  std::optional<LoyaltyCard> issued;
+  for (const LoyaltyCard& card : updated->loyalty_cards) {
+    if (before.count(card.card_number) == 0) issued = card;
+  }
+  Json j = customer_json(*updated);
+  std::string human;
+  if (issued) {
+    Json card;
+    card["card_number"] = issued->card_number;
+    card["issued_at_ms"] = issued->issued_at_ms;
+    j["issued_card"] = std::move(card);
+    human = "issued loyalty card " + issued->card_number + " to customer ";
+  } else {
+    human = "issued a loyalty card to customer ";
+  }
+  human += updated->account_id() + "\n" + customer_text(*updated);
+  return cli.ok(j, human);
+}
+
+void add_issue_card(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<IdOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "issue-loyalty-card",
+      "Issue a loyalty card to a customer. Needs HQ online, and the customer must have its\n"
+      "account number (not 'Pending sync').");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("ID", o->id, kIdHelp)->required();
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_issue_card(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// store show / customers
+
+int run_show(const Cli& cli, const IdOptions& o) {
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  auto customer = (*node)->find(o.id);
+  if (!customer) return cli.fail(customer.status());
+  return cli.ok(customer_json(*customer), customer_text(*customer));
+}
+
+void add_show(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<IdOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "show", "Show one customer as this terminal knows it, with addresses and cards.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("ID", o->id, kIdHelp)->required();
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_show(cli, *o); });
+}
+
+struct CustomersOptions {
+  std::string db, search;
+};
+
+int run_customers(const Cli& cli, const CustomersOptions& o) {
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  auto found = (*node)->search(o.search);
+  if (!found) return cli.fail(found.status());
+  std::string human;
+  if (found->empty()) {
+    human =
+        o.search.empty() ? "no customers\n" : "no customers match '" + one_line(o.search) + "'\n";
+  } else {
+    for (const Customer& c : *found) human += customer_line(c) + "\n";
+    human += std::to_string(found->size()) + (found->size() == 1 ? " customer\n" : " customers\n");
+  }
+  return cli.ok(customers_json(*found), human);
+}
+
+void add_customers(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<CustomersOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "customers", "List the customers this terminal knows, optionally filtered.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--search", o->search,
+                  "Only customers whose name, e-mail, phone, account number or GUID contains "
+                  "TEXT (case-insensitive)")
+      ->type_name("TEXT");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_customers(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// store status / digest
+
+struct DbOptions {
+  std::string db;
+};
+
+int run_status(const Cli& cli, const DbOptions& o) {
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  auto status = (*node)->status();
+  if (!status) return cli.fail(status.status());
+  return cli.ok(status_json(*status, (*node)->config()), status_text(*status, (*node)->config()));
+}
+
+void add_status(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<DbOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "status",
+      "Show the terminal's replication state: whether HQ was reachable, how many changes\n"
+      "are still waiting for HQ, and when the last sync happened.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_status(cli, *o); });
+}
+
+int run_digest(const Cli& cli, const DbOptions& o) {
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  auto digest = (*node)->digest();
+  if (!digest) return cli.fail(digest.status());
+  Json j;
+  j["digest"] = digest->hex;
+  j["customers"] = digest->customers;
+  std::string human = digest->hex + "  (" + std::to_string(digest->customers) +
+                      (digest->customers == 1 ? " customer)" : " customers)");
+  return cli.ok(j, human);
+}
+
+void add_digest(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<DbOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "digest",
+      "Print a fingerprint of the customer data on this terminal, to compare with HQ or a\n"
+      "replay (account numbers and loyalty cards are left out).");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_digest(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// store export-log
+
+struct ExportOptions {
+  std::string db, out;
+};
+
+Status export_log(ChannelNode& node, const std::string& out, std::int64_t& records,
+                  std::int64_t& first_seq, std::int64_t& last_seq) {
+  TS_ASSIGN_OR_RETURN(auto batch, node.read_log(0, kExportBatch));
+  CaptureHeader header;
+  header.node_id = node.node_id();
+  header.first_seq = batch.empty() ? 0 : batch.front().seq;
+  header.created_at_ms = SystemClock::instance().now_ms();
+  TS_ASSIGN_OR_RETURN(auto writer, CaptureWriter::create(out, header));
+  first_seq = header.first_seq;
+  bool ok = false;
+  struct RemoveOnFailure {
+    const std::string& path;
+    const bool& ok;
+    ~RemoveOnFailure() {
+      if (!ok) {
+        std::error_code ec;
+        std::filesystem::remove(path, ec);
+      }
+    }
+  } cleanup{out, ok};
+  while (!batch.empty()) {
+    for (const LogRecord& record : batch) {
+      TS_RETURN_IF_ERROR(writer.append(record));
+      last_seq = record.seq;
+    }
+    if (batch.size() < kExportBatch) break;
+    TS_ASSIGN_OR_RETURN(batch, node.read_log(last_seq, kExportBatch));
+  }
+  TS_RETURN_IF_ERROR(writer.finish());
+  records = writer.records();
+  ok = true;
+  return Status::Ok();
+}
+
+int run_export(const Cli& cli, const ExportOptions& o) {
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  std::int64_t records = 0, first_seq = 0, last_seq = 0;
+  if (Status s = export_log(**node, o.out, records, first_seq, last_seq); !s) return cli.fail(s);
+  Json j;
+  j["records"] = records;
+  j["out"] = o.out;
+  j["node"] = (*node)->node_id();
+  j["first_seq"] = first_seq;
+  j["last_seq"] = last_seq;
+  std::string human = "exported " + std::to_string(records) +
+                      (records == 1 ? " log record" : " log records") + " of terminal " +
+                      (*node)->node_id() + " to " + o.out;
+  return cli.ok(j, human);
+}
+
+void add_export(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<ExportOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "export-log",
+      "Write this terminal's whole change log to a capture file (.tslog) for support,\n"
+      "to be inspected or replayed with 'tillsync replay'.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--out", o->out, "Capture file to write (e.g. S001-T01.tslog)")
+      ->required()
+      ->type_name("FILE.tslog");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_export(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// store sync
+
+struct SyncOptions {
+  std::string db;
+  bool once = false, watch = false;
+};
+
+int run_sync(const Cli& cli, const SyncOptions& o) {
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  auto status = (*node)->status();
+  if (!status) return cli.fail(status.status());
+  const NodeConfig& config = (*node)->config();
+  std::string pending = std::to_string(status->pending_ops) +
+                        (status->pending_ops == 1 ? " operation stays" : " operations stay") +
+                        " pending on this terminal";
+  if (!config.hq_endpoint) {
+    return cli.fail(Status::HqUnreachable(
+        "no HQ is configured for terminal " + config.node_id() +
+        " (set one with 'tillsync store init --hq'); nothing was pushed or pulled, " + pending));
+  }
+  return cli.fail(Status::HqUnreachable("HQ at " + *config.hq_endpoint +
+                                        " is unreachable from terminal " + config.node_id() +
+                                        "; nothing was pushed or pulled, " + pending));
+}
+
+void add_sync(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<SyncOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "sync",
+      "Replicate with HQ: upload this terminal's pending changes and download new customers\n"
+      "and account numbers (replacing 'Pending sync').");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  auto* once =
+      sub->add_flag("--once", o->once, "One round of upload and download, then exit (default)");
+  auto* watch = sub->add_flag("--watch", o->watch,
+                              "Keep replicating continuously until interrupted (Ctrl-C)");
+  once->excludes(watch);
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_sync(cli, *o); });
+}
+
+}  // namespace
+
+void add_store_commands(CLI::App& root, Cli& cli) {
+  CLI::App* store = root.add_subcommand(
+      "store", "Commands for a store terminal (till): customers, status and replication.");
+  store->require_subcommand(1);
+  cli.add_json_flag(*store);
+  add_init(*store, cli);
+  add_create(*store, cli);
+  add_edit(*store, cli);
+  add_add_address(*store, cli);
+  add_issue_card(*store, cli);
+  add_customers(*store, cli);
+  add_show(*store, cli);
+  add_status(*store, cli);
+  add_digest(*store, cli);
+  add_export(*store, cli);
+  add_sync(*store, cli);
+}
+
+}  // namespace tillsync::cli

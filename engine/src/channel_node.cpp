@@ -1,0 +1,423 @@
+#include "tillsync/channel_node.h"
+
+#include <algorithm>
+#include <sys/stat.h>
+
+#include "customer_table.h"
+#include "node_schema.h"
+#include "tillsync/storage/change_log.h"
+#include "tillsync/storage/database.h"
+#include "tillsync/validation.h"
+
+namespace tillsync {
+
+std::string_view to_string(CreationMode m) { return m == CreationMode::sync ? "sync" : "async"; }
+
+namespace {
+
+storage::DatabaseOptions db_options(const ChannelNodeOptions& o, bool create) {
+  storage::DatabaseOptions d;
+  d.synchronous = o.durability == Durability::full ? storage::Synchronous::full
+                                                   : storage::Synchronous::normal;
+  d.busy_timeout_ms = o.busy_timeout_ms;
+  d.create_if_missing = create;
+  return d;
+}
+
+bool valid_id(std::string_view id) {
+  if (id.empty() || id.size() > 32) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_';
+  });
+}
+
+Status validate_config(const NodeConfig& c) {
+  if (!valid_id(c.store_id))
+    return Status::InvalidInput("store", "store: '" + c.store_id +
+                                             "' must be 1-32 letters, digits, '-' or '_'");
+  if (!valid_id(c.terminal_id))
+    return Status::InvalidInput("terminal", "terminal: '" + c.terminal_id +
+                                                "' must be 1-32 letters, digits, '-' or '_'");
+  if (c.rts_timeout_ms <= 0 || c.rts_timeout_ms > 600'000)
+    return Status::InvalidInput("rts_timeout_ms",
+                                "rts_timeout_ms: must be between 1 and 600000 milliseconds");
+  if (c.hq_endpoint) TS_RETURN_IF_ERROR(validate_text("hq", *c.hq_endpoint, kMaxTextLength));
+  const DefaultCustomer& d = c.default_customer;
+  TS_RETURN_IF_ERROR(validate_field(Field::customer_group, d.customer_group));
+  TS_RETURN_IF_ERROR(validate_field(Field::receipt_option, d.receipt_option));
+  TS_RETURN_IF_ERROR(validate_field(Field::receipt_email, d.receipt_email));
+  TS_RETURN_IF_ERROR(validate_field(Field::currency, d.currency));
+  TS_RETURN_IF_ERROR(validate_field(Field::language, d.language));
+  for (const auto& a : d.affiliations) TS_RETURN_IF_ERROR(validate_affiliation(a, "default_affiliation"));
+  return Status::Ok();
+}
+
+std::string default_purpose(CustomerType t) {
+  return t == CustomerType::organization ? "business" : "home";
+}
+
+// The D9 fields an async customer may carry only with enhanced_async_customer.
+Status check_enhanced_fields(const Customer& c, const FunctionalityProfile& p) {
+  if (p.enhanced_async_customer) return Status::Ok();
+  auto disabled = [](const char* field) {
+    return Status::FeatureDisabled(
+        field, std::string(field) +
+                   ": not available for customers created asynchronously unless the "
+                   "enhanced_async_customer feature is on");
+  };
+  if (!c.title.empty()) return disabled("title");
+  if (!c.affiliations.empty()) return disabled("affiliations");
+  for (const Contact& k : c.contacts)
+    return disabled(k.kind == ContactKind::email ? "secondary_email" : "secondary_phone");
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct ChannelNode::Impl {
+  std::unique_ptr<storage::Database> db;
+  NodeConfig config;
+  HqGateway* hq = nullptr;
+  PhysicalClock* clock = nullptr;
+  HybridLogicalClock hlc;
+  GuidGenerator guids;
+
+  Impl(std::unique_ptr<storage::Database> d, NodeConfig c, const ChannelNodeOptions& o, Hlc last)
+      : db(std::move(d)),
+        config(std::move(c)),
+        hq(o.hq),
+        clock(o.clock != nullptr ? o.clock : &SystemClock::instance()),
+        hlc(*clock, last),
+        guids(o.seed) {}
+
+  CustomerTable customers() { return CustomerTable(*db); }
+
+  // HQ is reachable for this call: a gateway exists, the manual switch is off, and the
+  // gateway's last contact did not fail.
+  bool online(const CallOptions& call) const {
+    return !call.offline && hq != nullptr && config.hq_endpoint.has_value() && hq->reachable();
+  }
+
+  Result<Customer> find(std::string_view id) {
+    CustomerTable t = customers();
+    if (auto guid = Guid::parse(id)) {
+      TS_ASSIGN_OR_RETURN(auto c, t.get(*guid));
+      if (c) return std::move(*c);
+    } else {
+      TS_ASSIGN_OR_RETURN(auto c, t.by_account(id));
+      if (c) return std::move(*c);
+    }
+    return Status::NotFound("customer '" + std::string(id) + "' not found on this terminal");
+  }
+
+  // Appends one operation to the change log and advances the persisted HLC, inside
+  // the caller's transaction.
+  Status log(storage::Transaction& txn, const Payload& payload) {
+    const Hlc ts = hlc.now();
+    storage::LogRow row;
+    row.op_id = std::string(guids.next().raw());
+    row.entity = std::string(entity_of(payload).raw());
+    row.kind = static_cast<int>(kind_of(payload));
+    row.hlc = ts.value;
+    row.node_id = config.node_id();
+    row.payload = encode_payload(payload);
+    storage::ChangeLog change_log(*db);
+    TS_ASSIGN_OR_RETURN(auto seq, change_log.append(txn, row));
+    (void)seq;
+    return node_db::put_int(txn, node_db::key::hlc, static_cast<std::int64_t>(ts.value));
+  }
+
+  // Stores a customer as HQ returned it (sync mode), replacing the local copy.
+  Result<Customer> store_from_hq(const Customer& c) {
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_RETURN_IF_ERROR(customers().upsert(txn, c));
+    TS_RETURN_IF_ERROR(txn.commit());
+    return c;
+  }
+
+  Customer build(const NewCustomer& in) {
+    const DefaultCustomer& d = config.default_customer;
+    Customer c;
+    c.guid = guids.next();
+    if (in.type) {
+      c.type = *in.type;
+    } else if (!in.org_name.empty()) {
+      c.type = CustomerType::organization;
+    } else if (!in.first_name.empty() || !in.last_name.empty()) {
+      c.type = CustomerType::person;
+    } else {
+      c.type = d.type;
+    }
+    c.first_name = in.first_name;
+    c.middle_name = in.middle_name;
+    c.last_name = in.last_name;
+    c.org_name = in.org_name;
+    c.title = in.title;
+    c.email = in.email;
+    c.phone = in.phone;
+    c.language = in.language.value_or(d.language);
+    c.currency = in.currency.value_or(d.currency);
+    c.customer_group = in.customer_group.value_or(d.customer_group);
+    c.receipt_option = in.receipt_option.value_or(d.receipt_option);
+    // D11: the template's receipt e-mail only when none was given.
+    c.receipt_email = in.receipt_email && !in.receipt_email->empty() ? *in.receipt_email : d.receipt_email;
+    c.affiliations = in.affiliations;
+    for (const auto& e : in.secondary_emails) c.contacts.push_back({guids.next(), ContactKind::email, e});
+    for (const auto& p : in.secondary_phones) c.contacts.push_back({guids.next(), ContactKind::phone, p});
+    for (Address a : in.addresses) {
+      a.guid = guids.next();
+      if (a.purpose.empty()) a.purpose = default_purpose(c.type);
+      c.addresses.push_back(std::move(a));
+    }
+    c.version = 1;
+    return c;
+  }
+
+  // D11 with D9: template affiliations are copied where affiliations are allowed.
+  void inherit_affiliations(Customer& c, CreationMode mode) {
+    if (mode == CreationMode::async && !config.profile.enhanced_async_customer) return;
+    for (const auto& a : config.default_customer.affiliations) {
+      if (std::find(c.affiliations.begin(), c.affiliations.end(), a) == c.affiliations.end())
+        c.affiliations.push_back(a);
+    }
+  }
+
+  Result<CreateOutcome> create_async(Customer c, bool is_online, std::string fallback_reason) {
+    // D5: with offline data exclusion, nothing is created while offline.
+    if (!is_online && config.profile.filter_shared_customer_tables) {
+      return Status(Code::offline_creation_blocked,
+                    "customers cannot be created offline on this terminal "
+                    "(filter_shared_customer_tables is on)" +
+                        (fallback_reason.empty() ? std::string() : ": " + fallback_reason));
+    }
+    TS_RETURN_IF_ERROR(check_enhanced_fields(c, config.profile));
+    inherit_affiliations(c, CreationMode::async);
+    c.account_number.reset();
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_RETURN_IF_ERROR(customers().insert(txn, c));
+    TS_RETURN_IF_ERROR(log(txn, CustomerCreated{c}));
+    TS_RETURN_IF_ERROR(txn.commit());
+    return CreateOutcome{std::move(c), CreationMode::async, std::move(fallback_reason)};
+  }
+
+  Result<CreateOutcome> create(const NewCustomer& in, const CallOptions& call) {
+    Customer c = build(in);
+    TS_RETURN_IF_ERROR(validate_customer(c));
+    const bool is_online = online(call);
+    if (config.profile.async_customer_creation) return create_async(std::move(c), is_online, {});
+
+    // Sync mode (D1): HQ assigns the account number now. Any reason HQ cannot be
+    // reached turns this into an async creation with the same GUID (D4).
+    std::string reason;
+    if (!is_online) {
+      reason = call.offline ? "terminal is in offline mode"
+               : !config.hq_endpoint ? "no HQ configured"
+                                     : "HQ unreachable";
+    } else {
+      Customer request = c;
+      inherit_affiliations(request, CreationMode::sync);
+      auto reply = hq->create_customer(config.node_id(), request);
+      if (reply.ok()) {
+        TS_ASSIGN_OR_RETURN(Customer stored, store_from_hq(*reply));
+        return CreateOutcome{std::move(stored), CreationMode::sync, {}};
+      }
+      if (reply.status().code() != Code::hq_unreachable) return reply.status();
+      reason = reply.status().message();
+    }
+    return create_async(std::move(c), /*is_online=*/false, std::move(reason));
+  }
+
+  Status require_online(const CallOptions& call, std::string_view what) {
+    if (online(call)) return Status::Ok();
+    std::string why = call.offline ? "the terminal is in offline mode"
+                      : !config.hq_endpoint ? "no HQ is configured"
+                                            : "HQ is unreachable";
+    return Status::HqUnreachable(std::string(what) + " needs HQ, but " + why);
+  }
+
+  Result<Customer> edit(std::string_view id, const std::vector<FieldChange>& changes,
+                        const CallOptions& call) {
+    if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
+    TS_ASSIGN_OR_RETURN(Customer current, find(id));
+    Customer edited = current;
+    for (const FieldChange& ch : changes) edited.get(ch.field) = ch.value;
+    TS_RETURN_IF_ERROR(validate_customer(edited));
+
+    if (config.profile.async_customer_edits) {
+      // D9: a title on a customer that is still pending needs the enhanced feature.
+      if (!current.synced() && edited.title != current.title && !edited.title.empty())
+        TS_RETURN_IF_ERROR(check_enhanced_fields(edited, config.profile));
+      edited.version = current.version + 1;
+      TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+      TS_RETURN_IF_ERROR(customers().update_scalars(txn, edited));
+      TS_RETURN_IF_ERROR(log(txn, CustomerUpdated{current.guid, current.version, changes}));
+      TS_RETURN_IF_ERROR(txn.commit());
+      return edited;
+    }
+    if (!current.synced()) {
+      return Status(Code::pending_customer_not_editable,
+                    "customer is pending sync and cannot be edited until HQ assigns its account "
+                    "number (async_customer_edits is off)");
+    }
+    TS_RETURN_IF_ERROR(require_online(call, "editing a customer"));
+    TS_ASSIGN_OR_RETURN(Customer reply,
+                        hq->edit_customer(config.node_id(), current.guid, current.version, changes));
+    return store_from_hq(reply);
+  }
+
+  Result<Customer> add_address(std::string_view id, Address address, const CallOptions& call) {
+    TS_ASSIGN_OR_RETURN(Customer current, find(id));
+    if (address.purpose.empty()) address.purpose = default_purpose(current.type);
+    TS_RETURN_IF_ERROR(validate_address(address, "address"));
+    address.guid = guids.next();
+
+    if (config.profile.async_customer_addresses) {
+      TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+      TS_RETURN_IF_ERROR(customers().add_address(txn, current.guid, address));
+      TS_RETURN_IF_ERROR(log(txn, AddressAdded{current.guid, address}));
+      TS_RETURN_IF_ERROR(txn.commit());
+      current.addresses.push_back(std::move(address));
+      return current;
+    }
+    if (!current.synced()) {
+      return Status::FeatureDisabled(
+          "address",
+          "address: a customer pending sync can get addresses only at creation unless the "
+          "async_customer_addresses feature is on");
+    }
+    TS_RETURN_IF_ERROR(require_online(call, "adding an address"));
+    TS_ASSIGN_OR_RETURN(Customer reply, hq->add_address(config.node_id(), current.guid, address));
+    return store_from_hq(reply);
+  }
+
+  Result<Customer> issue_loyalty_card(std::string_view id, const CallOptions& call) {
+    TS_ASSIGN_OR_RETURN(Customer current, find(id));
+    // D7: checked locally, before any HQ call.
+    if (!current.synced()) {
+      return Status(Code::loyalty_requires_synced_customer,
+                    "a loyalty card can be issued only after the customer's account number has "
+                    "been synced from HQ");
+    }
+    TS_RETURN_IF_ERROR(require_online(call, "issuing a loyalty card"));
+    TS_ASSIGN_OR_RETURN(Customer reply, hq->issue_loyalty_card(config.node_id(), current.guid));
+    return store_from_hq(reply);
+  }
+
+  Result<NodeStatus> status() {
+    NodeStatus s;
+    s.node_id = config.node_id();
+    storage::ChangeLog change_log(*db);
+    TS_ASSIGN_OR_RETURN(s.acked_seq, node_db::get_int(*db, node_db::key::acked_seq, 0));
+    TS_ASSIGN_OR_RETURN(s.pulled_seq, node_db::get_int(*db, node_db::key::pulled_seq, 0));
+    TS_ASSIGN_OR_RETURN(s.last_seq, change_log.last_seq());
+    TS_ASSIGN_OR_RETURN(s.pending_ops, change_log.count_after(s.acked_seq));
+    TS_ASSIGN_OR_RETURN(std::int64_t online_flag, node_db::get_int(*db, node_db::key::online, 0));
+    s.online = online_flag != 0;
+    TS_ASSIGN_OR_RETURN(std::int64_t at, node_db::get_int(*db, node_db::key::last_sync_at, 0));
+    if (at > 0) s.last_sync_at_ms = at;
+    TS_ASSIGN_OR_RETURN(auto err, node_db::get(*db, node_db::key::last_error));
+    s.last_error = err.value_or("");
+    return s;
+  }
+};
+
+ChannelNode::ChannelNode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ChannelNode::~ChannelNode() = default;
+
+Result<std::unique_ptr<ChannelNode>> ChannelNode::create(const std::string& path,
+                                                         const NodeConfig& config,
+                                                         const ChannelNodeOptions& options) {
+  TS_RETURN_IF_ERROR(validate_config(config));
+  TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(path, db_options(options, true)));
+  TS_ASSIGN_OR_RETURN(auto version, db->query_int("PRAGMA user_version"));
+  if (version.value_or(0) != 0) {
+    // Either already a terminal (refuse to overwrite it) or something else entirely.
+    TS_RETURN_IF_ERROR(storage::check_schema(*db, node_db::schema()));
+    return Status::InvalidInput("db", "db: " + path + " is already an initialized terminal "
+                                          "database; refusing to overwrite it");
+  }
+  TS_RETURN_IF_ERROR(storage::migrate(*db, node_db::schema()));
+  {
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_RETURN_IF_ERROR(node_db::write_config(txn, config));
+    TS_RETURN_IF_ERROR(txn.commit());
+  }
+  return open(path, options);
+}
+
+Result<std::unique_ptr<ChannelNode>> ChannelNode::open(const std::string& path,
+                                                       const ChannelNodeOptions& options) {
+  TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(path, db_options(options, false)));
+  TS_RETURN_IF_ERROR(storage::check_schema(*db, node_db::schema()));
+  TS_ASSIGN_OR_RETURN(NodeConfig config, node_db::read_config(*db));
+  // Resume the HLC above everything this node has issued, whatever the wall clock says.
+  TS_ASSIGN_OR_RETURN(std::int64_t last, node_db::get_int(*db, node_db::key::hlc, 0));
+  auto impl = std::make_unique<Impl>(std::move(db), std::move(config), options,
+                                     Hlc{static_cast<std::uint64_t>(last)});
+  return std::unique_ptr<ChannelNode>(new ChannelNode(std::move(impl)));
+}
+
+const NodeConfig& ChannelNode::config() const { return impl_->config; }
+
+void ChannelNode::attach_hq(HqGateway* hq) { impl_->hq = hq; }
+
+Result<CreateOutcome> ChannelNode::create_customer(const NewCustomer& input, CallOptions call) {
+  return impl_->create(input, call);
+}
+
+Result<Customer> ChannelNode::edit_customer(std::string_view id,
+                                            const std::vector<FieldChange>& changes,
+                                            CallOptions call) {
+  return impl_->edit(id, changes, call);
+}
+
+Result<Customer> ChannelNode::add_address(std::string_view id, const Address& address,
+                                          CallOptions call) {
+  return impl_->add_address(id, address, call);
+}
+
+Result<Customer> ChannelNode::issue_loyalty_card(std::string_view id, CallOptions call) {
+  return impl_->issue_loyalty_card(id, call);
+}
+
+Result<Customer> ChannelNode::find(std::string_view id) { return impl_->find(id); }
+
+Result<std::vector<Customer>> ChannelNode::search(std::string_view text) {
+  return impl_->customers().search(text);
+}
+
+Result<NodeStatus> ChannelNode::status() { return impl_->status(); }
+
+Result<ContentDigest> ChannelNode::digest() {
+  TS_ASSIGN_OR_RETURN(auto all, impl_->customers().all_by_guid());
+  DigestBuilder b;
+  for (const Customer& c : all) b.add(c);
+  return b.finish();
+}
+
+Result<std::vector<LogRecord>> ChannelNode::read_log(std::int64_t after_seq, std::size_t limit) {
+  storage::ChangeLog change_log(*impl_->db);
+  TS_ASSIGN_OR_RETURN(auto rows, change_log.read_after(after_seq, limit));
+  std::vector<LogRecord> out;
+  out.reserve(rows.size());
+  for (auto& r : rows) {
+    LogRecord rec;
+    rec.seq = r.seq;
+    auto op = Guid::from_raw(r.op_id);
+    auto entity = Guid::from_raw(r.entity);
+    auto kind = op_kind_from_int(r.kind);
+    if (!op || !entity || !kind)
+      return Status::CorruptLog("change log row " + std::to_string(r.seq) + " is malformed");
+    rec.op_id = *op;
+    rec.entity = *entity;
+    rec.kind = *kind;
+    rec.hlc = Hlc{r.hlc};
+    rec.node_id = std::move(r.node_id);
+    rec.payload = std::move(r.payload);
+    out.push_back(std::move(rec));
+  }
+  return out;
+}
+
+}  // namespace tillsync

@@ -25,11 +25,13 @@ Hlc HybridLogicalClock::advance_to(std::uint64_t millis) {
     last_ = Hlc::make(millis, 0);
   } else if (last_.counter() < Hlc::kCounterMask) {
     last_ = Hlc{last_.value + 1};
-  } else {
+  } else if (last_.millis() < Hlc::kMaxMillis) {
     // Counter exhausted within one millisecond: borrow the next millisecond. Physical
     // time catches up; order is what matters.
     last_ = Hlc::make(last_.millis() + 1, 0);
   }
+  // Otherwise last_ is the largest HLC there is (only a corrupt or hostile peer gets us
+  // here): stay on it. Wrapping to zero would order every later event before older ones.
   return last_;
 }
 

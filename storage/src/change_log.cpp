@@ -55,7 +55,11 @@ Result<std::int64_t> ChangeLog::count_after(std::int64_t after_seq) {
 }
 
 Result<std::uint64_t> ChangeLog::max_hlc() {
-  TS_ASSIGN_OR_RETURN(auto v, db_->query_int("SELECT max(hlc) FROM change_log"));
+  // HLCs are unsigned 64-bit values stored as SQLite's signed integers: those with the
+  // top bit set read back negative, yet are the largest.
+  TS_ASSIGN_OR_RETURN(auto v, db_->query_int(
+      "SELECT coalesce((SELECT max(hlc) FROM change_log WHERE hlc < 0), "
+      "(SELECT max(hlc) FROM change_log))"));
   return static_cast<std::uint64_t>(v.value_or(0));
 }
 

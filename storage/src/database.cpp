@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <unordered_map>
+#include <vector>
 
 namespace tillsync::storage {
 
@@ -21,11 +22,14 @@ struct Statement::Impl {
 struct Database::Impl {
   sqlite3* db = nullptr;
   std::string path;
-  // Prepared statements keyed by their SQL text; each is handed out once at a time.
-  std::unordered_map<std::string, std::unique_ptr<Statement::Impl>> cache;
+  // Prepared statements keyed by their SQL text. Each is handed out once at a time; a
+  // nested use of the same SQL gets a second one, kept for reuse so the cache grows
+  // only up to the deepest nesting.
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Statement::Impl>>> cache;
 
   ~Impl() {
-    for (auto& [sql, s] : cache) sqlite3_finalize(s->stmt);
+    for (auto& [sql, list] : cache)
+      for (auto& s : list) sqlite3_finalize(s->stmt);
     cache.clear();
     if (db != nullptr) sqlite3_close_v2(db);
   }
@@ -39,6 +43,12 @@ Status sqlite_error(sqlite3* db, int rc, std::string_view what) {
   msg += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
   if (rc == SQLITE_NOTADB) return {Code::not_a_tillsync_database, std::move(msg)};
   return Status::Internal(std::move(msg));
+}
+
+// SQLite binds NULL for a null data pointer whatever the length, and empty views and
+// spans may carry one: point empty values at a real (empty) buffer instead.
+const char* non_null(const void* data) {
+  return data != nullptr ? static_cast<const char*>(data) : "";
 }
 
 const char* synchronous_pragma(Synchronous s) {
@@ -99,8 +109,8 @@ Statement& Statement::bind(int index, std::int64_t value) {
 }
 
 Statement& Statement::bind(int index, std::string_view text) {
-  TS_BIND(sqlite3_bind_text64(impl_->stmt, index, text.data(), text.size(), SQLITE_TRANSIENT,
-                              SQLITE_UTF8));
+  TS_BIND(sqlite3_bind_text64(impl_->stmt, index, non_null(text.data()), text.size(),
+                              SQLITE_TRANSIENT, SQLITE_UTF8));
   return *this;
 }
 
@@ -110,12 +120,14 @@ Statement& Statement::bind(int index, const std::optional<std::string>& text) {
 }
 
 Statement& Statement::bind_blob(int index, std::span<const std::uint8_t> bytes) {
-  TS_BIND(sqlite3_bind_blob64(impl_->stmt, index, bytes.data(), bytes.size(), SQLITE_TRANSIENT));
+  TS_BIND(sqlite3_bind_blob64(impl_->stmt, index, non_null(bytes.data()), bytes.size(),
+                              SQLITE_TRANSIENT));
   return *this;
 }
 
 Statement& Statement::bind_blob(int index, std::string_view bytes) {
-  TS_BIND(sqlite3_bind_blob64(impl_->stmt, index, bytes.data(), bytes.size(), SQLITE_TRANSIENT));
+  TS_BIND(sqlite3_bind_blob64(impl_->stmt, index, non_null(bytes.data()), bytes.size(),
+                              SQLITE_TRANSIENT));
   return *this;
 }
 
@@ -227,27 +239,25 @@ Status Database::exec(std::string_view sql) {
 
 Result<Statement> Database::prepare(std::string_view sql) {
   std::string key(sql);
-  auto it = impl_->cache.find(key);
-  if (it != impl_->cache.end() && !it->second->in_use) {
-    it->second->in_use = true;
-    return Statement(it->second.get());
+  auto& list = impl_->cache[key];
+  for (auto& cached : list) {
+    if (!cached->in_use) {
+      cached->in_use = true;
+      return Statement(cached.get());
+    }
   }
   auto s = std::make_unique<Statement::Impl>();
   s->db = impl_->db;
   int rc = sqlite3_prepare_v3(impl_->db, key.data(), static_cast<int>(key.size()),
                               SQLITE_PREPARE_PERSISTENT, &s->stmt, nullptr);
-  if (rc != SQLITE_OK) return sqlite_error(impl_->db, rc, "prepare \"" + key + "\"");
-  s->in_use = true;
-  Statement::Impl* raw = s.get();
-  if (it == impl_->cache.end()) {
-    impl_->cache.emplace(std::move(key), std::move(s));
-  } else {
-    // The cached one is busy (a nested use of the same SQL): keep this one alive too,
-    // under a distinct key, so it is finalized with the database.
-    key += "\n#" + std::to_string(impl_->cache.size());
-    impl_->cache.emplace(std::move(key), std::move(s));
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(s->stmt);  // NULL after a failure; finalizing NULL is a no-op
+    if (list.empty()) impl_->cache.erase(key);
+    return sqlite_error(impl_->db, rc, "prepare \"" + key + "\"");
   }
-  return Statement(raw);
+  s->in_use = true;
+  list.push_back(std::move(s));
+  return Statement(list.back().get());
 }
 
 Result<std::optional<std::int64_t>> Database::query_int(std::string_view sql) {

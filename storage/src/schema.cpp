@@ -47,9 +47,15 @@ Status check_stamp(const Database& db, const Stamp& s, const SchemaSpec& spec) {
 Status check_schema(Database& db, const SchemaSpec& spec) {
   TS_ASSIGN_OR_RETURN(Stamp s, read_stamp(db));
   TS_RETURN_IF_ERROR(check_stamp(db, s, spec));
-  if (s.user_version < latest_version(spec)) {
+  if (s.user_version == 0) {
     return {Code::not_a_tillsync_database,
             db.path() + " is not an initialized tillsync " + std::string(spec.kind) + " database"};
+  }
+  if (s.user_version < latest_version(spec)) {
+    return Status::UnsupportedVersion(
+        db.path() + " has schema version " + std::to_string(s.user_version) +
+        ", older than this tillsync's (" + std::to_string(latest_version(spec)) +
+        "); open it for writing once to upgrade it");
   }
   return Status::Ok();
 }

@@ -53,6 +53,14 @@ constexpr std::string_view code_name(Code c) noexcept {
   return "internal";
 }
 
+// The Code whose code_name() is `name`; nullopt for unknown names.
+constexpr std::optional<Code> parse_code(std::string_view name) noexcept {
+  for (int i = 0; i <= static_cast<int>(Code::internal); ++i) {
+    if (code_name(static_cast<Code>(i)) == name) return static_cast<Code>(i);
+  }
+  return std::nullopt;
+}
+
 class [[nodiscard]] Status {
  public:
   Status() = default;  // OK
@@ -114,7 +122,8 @@ class [[nodiscard]] Result {
   }
   T& value() & { return std::get<T>(v_); }
   const T& value() const& { return std::get<T>(v_); }
-  T&& value() && { return std::get<T>(std::move(v_)); }
+  // By value, so `for (auto& x : f().value())` does not dangle.
+  T value() && { return std::get<T>(std::move(v_)); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }

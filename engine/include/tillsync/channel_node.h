@@ -108,6 +108,9 @@ class ChannelNode {
 
   const NodeConfig& config() const;
   std::string node_id() const { return config().node_id(); }
+  // Replaces the HQ gateway (borrowed; nullptr: HQ unreachable). Lets an application
+  // open the node first and then connect to config().hq_endpoint.
+  void attach_hq(HqGateway* hq);
 
   // D1/D4/D5/D9/D11/D13.
   Result<CreateOutcome> create_customer(const NewCustomer& input, CallOptions call = {});

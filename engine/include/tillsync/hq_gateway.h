@@ -18,6 +18,10 @@ class HqGateway {
  public:
   virtual ~HqGateway() = default;
 
+  // Cheap and non-blocking: false when the last contact with HQ failed, so an async
+  // creation can tell that the terminal is offline (D5) without an extra round trip.
+  virtual bool reachable() = 0;
+
   // Creates `customer` (with its terminal-made GUID) at HQ; returns it as HQ stored
   // it, account number included. Idempotent on the GUID.
   virtual Result<Customer> create_customer(const std::string& node_id, const Customer& customer) = 0;

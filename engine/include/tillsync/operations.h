@@ -77,6 +77,11 @@ Guid entity_of(const Payload& p);
 std::string encode_payload(const Payload& p);
 Result<Payload> decode_payload(OpKind kind, std::string_view bytes);
 
+// A whole customer (with its account number) in the same versioned encoding: used
+// for HQ's outbound feed and replies.
+std::string encode_customer(const Customer& c);
+Result<Customer> decode_customer(std::string_view bytes);
+
 // One row of a node's change log.
 struct LogRecord {
   std::int64_t seq = 0;  // dense, increasing per node, from 1

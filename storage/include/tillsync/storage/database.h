@@ -48,6 +48,7 @@ class Statement {
   Statement& bind(int index, std::int64_t value);
   Statement& bind(int index, std::string_view text);
   Statement& bind(int index, const char* text) { return bind(index, std::string_view(text)); }
+  Statement& bind(int index, const std::string& text) { return bind(index, std::string_view(text)); }
   Statement& bind(int index, const std::optional<std::string>& text);  // nullopt binds NULL
   Statement& bind_blob(int index, std::span<const std::uint8_t> bytes);
   Statement& bind_blob(int index, std::string_view bytes);

@@ -32,8 +32,10 @@ struct SchemaSpec {
 // the application id and migrated from version 0.
 Status migrate(Database& db, const SchemaSpec& spec);
 
-// Checks, without changing anything, that `db` holds a schema of `spec` that this code
-// can read (same application id, version not newer than the latest migration).
+// Checks, without changing anything, that `db` holds the current schema of `spec`:
+// same application id and exactly the latest version. A blank file is
+// not_a_tillsync_database; an older or newer version is unsupported_version (an older
+// one becomes current through migrate()).
 Status check_schema(Database& db, const SchemaSpec& spec);
 
 }  // namespace tillsync::storage

@@ -1,0 +1,105 @@
+// Headquarters: the head-office engine. It serves the real-time service (sync-mode
+// calls from terminals), stages what terminals push, converts async customers in the
+// customer sync job (D6, D12), and publishes the outbound feed terminals pull.
+//
+// Ownership: owns its HqStore. The PhysicalClock in the options is borrowed.
+// Thread-safety: none; one thread drives a Headquarters (HqService does).
+// Errors: Status codes of DESIGN.md §5. Every write is one store transaction.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tillsync/clock.h"
+#include "tillsync/digest.h"
+#include "tillsync/domain.h"
+#include "tillsync/hq_store.h"
+#include "tillsync/operations.h"
+#include "tillsync/status.h"
+
+namespace tillsync {
+
+struct HqOptions {
+  PhysicalClock* clock = nullptr;  // nullptr: the system clock
+};
+
+struct PushResult {
+  std::int64_t acked_seq = 0;  // highest contiguous seq HQ has committed for the node
+  std::size_t staged = 0;      // records newly staged by this push
+  std::size_t duplicates = 0;  // records HQ already had
+  bool gap = false;            // a record after a missing seq was refused
+};
+
+struct PullResult {
+  std::int64_t cursor = 0;  // continue after this feed seq
+  std::vector<FeedEntry> entries;
+};
+
+struct JobReport {
+  std::size_t applied = 0;
+  std::size_t converted = 0;  // async customers that got an account number
+  std::size_t failed = 0;
+  std::size_t remaining = 0;  // staged operations left for a later pass
+};
+
+class Headquarters {
+ public:
+  explicit Headquarters(std::unique_ptr<HqStore> store, const HqOptions& options = {});
+  ~Headquarters();
+  Headquarters(const Headquarters&) = delete;
+  Headquarters& operator=(const Headquarters&) = delete;
+
+  // `hq init` + open: a new SQLite HQ with a fresh epoch.
+  static Result<std::unique_ptr<Headquarters>> init(const std::string& path,
+                                                    std::string_view number_prefix,
+                                                    const HqOptions& options = {});
+  static Result<std::unique_ptr<Headquarters>> open(const std::string& path,
+                                                    const HqOptions& options = {});
+
+  const std::string& epoch() const;
+
+  // ---- real-time service (sync mode) ----
+  // Idempotent on the GUID: a repeated create returns the customer HQ already has.
+  Result<Customer> rts_create(std::string_view node_id, const Customer& customer);
+  Result<Customer> rts_edit(std::string_view node_id, const Guid& customer,
+                            std::int64_t base_version, const std::vector<FieldChange>& changes);
+  Result<Customer> rts_add_address(std::string_view node_id, const Guid& customer,
+                                   const Address& address);
+  Result<Customer> rts_issue_loyalty_card(std::string_view node_id, const Guid& customer);
+  Result<std::vector<Customer>> search(std::string_view text);
+
+  // ---- replication ----
+  // Stages `records` (all from `node_id`, ascending seq) in one transaction and returns
+  // the node's cursor after commit. Already-staged records are skipped; a record after
+  // a gap stops the batch (the node resends from the returned cursor). Records of
+  // another node are refused with unauthorized and nothing is written.
+  Result<PushResult> push(std::string_view node_id, const std::vector<LogRecord>& records);
+  // Feed entries after `after`; with `filtered` only the node's own store's customers.
+  Result<PullResult> pull(std::string_view node_id, std::int64_t after, std::size_t limit,
+                          bool filtered);
+
+  // ---- customer sync job (D6) ----
+  // Applies up to `max_ops` staged operations in per-node order.
+  Result<JobReport> run_sync_job(std::size_t max_ops = 10'000);
+
+  // ---- back office ----
+  Result<Customer> edit_customer(std::string_view account_or_guid,
+                                 const std::vector<FieldChange>& changes);
+  // Fixes a failed record (optional field changes to its create) and re-applies its
+  // failed operations. not_found when `guid` has no failed record.
+  Result<JobReport> resync(const Guid& guid, const std::vector<FieldChange>& fixes);
+  Result<std::vector<SyncStatusRecord>> sync_status(std::optional<SyncStatus> filter);
+  Result<std::vector<Customer>> customers(std::string_view search_text);
+  Result<ContentDigest> digest();
+  HqStore& store();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tillsync

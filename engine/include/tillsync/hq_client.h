@@ -1,0 +1,62 @@
+// HqClient: a terminal's connection to HQ. It implements HqGateway for real-time calls
+// and offers the replication calls (push, pull) the Replicator uses.
+//
+// Every request is bounded by the timeout given at connect (--rts-timeout-ms); a
+// timeout or any communication failure is Code::hq_unreachable and marks the
+// connection unreachable until a later call succeeds.
+// Thread-safety: none; one thread uses a client.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tillsync/hq_gateway.h"
+#include "tillsync/operations.h"
+#include "tillsync/status.h"
+
+namespace tillsync {
+
+struct PushReply {
+  std::string epoch;
+  std::int64_t acked_seq = 0;
+};
+
+struct PullReply {
+  std::string epoch;
+  std::int64_t cursor = 0;
+  std::vector<Customer> customers;
+};
+
+class HqClient final : public HqGateway {
+ public:
+  static Result<std::unique_ptr<HqClient>> connect(const std::string& endpoint, int timeout_ms);
+  ~HqClient() override;
+
+  // Probes HQ once (bounded by the timeout) when nothing is known yet; afterwards the
+  // outcome of the last call.
+  bool reachable() override;
+  Result<Customer> create_customer(const std::string& node_id, const Customer& customer) override;
+  Result<Customer> edit_customer(const std::string& node_id, const Guid& customer,
+                                 std::int64_t base_version,
+                                 const std::vector<FieldChange>& changes) override;
+  Result<Customer> add_address(const std::string& node_id, const Guid& customer,
+                               const Address& address) override;
+  Result<Customer> issue_loyalty_card(const std::string& node_id, const Guid& customer) override;
+
+  Result<std::vector<Customer>> search(const std::string& node_id, const std::string& text);
+  Result<std::string> ping(const std::string& node_id);
+  Result<PushReply> push(const std::string& node_id, const std::vector<LogRecord>& records);
+  Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint32_t limit,
+                         bool filtered);
+  const std::string& endpoint() const;
+
+ private:
+  struct Impl;
+  explicit HqClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tillsync

@@ -1,0 +1,60 @@
+// HqService: HQ on the network. Binds a ROUTER socket, answers real-time calls, push
+// and pull requests, and runs the customer sync job continuously between requests.
+//
+// Threads: run() serves in the calling thread and owns the socket; stop() may be called
+// from any thread (or a signal handler) and makes run() return within ~50 ms.
+// Requests are handled one at a time, each in its own store transaction.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "tillsync/headquarters.h"
+#include "tillsync/status.h"
+
+namespace tillsync {
+
+struct HqServiceOptions {
+  std::string listen = "tcp://127.0.0.1:*";
+  int job_interval_ms = 200;  // the sync job runs at least this often while serving
+  // Test hook (fault injection): called after a request was handled and committed;
+  // returning true drops the reply, as if the network lost it.
+  std::function<bool(std::uint8_t request_type)> drop_reply;
+};
+
+struct HqServiceStats {
+  std::uint64_t requests = 0;
+  std::uint64_t malformed = 0;
+  std::uint64_t rejected = 0;  // requests answered with an error
+  std::uint64_t job_runs = 0;
+};
+
+class HqService {
+ public:
+  // Binds and is ready to serve; `hq` is owned by the service.
+  static Result<std::unique_ptr<HqService>> start(std::unique_ptr<Headquarters> hq,
+                                                  const HqServiceOptions& options);
+  ~HqService();
+
+  // The bound endpoint, with the real port.
+  const std::string& endpoint() const;
+  // Serves until stop(). Returns the first internal error that stops the service.
+  Status run();
+  void stop();
+  // Serves requests for up to `timeout_ms` or until one was handled; runs the job when
+  // due. For tests that drive HQ step by step in one thread.
+  Status serve_once(int timeout_ms);
+
+  Headquarters& hq();
+  HqServiceStats stats() const;
+
+ private:
+  struct Impl;
+  explicit HqService(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tillsync

@@ -1,0 +1,126 @@
+// HQ persistence behind a narrow interface, so that a server database (PostgreSQL)
+// can replace the embedded SQLite file without touching the sync logic.
+//
+// Everything the HQ logic writes goes through one HqTransaction: the customer master,
+// the inbound staging area, per-node cursors, the synchronization status view (D12)
+// and the outbound distribution feed. A transaction that is destroyed without
+// commit() rolls back. Reads that need no transaction are on HqStore.
+// Thread-safety: an HqStore and its transactions belong to one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tillsync/domain.h"
+#include "tillsync/operations.h"
+#include "tillsync/status.h"
+
+namespace tillsync {
+
+enum class SyncStatus { pending, converted, failed, duplicate, conflict };
+std::string_view to_string(SyncStatus s);
+std::optional<SyncStatus> parse_sync_status(std::string_view s);
+
+// One row of the customer synchronization status view (D12).
+struct SyncStatusRecord {
+  Guid guid;
+  std::string node_id;
+  std::optional<std::string> account_number;
+  SyncStatus status = SyncStatus::pending;
+  std::string last_error;
+  std::int64_t created_at_ms = 0;
+  std::int64_t updated_at_ms = 0;
+};
+
+enum class StagedState { staged, applied, failed };
+
+// An operation received from a node and kept until the sync job has applied it.
+struct StagedOp {
+  LogRecord record;
+  StagedState state = StagedState::staged;
+  std::string error;
+};
+
+// One entry of the outbound feed: the customer as HQ now has it.
+struct FeedEntry {
+  std::int64_t seq = 0;
+  std::string channel;  // store id the customer belongs to ("" for HQ-created)
+  Customer customer;
+};
+
+class HqTransaction {
+ public:
+  virtual ~HqTransaction() = default;
+
+  virtual Result<std::optional<Customer>> customer(const Guid& guid) = 0;
+  virtual Result<std::optional<Customer>> customer_by_account(std::string_view account) = 0;
+  // Inserts or replaces the customer with all its children. `channel` is recorded on
+  // first insert only.
+  virtual Status put_customer(const Customer& customer, std::string_view channel) = 0;
+  virtual Result<std::string> channel_of(const Guid& customer) = 0;
+  // Next number of the account number sequence, e.g. "C000000001".
+  virtual Result<std::string> next_account_number() = 0;
+
+  // Highest contiguous seq staged for `node` (0 when none).
+  virtual Result<std::int64_t> node_cursor(std::string_view node) = 0;
+  // Stages one record (state staged) and advances the node's cursor to its seq. The
+  // caller guarantees record.seq == node_cursor + 1. false (and nothing written)
+  // when its op_id is already staged.
+  virtual Result<bool> stage(const LogRecord& record) = 0;
+  // Up to `limit` staged ops in (node, seq) order, only those in state `staged`.
+  virtual Result<std::vector<StagedOp>> staged(std::size_t limit) = 0;
+  // Failed ops of one customer in (node, seq) order: for re-synchronization.
+  virtual Result<std::vector<StagedOp>> failed_for(const Guid& customer) = 0;
+  virtual Status set_state(std::string_view node, std::int64_t seq, StagedState state,
+                           std::string_view error) = 0;
+
+  virtual Result<std::optional<SyncStatusRecord>> sync_status(const Guid& guid) = 0;
+  virtual Status put_sync_status(const SyncStatusRecord& record) = 0;
+
+  virtual Result<std::int64_t> append_feed(const Customer& customer, std::string_view channel) = 0;
+
+  virtual Status commit() = 0;
+};
+
+class HqStore {
+ public:
+  virtual ~HqStore() = default;
+
+  virtual Result<std::unique_ptr<HqTransaction>> begin() = 0;
+
+  // The epoch id: changes when HQ's database is replaced, so nodes resync safely.
+  virtual const std::string& epoch() const = 0;
+  virtual const std::string& number_prefix() const = 0;
+
+  // Feed entries with seq > after, at most `limit`; when `channel` is set, only that
+  // channel's customers (offline data exclusion, D5). `cursor_out` receives the seq
+  // the node should continue after (past filtered-out entries too).
+  virtual Result<std::vector<FeedEntry>> feed_after(std::int64_t after, std::size_t limit,
+                                                    const std::optional<std::string>& channel,
+                                                    std::int64_t* cursor_out) = 0;
+  virtual Result<std::vector<Customer>> search(std::string_view text) = 0;
+  virtual Result<std::vector<Customer>> all_customers_by_guid() = 0;
+  virtual Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) = 0;
+  // What HQ received from `node`, in seq order (for export-log).
+  virtual Result<std::vector<LogRecord>> received(std::string_view node, std::int64_t after,
+                                                  std::size_t limit) = 0;
+};
+
+struct SqliteHqOptions {
+  bool durable = true;  // synchronous=FULL (else NORMAL)
+  int busy_timeout_ms = 5000;
+};
+
+// `hq init`: creates a new HQ database with a fresh epoch id. invalid_input when the
+// file already holds one.
+Status init_sqlite_hq(const std::string& path, std::string_view number_prefix,
+                      std::string_view epoch, const SqliteHqOptions& options = {});
+// Opens an initialized HQ database.
+Result<std::unique_ptr<HqStore>> open_sqlite_hq(const std::string& path,
+                                                const SqliteHqOptions& options = {});
+
+}  // namespace tillsync

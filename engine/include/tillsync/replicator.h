@@ -1,0 +1,57 @@
+// Replicator: moves a terminal's data to and from HQ. Three small parts:
+//  - push: sends change-log rows after the acknowledged cursor in batches; the cursor
+//    advances only to what HQ acknowledged after its commit, and moves back to HQ's
+//    cursor when HQ reports a gap;
+//  - pull: fetches HQ's outbound feed after the pulled cursor and applies each batch in
+//    one transaction together with the new cursor, re-applying local operations HQ has
+//    not acknowledged yet so they are never hidden;
+//  - checkpoint: cursors, HQ epoch, online flag and last error live in the terminal's
+//    database, so a restart resumes exactly where the last commit left off.
+// A different HQ epoch resets both cursors (re-pushing is harmless: HQ is idempotent).
+//
+// Ownership: opens its own connection to the terminal's database (WAL lets it run
+// beside a ChannelNode). The HqClient is borrowed. Thread-safety: one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "tillsync/clock.h"
+#include "tillsync/hq_client.h"
+#include "tillsync/status.h"
+
+namespace tillsync {
+
+struct ReplicatorOptions {
+  std::size_t push_batch = 500;   // log rows per push request
+  std::uint32_t pull_batch = 500;  // feed entries per pull request
+  PhysicalClock* clock = nullptr;  // for last_sync_at; nullptr: system clock
+};
+
+struct SyncReport {
+  std::int64_t pushed = 0;  // operations HQ newly acknowledged
+  std::int64_t pulled = 0;  // feed entries applied
+  std::int64_t pending_ops = 0;
+};
+
+class Replicator {
+ public:
+  static Result<std::unique_ptr<Replicator>> open(const std::string& node_db_path, HqClient& hq,
+                                                  const ReplicatorOptions& options = {});
+  ~Replicator();
+
+  // Pushes everything pending, then pulls everything new. hq_unreachable when HQ does
+  // not answer (progress made before that is kept). The outcome is recorded for
+  // `store status` (online, last_sync_at, last_error).
+  Result<SyncReport> sync_once();
+  Result<std::int64_t> push_all();
+  Result<std::int64_t> pull_all();
+
+ private:
+  struct Impl;
+  explicit Replicator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tillsync

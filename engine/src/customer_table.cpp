@@ -1,0 +1,256 @@
+#include "customer_table.h"
+
+#include <string>
+
+namespace tillsync {
+namespace {
+
+constexpr std::string_view kColumns =
+    "guid, account_number, type, first_name, middle_name, last_name, org_name, title, email, "
+    "phone, language, currency, customer_group, receipt_option, receipt_email, version";
+
+std::string select_sql(std::string_view where_and_order) {
+  std::string sql = "SELECT ";
+  sql += kColumns;
+  sql += " FROM customers ";
+  sql += where_and_order;
+  return sql;
+}
+
+Customer read_row(const storage::Statement& st) {
+  Customer c;
+  c.guid = Guid::from_raw(st.column_blob(0)).value_or(Guid{});
+  c.account_number = st.column_optional_text(1);
+  c.type = parse_customer_type(st.column_text(2)).value_or(CustomerType::person);
+  int col = 3;
+  for (Field f : all_fields()) c.get(f) = st.column_text(col++);
+  c.version = st.column_int64(col);
+  return c;
+}
+
+// LIKE pattern for a substring match, with the pattern characters escaped.
+std::string like_pattern(std::string_view text) {
+  std::string p = "%";
+  for (char ch : text) {
+    if (ch == '%' || ch == '_' || ch == '\\') p += '\\';
+    p += ch;
+  }
+  p += '%';
+  return p;
+}
+
+}  // namespace
+
+Status CustomerTable::write_row(const Customer& c, bool replace) {
+  const char* sql = replace
+      ? "INSERT OR REPLACE INTO customers(guid, guid_text, account_number, type, first_name, "
+        "middle_name, last_name, org_name, title, email, phone, language, currency, "
+        "customer_group, receipt_option, receipt_email, version) "
+        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"
+      : "INSERT INTO customers(guid, guid_text, account_number, type, first_name, "
+        "middle_name, last_name, org_name, title, email, phone, language, currency, "
+        "customer_group, receipt_option, receipt_email, version) "
+        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)";
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(sql));
+  st.bind_blob(1, c.guid.raw()).bind(2, c.guid.to_string()).bind(3, c.account_number);
+  st.bind(4, to_string(c.type));
+  int col = 5;
+  for (Field f : all_fields()) st.bind(col++, std::string_view(c.get(f)));
+  st.bind(col, c.version);
+  return st.run();
+}
+
+Status CustomerTable::insert_address(const Guid& customer, const Address& a) {
+  // Appended after the customer's existing addresses.
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+      "INSERT INTO addresses(guid, customer, position, purpose, street, city, state, zip, country) "
+      "VALUES(?1, ?2, (SELECT coalesce(max(position), -1) + 1 FROM addresses WHERE customer = ?2), "
+      "?3, ?4, ?5, ?6, ?7, ?8)"));
+  st.bind_blob(1, a.guid.raw()).bind_blob(2, customer.raw());
+  st.bind(3, std::string_view(a.purpose)).bind(4, std::string_view(a.street));
+  st.bind(5, std::string_view(a.city)).bind(6, std::string_view(a.state));
+  st.bind(7, std::string_view(a.zip)).bind(8, std::string_view(a.country));
+  return st.run();
+}
+
+Status CustomerTable::insert_contact(const Guid& customer, const Contact& k) {
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+      "INSERT INTO contacts(guid, customer, position, kind, value) VALUES(?1, ?2, "
+      "(SELECT coalesce(max(position), -1) + 1 FROM contacts WHERE customer = ?2), ?3, ?4)"));
+  st.bind_blob(1, k.guid.raw()).bind_blob(2, customer.raw());
+  st.bind(3, to_string(k.kind)).bind(4, std::string_view(k.value));
+  return st.run();
+}
+
+Status CustomerTable::insert_children(const Customer& c) {
+  for (const Address& a : c.addresses) TS_RETURN_IF_ERROR(insert_address(c.guid, a));
+  for (const Contact& k : c.contacts) TS_RETURN_IF_ERROR(insert_contact(c.guid, k));
+  std::int64_t pos = 0;
+  for (const std::string& name : c.affiliations) {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "INSERT OR IGNORE INTO affiliations(customer, position, name) VALUES(?1, ?2, ?3)"));
+    st.bind_blob(1, c.guid.raw()).bind(2, pos++).bind(3, std::string_view(name));
+    TS_RETURN_IF_ERROR(st.run());
+  }
+  for (const LoyaltyCard& l : c.loyalty_cards) {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "INSERT OR REPLACE INTO loyalty_cards(card_number, customer, issued_at_ms) "
+        "VALUES(?1, ?2, ?3)"));
+    st.bind(1, std::string_view(l.card_number)).bind_blob(2, c.guid.raw()).bind(3, l.issued_at_ms);
+    TS_RETURN_IF_ERROR(st.run());
+  }
+  return Status::Ok();
+}
+
+Status CustomerTable::remove_children(const Guid& customer) {
+  for (const char* sql : {"DELETE FROM addresses WHERE customer = ?1",
+                          "DELETE FROM contacts WHERE customer = ?1",
+                          "DELETE FROM affiliations WHERE customer = ?1",
+                          "DELETE FROM loyalty_cards WHERE customer = ?1"}) {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(sql));
+    st.bind_blob(1, customer.raw());
+    TS_RETURN_IF_ERROR(st.run());
+  }
+  return Status::Ok();
+}
+
+Status CustomerTable::insert(storage::Transaction& txn, const Customer& c) {
+  if (!txn.active()) return Status::Internal("customer insert outside a transaction");
+  TS_RETURN_IF_ERROR(write_row(c, /*replace=*/false));
+  return insert_children(c);
+}
+
+Status CustomerTable::upsert(storage::Transaction& txn, const Customer& c) {
+  if (!txn.active()) return Status::Internal("customer upsert outside a transaction");
+  TS_RETURN_IF_ERROR(remove_children(c.guid));
+  TS_RETURN_IF_ERROR(write_row(c, /*replace=*/true));
+  return insert_children(c);
+}
+
+Status CustomerTable::update_scalars(storage::Transaction& txn, const Customer& c) {
+  if (!txn.active()) return Status::Internal("customer update outside a transaction");
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+      "UPDATE customers SET account_number=?2, type=?3, first_name=?4, middle_name=?5, "
+      "last_name=?6, org_name=?7, title=?8, email=?9, phone=?10, language=?11, currency=?12, "
+      "customer_group=?13, receipt_option=?14, receipt_email=?15, version=?16 WHERE guid=?1"));
+  st.bind_blob(1, c.guid.raw()).bind(2, c.account_number).bind(3, to_string(c.type));
+  int col = 4;
+  for (Field f : all_fields()) st.bind(col++, std::string_view(c.get(f)));
+  st.bind(col, c.version);
+  return st.run();
+}
+
+Status CustomerTable::add_address(storage::Transaction& txn, const Guid& customer, const Address& a) {
+  if (!txn.active()) return Status::Internal("address insert outside a transaction");
+  return insert_address(customer, a);
+}
+
+Status CustomerTable::load_children(Customer& c) {
+  {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT guid, purpose, street, city, state, zip, country FROM addresses "
+        "WHERE customer = ?1 ORDER BY position"));
+    st.bind_blob(1, c.guid.raw());
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      Address a;
+      a.guid = Guid::from_raw(st.column_blob(0)).value_or(Guid{});
+      a.purpose = st.column_text(1);
+      a.street = st.column_text(2);
+      a.city = st.column_text(3);
+      a.state = st.column_text(4);
+      a.zip = st.column_text(5);
+      a.country = st.column_text(6);
+      c.addresses.push_back(std::move(a));
+    }
+  }
+  {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT guid, kind, value FROM contacts WHERE customer = ?1 ORDER BY position"));
+    st.bind_blob(1, c.guid.raw());
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      Contact k;
+      k.guid = Guid::from_raw(st.column_blob(0)).value_or(Guid{});
+      k.kind = st.column_text(1) == "phone" ? ContactKind::phone : ContactKind::email;
+      k.value = st.column_text(2);
+      c.contacts.push_back(std::move(k));
+    }
+  }
+  {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT name FROM affiliations WHERE customer = ?1 ORDER BY position"));
+    st.bind_blob(1, c.guid.raw());
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      c.affiliations.push_back(st.column_text(0));
+    }
+  }
+  {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT card_number, issued_at_ms FROM loyalty_cards WHERE customer = ?1 "
+        "ORDER BY issued_at_ms, card_number"));
+    st.bind_blob(1, c.guid.raw());
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      c.loyalty_cards.push_back({st.column_text(0), st.column_int64(1)});
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<Customer>> CustomerTable::load_rows(storage::Statement& st) {
+  std::vector<Customer> out;
+  for (;;) {
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) break;
+    out.push_back(read_row(st));
+  }
+  for (Customer& c : out) TS_RETURN_IF_ERROR(load_children(c));
+  return out;
+}
+
+Result<std::optional<Customer>> CustomerTable::get(const Guid& guid) {
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(select_sql("WHERE guid = ?1")));
+  st.bind_blob(1, guid.raw());
+  TS_ASSIGN_OR_RETURN(auto rows, load_rows(st));
+  if (rows.empty()) return std::optional<Customer>{};
+  return std::optional<Customer>{std::move(rows.front())};
+}
+
+Result<std::optional<Customer>> CustomerTable::by_account(std::string_view account_number) {
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(select_sql("WHERE account_number = ?1")));
+  st.bind(1, account_number);
+  TS_ASSIGN_OR_RETURN(auto rows, load_rows(st));
+  if (rows.empty()) return std::optional<Customer>{};
+  return std::optional<Customer>{std::move(rows.front())};
+}
+
+Result<std::vector<Customer>> CustomerTable::search(std::string_view text) {
+  // LIKE is case-insensitive for ASCII; GUID text is stored lower-case.
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(select_sql(
+      "WHERE ?1 = '' OR first_name LIKE ?2 ESCAPE '\\' OR middle_name LIKE ?2 ESCAPE '\\' "
+      "OR last_name LIKE ?2 ESCAPE '\\' OR org_name LIKE ?2 ESCAPE '\\' "
+      "OR email LIKE ?2 ESCAPE '\\' OR phone LIKE ?2 ESCAPE '\\' "
+      "OR account_number LIKE ?2 ESCAPE '\\' OR guid_text LIKE ?2 ESCAPE '\\' "
+      "ORDER BY CASE type WHEN 'organization' THEN org_name ELSE last_name END COLLATE NOCASE, "
+      "first_name COLLATE NOCASE, guid")));
+  st.bind(1, text).bind(2, like_pattern(text));
+  return load_rows(st);
+}
+
+Result<std::vector<Customer>> CustomerTable::all_by_guid() {
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(select_sql("ORDER BY guid")));
+  return load_rows(st);
+}
+
+Result<std::int64_t> CustomerTable::count() {
+  TS_ASSIGN_OR_RETURN(auto n, db_->query_int("SELECT count(*) FROM customers"));
+  return n.value_or(0);
+}
+
+}  // namespace tillsync

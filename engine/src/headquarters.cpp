@@ -1,0 +1,334 @@
+#include "tillsync/headquarters.h"
+
+#include <algorithm>
+#include <random>
+
+#include "apply.h"
+#include "tillsync/validation.h"
+
+namespace tillsync {
+namespace {
+
+// The channel (store) a node belongs to: "S001" for "S001/T01".
+std::string channel_of_node(std::string_view node_id) {
+  return std::string(node_id.substr(0, node_id.find('/')));
+}
+
+Status not_found(const Guid& guid) {
+  return Status::NotFound("customer " + guid.to_string() + " does not exist at HQ");
+}
+
+std::string new_epoch() {
+  std::random_device rd;
+  GuidGenerator g((std::uint64_t{rd()} << 32) ^ rd());
+  return g.next().to_string();
+}
+
+Status apply_changes(Customer& c, const std::vector<FieldChange>& changes) {
+  return apply_to_customer(c, CustomerUpdated{c.guid, c.version, changes});
+}
+
+}  // namespace
+
+struct Headquarters::Impl {
+  std::unique_ptr<HqStore> store;
+  PhysicalClock* clock;
+
+  std::int64_t now() { return clock->now_ms(); }
+
+  // Writes the customer and publishes it on the feed, in the caller's transaction.
+  Status publish(HqTransaction& tx, const Customer& c, std::string_view channel) {
+    TS_RETURN_IF_ERROR(tx.put_customer(c, channel));
+    TS_ASSIGN_OR_RETURN(std::string stored_channel, tx.channel_of(c.guid));
+    TS_ASSIGN_OR_RETURN(auto seq, tx.append_feed(c, stored_channel));
+    (void)seq;
+    return Status::Ok();
+  }
+
+  Result<Customer> existing(HqTransaction& tx, const Guid& guid) {
+    TS_ASSIGN_OR_RETURN(auto c, tx.customer(guid));
+    if (!c) return not_found(guid);
+    return std::move(*c);
+  }
+
+  // Outcome of applying one staged operation: OK, or a domain error that marks the
+  // operation (and its customer's status) failed. Storage errors abort the pass.
+  struct Applied {
+    Status domain;        // non-OK: the op failed at HQ
+    bool converted = false;
+  };
+
+  Result<Applied> apply(HqTransaction& tx, const LogRecord& rec, const std::vector<FieldChange>& fixes) {
+    auto decoded = decode_payload(rec.kind, rec.payload);
+    if (!decoded.ok()) return Applied{decoded.status()};
+    const std::string channel = channel_of_node(rec.node_id);
+    Payload& p = *decoded;
+
+    if (auto* created = std::get_if<CustomerCreated>(&p)) {
+      Customer c = created->customer;
+      if (c.guid != rec.entity) return Applied{Status::CorruptLog("create payload GUID differs from the log row")};
+      TS_ASSIGN_OR_RETURN(auto have, tx.customer(c.guid));
+      if (have) {
+        // Already created, e.g. by an RTS call whose reply was lost before the
+        // terminal fell back to async (D4): the same GUID is the same customer.
+        TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, have->account_number, SyncStatus::converted, ""));
+        return Applied{Status::Ok(), false};
+      }
+      for (const FieldChange& f : fixes) c.get(f.field) = f.value;
+      Status valid = validate_customer(c);
+      if (!valid.ok()) return Applied{valid};
+      TS_ASSIGN_OR_RETURN(std::string account, tx.next_account_number());
+      c.account_number = account;
+      c.version = 1;
+      c.loyalty_cards.clear();
+      TS_RETURN_IF_ERROR(publish(tx, c, channel));
+      TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, c.account_number, SyncStatus::converted, ""));
+      return Applied{Status::Ok(), true};
+    }
+
+    TS_ASSIGN_OR_RETURN(auto have, tx.customer(rec.entity));
+    if (!have) {
+      return Applied{Status::NotFound("customer " + rec.entity.to_string() +
+                                      " has not been converted at HQ")};
+    }
+    Customer c = std::move(*have);
+    Status s = apply_to_customer(c, p, fixes);
+    if (!s.ok()) return Applied{s};
+    TS_RETURN_IF_ERROR(publish(tx, c, channel));
+    return Applied{Status::Ok(), false};
+  }
+
+  Status record_status(HqTransaction& tx, const LogRecord& rec, const Guid& guid,
+                       const std::optional<std::string>& account, SyncStatus status,
+                       std::string_view error) {
+    TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(guid));
+    SyncStatusRecord r = row.value_or(SyncStatusRecord{});
+    if (!row) {
+      r.guid = guid;
+      r.node_id = rec.node_id;
+      r.created_at_ms = now();
+    }
+    r.account_number = account;
+    r.status = status;
+    r.last_error = std::string(error);
+    r.updated_at_ms = now();
+    return tx.put_sync_status(r);
+  }
+
+  // Applies one op and records its outcome (state, status view) in `tx`.
+  Status apply_and_record(HqTransaction& tx, const LogRecord& rec,
+                          const std::vector<FieldChange>& fixes, JobReport& report) {
+    TS_ASSIGN_OR_RETURN(Applied a, apply(tx, rec, fixes));
+    if (a.domain.ok()) {
+      TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::applied, ""));
+      ++report.applied;
+      if (a.converted) ++report.converted;
+      return Status::Ok();
+    }
+    const std::string error = a.domain.to_string();
+    TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::failed, error));
+    TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(rec.entity));
+    // The status view follows async customers: a failed create, or any failure of a
+    // customer that is not converted yet.
+    if (rec.kind == OpKind::customer_create || (row && row->status != SyncStatus::converted)) {
+      TS_RETURN_IF_ERROR(record_status(tx, rec, rec.entity, std::nullopt, SyncStatus::failed, error));
+    }
+    ++report.failed;
+    return Status::Ok();
+  }
+};
+
+Headquarters::Headquarters(std::unique_ptr<HqStore> store, const HqOptions& options)
+    : impl_(std::make_unique<Impl>(Impl{std::move(store),
+                                        options.clock ? options.clock : &SystemClock::instance()})) {}
+Headquarters::~Headquarters() = default;
+
+Result<std::unique_ptr<Headquarters>> Headquarters::init(const std::string& path,
+                                                         std::string_view number_prefix,
+                                                         const HqOptions& options) {
+  if (number_prefix.empty() || number_prefix.size() > 8 ||
+      !std::all_of(number_prefix.begin(), number_prefix.end(),
+                   [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); })) {
+    return Status::InvalidInput("number_prefix",
+                                "number_prefix: must be 1-8 upper-case letters or digits");
+  }
+  TS_RETURN_IF_ERROR(init_sqlite_hq(path, number_prefix, new_epoch()));
+  return open(path, options);
+}
+
+Result<std::unique_ptr<Headquarters>> Headquarters::open(const std::string& path,
+                                                         const HqOptions& options) {
+  TS_ASSIGN_OR_RETURN(auto store, open_sqlite_hq(path));
+  return std::make_unique<Headquarters>(std::move(store), options);
+}
+
+const std::string& Headquarters::epoch() const { return impl_->store->epoch(); }
+HqStore& Headquarters::store() { return *impl_->store; }
+
+Result<Customer> Headquarters::rts_create(std::string_view node_id, const Customer& customer) {
+  TS_RETURN_IF_ERROR(validate_customer(customer));
+  if (customer.guid.is_nil()) return Status::InvalidInput("guid", "guid: a customer needs a GUID");
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  TS_ASSIGN_OR_RETURN(auto have, tx->customer(customer.guid));
+  if (have) return std::move(*have);  // a retried request: same GUID, same customer
+  Customer c = customer;
+  TS_ASSIGN_OR_RETURN(std::string account, tx->next_account_number());
+  c.account_number = account;
+  c.version = 1;
+  c.loyalty_cards.clear();
+  TS_RETURN_IF_ERROR(impl_->publish(*tx, c, channel_of_node(node_id)));
+  TS_RETURN_IF_ERROR(tx->commit());
+  return c;
+}
+
+Result<Customer> Headquarters::rts_edit(std::string_view, const Guid& guid, std::int64_t,
+                                        const std::vector<FieldChange>& changes) {
+  if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
+  TS_RETURN_IF_ERROR(apply_changes(c, changes));
+  TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
+  TS_RETURN_IF_ERROR(tx->commit());
+  return c;
+}
+
+Result<Customer> Headquarters::rts_add_address(std::string_view, const Guid& guid,
+                                               const Address& address) {
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
+  TS_RETURN_IF_ERROR(apply_to_customer(c, AddressAdded{guid, address}));
+  TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
+  TS_RETURN_IF_ERROR(tx->commit());
+  return c;
+}
+
+Result<Customer> Headquarters::rts_issue_loyalty_card(std::string_view, const Guid& guid) {
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
+  if (!c.account_number) return Status(Code::loyalty_requires_synced_customer, "customer has no account number");
+  // Card numbers derive from the account number, so they are unique and stable.
+  c.loyalty_cards.push_back(
+      {"L" + c.account_number->substr(impl_->store->number_prefix().size()) + "-" +
+           std::to_string(c.loyalty_cards.size() + 1),
+       impl_->now()});
+  TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
+  TS_RETURN_IF_ERROR(tx->commit());
+  return c;
+}
+
+Result<std::vector<Customer>> Headquarters::search(std::string_view text) {
+  return impl_->store->search(text);
+}
+
+Result<PushResult> Headquarters::push(std::string_view node_id, const std::vector<LogRecord>& records) {
+  for (const LogRecord& r : records) {
+    if (r.node_id != node_id) {
+      return Status(Code::unauthorized, "node " + std::string(node_id) +
+                                            " may not push operations of node " + r.node_id);
+    }
+  }
+  PushResult result;
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  TS_ASSIGN_OR_RETURN(std::int64_t cursor, tx->node_cursor(node_id));
+  for (const LogRecord& r : records) {
+    if (r.seq <= cursor) {
+      ++result.duplicates;
+      continue;
+    }
+    if (r.seq != cursor + 1) {
+      result.gap = true;  // the node resends from our cursor
+      break;
+    }
+    TS_ASSIGN_OR_RETURN(bool fresh, tx->stage(r));
+    cursor = r.seq;
+    if (!fresh) {
+      ++result.duplicates;
+      continue;
+    }
+    ++result.staged;
+    if (r.kind == OpKind::customer_create) {
+      TS_ASSIGN_OR_RETURN(auto row, tx->sync_status(r.entity));
+      if (!row) TS_RETURN_IF_ERROR(impl_->record_status(*tx, r, r.entity, std::nullopt, SyncStatus::pending, ""));
+    }
+  }
+  TS_RETURN_IF_ERROR(tx->commit());
+  result.acked_seq = cursor;  // acknowledged only after the commit above
+  return result;
+}
+
+Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t after,
+                                      std::size_t limit, bool filtered) {
+  PullResult out;
+  std::optional<std::string> channel;
+  if (filtered) channel = channel_of_node(node_id);
+  TS_ASSIGN_OR_RETURN(out.entries, impl_->store->feed_after(after, limit, channel, &out.cursor));
+  return out;
+}
+
+Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
+  JobReport report;
+  constexpr std::size_t kChunk = 1000;  // ops per transaction
+  while (report.applied + report.failed < max_ops) {
+    const std::size_t want = std::min(kChunk, max_ops - report.applied - report.failed);
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(auto ops, tx->staged(want));
+    if (ops.empty()) break;
+    for (const StagedOp& op : ops) TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op.record, {}, report));
+    TS_RETURN_IF_ERROR(tx->commit());
+    if (ops.size() < want) break;
+  }
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  TS_ASSIGN_OR_RETURN(auto left, tx->staged(1));
+  report.remaining = left.size();
+  return report;
+}
+
+Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vector<FieldChange>& changes) {
+  if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  std::optional<Customer> c;
+  if (auto guid = Guid::parse(id)) {
+    TS_ASSIGN_OR_RETURN(c, tx->customer(*guid));
+  } else {
+    TS_ASSIGN_OR_RETURN(c, tx->customer_by_account(id));
+  }
+  if (!c) return Status::NotFound("customer '" + std::string(id) + "' does not exist at HQ");
+  TS_RETURN_IF_ERROR(apply_changes(*c, changes));
+  TS_RETURN_IF_ERROR(impl_->publish(*tx, *c, {}));
+  TS_RETURN_IF_ERROR(tx->commit());
+  return std::move(*c);
+}
+
+Result<JobReport> Headquarters::resync(const Guid& guid, const std::vector<FieldChange>& fixes) {
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  TS_ASSIGN_OR_RETURN(auto failed, tx->failed_for(guid));
+  if (failed.empty())
+    return Status::NotFound("customer " + guid.to_string() + " has no failed records to re-synchronize");
+  JobReport report;
+  bool fixes_used = false;
+  for (const StagedOp& op : failed) {
+    // The fixes go with the first failed operation (normally the create).
+    const bool use = !fixes_used;
+    fixes_used = true;
+    TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op.record, use ? fixes : std::vector<FieldChange>{}, report));
+  }
+  TS_RETURN_IF_ERROR(tx->commit());
+  return report;
+}
+
+Result<std::vector<SyncStatusRecord>> Headquarters::sync_status(std::optional<SyncStatus> filter) {
+  return impl_->store->sync_statuses(filter);
+}
+
+Result<std::vector<Customer>> Headquarters::customers(std::string_view search_text) {
+  return impl_->store->search(search_text);
+}
+
+Result<ContentDigest> Headquarters::digest() {
+  TS_ASSIGN_OR_RETURN(auto all, impl_->store->all_customers_by_guid());
+  DigestBuilder b;
+  for (const Customer& c : all) b.add(c);
+  return b.finish();
+}
+
+}  // namespace tillsync

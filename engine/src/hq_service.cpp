@@ -1,0 +1,162 @@
+#include "tillsync/hq_service.h"
+
+#include <chrono>
+
+#include "protocol.h"
+#include "tillsync/transport/socket.h"
+
+namespace tillsync {
+namespace {
+
+using protocol::MsgType;
+using SteadyClock = std::chrono::steady_clock;
+
+// The node id a request claims; requests name their node so HQ can authorize them.
+template <class Msg>
+Status check_node(const Msg& m) {
+  if (m.node.empty() || m.node.size() > 65 || m.node.find('/') == std::string::npos)
+    return Status::InvalidInput("node", "node: '" + m.node + "' is not a STORE/TERMINAL node id");
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct HqService::Impl {
+  std::unique_ptr<Headquarters> hq;
+  HqServiceOptions options;
+  transport::Context context;
+  std::optional<transport::Server> server;
+  std::atomic<bool> stopping{false};
+  HqServiceStats stats;
+  SteadyClock::time_point next_job = SteadyClock::now();
+
+  // Handles one request; returns the reply (type, body) or a domain error to send back.
+  Result<std::pair<std::uint8_t, std::string>> handle(const transport::Request& req) {
+    const std::string_view body = req.frame.body;
+    auto reply = [](MsgType t, std::string bytes) {
+      return std::pair<std::uint8_t, std::string>(protocol::reply_type(t), std::move(bytes));
+    };
+    auto customer_reply = [&](MsgType t, Result<Customer> r) -> Result<std::pair<std::uint8_t, std::string>> {
+      if (!r.ok()) return r.status();
+      return reply(t, protocol::encode(protocol::CustomerReply{std::move(r).value()}));
+    };
+    switch (static_cast<MsgType>(req.frame.type)) {
+      case MsgType::ping: {
+        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Ping>(body));
+        return reply(MsgType::ping, protocol::encode(protocol::Pong{hq->epoch()}));
+      }
+      case MsgType::rts_create: {
+        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsCreate>(body));
+        TS_RETURN_IF_ERROR(check_node(m));
+        return customer_reply(MsgType::rts_create, hq->rts_create(m.node, m.customer));
+      }
+      case MsgType::rts_edit: {
+        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsEdit>(body));
+        TS_RETURN_IF_ERROR(check_node(m));
+        return customer_reply(MsgType::rts_edit,
+                              hq->rts_edit(m.node, m.customer, m.base_version, m.changes));
+      }
+      case MsgType::rts_add_address: {
+        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsAddAddress>(body));
+        TS_RETURN_IF_ERROR(check_node(m));
+        return customer_reply(MsgType::rts_add_address,
+                              hq->rts_add_address(m.node, m.customer, m.address));
+      }
+      case MsgType::rts_issue_loyalty_card: {
+        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsIssueLoyaltyCard>(body));
+        TS_RETURN_IF_ERROR(check_node(m));
+        return customer_reply(MsgType::rts_issue_loyalty_card,
+                              hq->rts_issue_loyalty_card(m.node, m.customer));
+      }
+      case MsgType::search: {
+        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Search>(body));
+        TS_RETURN_IF_ERROR(check_node(m));
+        TS_ASSIGN_OR_RETURN(auto found, hq->search(m.text));
+        return reply(MsgType::search, protocol::encode(protocol::CustomersReply{std::move(found)}));
+      }
+      case MsgType::push: {
+        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Push>(body));
+        TS_RETURN_IF_ERROR(check_node(m));
+        TS_ASSIGN_OR_RETURN(PushResult r, hq->push(m.node, m.records));
+        return reply(MsgType::push, protocol::encode(protocol::PushAck{hq->epoch(), r.acked_seq}));
+      }
+      case MsgType::pull: {
+        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Pull>(body));
+        TS_RETURN_IF_ERROR(check_node(m));
+        const std::uint32_t limit = std::clamp<std::uint32_t>(m.limit, 1, 5000);
+        TS_ASSIGN_OR_RETURN(PullResult r, hq->pull(m.node, m.after, limit, m.filtered));
+        protocol::PullReply out{hq->epoch(), r.cursor, {}};
+        out.customers.reserve(r.entries.size());
+        for (auto& e : r.entries) out.customers.push_back(std::move(e.customer));
+        return reply(MsgType::pull, protocol::encode(std::move(out)));
+      }
+    }
+    return Status::InvalidInput("type", "unknown message type " + std::to_string(req.frame.type));
+  }
+
+  Status run_job_if_due() {
+    if (SteadyClock::now() < next_job) return Status::Ok();
+    next_job = SteadyClock::now() + std::chrono::milliseconds(options.job_interval_ms);
+    ++stats.job_runs;
+    auto report = hq->run_sync_job();
+    if (!report.ok()) return report.status();
+    // Work left over (a large backlog): run again without waiting.
+    if (report->remaining > 0) next_job = SteadyClock::now();
+    return Status::Ok();
+  }
+
+  Status serve_once(int timeout_ms) {
+    auto received = server->receive(timeout_ms);
+    if (!received.ok()) return received.status();
+    if (*received) {
+      const transport::Request& req = **received;
+      ++stats.requests;
+      auto result = handle(req);
+      const bool drop = options.drop_reply && options.drop_reply(req.frame.type);
+      if (!result.ok()) {
+        ++stats.rejected;
+        if (result.status().code() == Code::internal) return result.status();
+        if (!drop) TS_RETURN_IF_ERROR(server->reply_error(req, result.status()));
+      } else if (!drop) {
+        TS_RETURN_IF_ERROR(server->reply(req, result->first, result->second));
+      }
+    }
+    stats.malformed = server->stats().malformed;
+    return run_job_if_due();
+  }
+};
+
+HqService::HqService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HqService::~HqService() = default;
+
+Result<std::unique_ptr<HqService>> HqService::start(std::unique_ptr<Headquarters> hq,
+                                                    const HqServiceOptions& options) {
+  if (options.job_interval_ms <= 0)
+    return Status::InvalidInput("job_interval_ms", "job_interval_ms: must be positive");
+  auto impl = std::make_unique<Impl>();
+  impl->hq = std::move(hq);
+  impl->options = options;
+  TS_ASSIGN_OR_RETURN(auto server, transport::Server::bind(impl->context, options.listen));
+  impl->server.emplace(std::move(server));
+  impl->next_job = SteadyClock::now() + std::chrono::milliseconds(options.job_interval_ms);
+  return std::unique_ptr<HqService>(new HqService(std::move(impl)));
+}
+
+const std::string& HqService::endpoint() const { return impl_->server->endpoint(); }
+
+Status HqService::run() {
+  while (!impl_->stopping.load()) {
+    TS_RETURN_IF_ERROR(impl_->serve_once(std::min(50, impl_->options.job_interval_ms)));
+  }
+  return Status::Ok();
+}
+
+void HqService::stop() { impl_->stopping.store(true); }
+
+Status HqService::serve_once(int timeout_ms) { return impl_->serve_once(timeout_ms); }
+
+Headquarters& HqService::hq() { return *impl_->hq; }
+
+HqServiceStats HqService::stats() const { return impl_->stats; }
+
+}  // namespace tillsync

@@ -1,0 +1,40 @@
+// The terminal database: schema (numbered migrations) and its key/value settings
+// (node configuration, functionality profile, default customer, replication state).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "tillsync/channel_node.h"
+#include "tillsync/status.h"
+#include "tillsync/storage/database.h"
+#include "tillsync/storage/schema.h"
+
+namespace tillsync::node_db {
+
+// PRAGMA application_id of terminal databases: "TSYT".
+inline constexpr std::uint32_t kApplicationId = 0x54535954;
+
+const storage::SchemaSpec& schema();
+
+// Keys of replication/bookkeeping state in the `meta` table.
+namespace key {
+inline constexpr std::string_view hlc = "hlc_last";
+inline constexpr std::string_view acked_seq = "acked_seq";
+inline constexpr std::string_view pulled_seq = "pulled_seq";
+inline constexpr std::string_view online = "online";
+inline constexpr std::string_view last_sync_at = "last_sync_at_ms";
+inline constexpr std::string_view last_error = "last_error";
+}  // namespace key
+
+Result<std::optional<std::string>> get(storage::Database& db, std::string_view key);
+Result<std::int64_t> get_int(storage::Database& db, std::string_view key, std::int64_t fallback);
+Status put(storage::Transaction& txn, std::string_view key, std::string_view value);
+Status put_int(storage::Transaction& txn, std::string_view key, std::int64_t value);
+
+Status write_config(storage::Transaction& txn, const NodeConfig& config);
+Result<NodeConfig> read_config(storage::Database& db);
+
+}  // namespace tillsync::node_db

@@ -1,0 +1,181 @@
+// Messages between terminals and HQ (docs/protocol.md). Each message body is a cereal
+// portable-binary archive of one struct below, framed by transport/frame.h with the
+// message type; a reply has the request's type | kReplyBit.
+#pragma once
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "codec.h"
+#include "tillsync/operations.h"
+#include "tillsync/status.h"
+
+namespace tillsync::protocol {
+
+enum class MsgType : std::uint8_t {
+  ping = 1,
+  rts_create = 2,
+  rts_edit = 3,
+  rts_add_address = 4,
+  rts_issue_loyalty_card = 5,
+  search = 6,
+  push = 7,
+  pull = 8,
+};
+inline constexpr std::uint8_t kReplyBit = 0x80;
+inline constexpr std::uint8_t reply_type(MsgType t) {
+  return static_cast<std::uint8_t>(static_cast<std::uint8_t>(t) | kReplyBit);
+}
+
+template <class Ar>
+void log_record(Ar& ar, LogRecord& r) {
+  codec::integer(ar, r.seq);
+  codec::guid(ar, r.op_id);
+  codec::guid(ar, r.entity);
+  codec::enumeration(ar, r.kind, OpKind::contact_remove);
+  if constexpr (codec::loading<Ar>()) {
+    if (static_cast<int>(r.kind) < 1) throw codec::DecodeError("operation kind out of range");
+  }
+  codec::integer(ar, r.hlc.value);
+  codec::text(ar, r.node_id);
+  // Payloads are opaque here; their own decoder checks them when applied.
+  std::uint64_t n = r.payload.size();
+  codec::size(ar, n, 1024 * 1024);
+  if constexpr (codec::loading<Ar>()) r.payload.resize(static_cast<std::size_t>(n));
+  if (n > 0) ar(cereal::binary_data(r.payload.data(), static_cast<std::size_t>(n)));
+}
+
+struct Ping {
+  std::string node;
+  template <class Ar> void io(Ar& ar) { codec::text(ar, node); }
+};
+struct Pong {
+  std::string epoch;
+  template <class Ar> void io(Ar& ar) { codec::text(ar, epoch); }
+};
+
+struct RtsCreate {
+  std::string node;
+  Customer customer;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, node);
+    codec::customer(ar, customer);
+  }
+};
+struct RtsEdit {
+  std::string node;
+  Guid customer;
+  std::int64_t base_version = 0;
+  std::vector<FieldChange> changes;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, node);
+    codec::guid(ar, customer);
+    codec::integer(ar, base_version);
+    codec::list(ar, changes, [](Ar& a, FieldChange& c) { codec::field_change(a, c); });
+  }
+};
+struct RtsAddAddress {
+  std::string node;
+  Guid customer;
+  Address address;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, node);
+    codec::guid(ar, customer);
+    codec::address(ar, address);
+  }
+};
+struct RtsIssueLoyaltyCard {
+  std::string node;
+  Guid customer;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, node);
+    codec::guid(ar, customer);
+  }
+};
+struct Search {
+  std::string node;
+  std::string text;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, node);
+    codec::text(ar, text);
+  }
+};
+struct CustomerReply {
+  Customer customer;
+  template <class Ar> void io(Ar& ar) { codec::customer(ar, customer); }
+};
+struct CustomersReply {
+  std::vector<Customer> customers;
+  template <class Ar> void io(Ar& ar) {
+    codec::list(ar, customers, [](Ar& a, Customer& c) { codec::customer(a, c); });
+  }
+};
+
+struct Push {
+  std::string node;
+  std::vector<LogRecord> records;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, node);
+    codec::list(ar, records, [](Ar& a, LogRecord& r) { log_record(a, r); });
+  }
+};
+struct PushAck {
+  std::string epoch;
+  std::int64_t acked_seq = 0;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, epoch);
+    codec::integer(ar, acked_seq);
+  }
+};
+
+struct Pull {
+  std::string node;
+  std::int64_t after = 0;
+  std::uint32_t limit = 0;
+  bool filtered = false;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, node);
+    codec::integer(ar, after);
+    codec::integer(ar, limit);
+    codec::boolean(ar, filtered);
+  }
+};
+struct PullReply {
+  std::string epoch;
+  std::int64_t cursor = 0;
+  std::vector<Customer> customers;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, epoch);
+    codec::integer(ar, cursor);
+    codec::list(ar, customers, [](Ar& a, Customer& c) { codec::customer(a, c); });
+  }
+};
+
+template <class Msg>
+std::string encode(Msg msg) {
+  std::ostringstream os(std::ios::binary);
+  {
+    cereal::PortableBinaryOutputArchive ar(os);
+    msg.io(ar);
+  }
+  return std::move(os).str();
+}
+
+// invalid_input for any malformed body: a peer sent something we cannot read.
+template <class Msg>
+Result<Msg> decode(std::string_view bytes) {
+  Msg msg;
+  std::istringstream is(std::string(bytes), std::ios::binary);
+  try {
+    cereal::PortableBinaryInputArchive ar(is);
+    msg.io(ar);
+  } catch (const std::exception& e) {
+    return Status::InvalidInput("message", std::string("malformed message body: ") + e.what());
+  }
+  if (is.peek() != std::char_traits<char>::eof())
+    return Status::InvalidInput("message", "malformed message body: trailing bytes");
+  return msg;
+}
+
+}  // namespace tillsync::protocol

@@ -1,0 +1,199 @@
+#include "tillsync/replicator.h"
+
+#include "apply.h"
+#include "customer_table.h"
+#include "node_schema.h"
+#include "tillsync/storage/change_log.h"
+#include "tillsync/storage/database.h"
+
+namespace tillsync {
+namespace {
+
+constexpr std::string_view kEpochKey = "hq_epoch";
+
+Result<LogRecord> to_record(storage::LogRow r) {
+  auto op = Guid::from_raw(r.op_id);
+  auto entity = Guid::from_raw(r.entity);
+  auto kind = op_kind_from_int(r.kind);
+  if (!op || !entity || !kind)
+    return Status::CorruptLog("change log row " + std::to_string(r.seq) + " is malformed");
+  LogRecord rec;
+  rec.seq = r.seq;
+  rec.op_id = *op;
+  rec.entity = *entity;
+  rec.kind = *kind;
+  rec.hlc = Hlc{r.hlc};
+  rec.node_id = std::move(r.node_id);
+  rec.payload = std::move(r.payload);
+  return rec;
+}
+
+}  // namespace
+
+struct Replicator::Impl {
+  std::unique_ptr<storage::Database> db;
+  HqClient* hq;
+  ReplicatorOptions options;
+  NodeConfig config;
+  PhysicalClock* clock;
+
+  Result<std::int64_t> meta_int(std::string_view key) { return node_db::get_int(*db, key, 0); }
+
+  // A different epoch means HQ's database was replaced: both cursors start over, so
+  // everything is pushed again (HQ is idempotent) and the feed is re-pulled.
+  Status adopt_epoch(storage::Transaction& txn, const std::string& epoch) {
+    TS_ASSIGN_OR_RETURN(auto known, node_db::get(*db, kEpochKey));
+    if (known && *known == epoch) return Status::Ok();
+    if (known) {
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, 0));
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, 0));
+    }
+    return node_db::put(txn, kEpochKey, epoch);
+  }
+
+  Status check_epoch() {
+    TS_ASSIGN_OR_RETURN(std::string epoch, hq->ping(config.node_id()));
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_RETURN_IF_ERROR(adopt_epoch(txn, epoch));
+    return txn.commit();
+  }
+
+  Result<std::int64_t> push_all() {
+    storage::ChangeLog log(*db);
+    std::int64_t pushed = 0;
+    int stalled = 0;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
+      TS_ASSIGN_OR_RETURN(auto rows, log.read_after(acked, options.push_batch));
+      if (rows.empty()) return pushed;
+      std::vector<LogRecord> records;
+      records.reserve(rows.size());
+      for (auto& r : rows) {
+        TS_ASSIGN_OR_RETURN(LogRecord rec, to_record(std::move(r)));
+        records.push_back(std::move(rec));
+      }
+      TS_ASSIGN_OR_RETURN(PushReply reply, hq->push(config.node_id(), records));
+      TS_ASSIGN_OR_RETURN(std::int64_t last, log.last_seq());
+      if (reply.acked_seq > last) {
+        // HQ holds operations this terminal never wrote: its database was replaced or
+        // another device uses this node id. Pushing on would make HQ skip our rows.
+        return Status(Code::conflict,
+                      "HQ already holds " + std::to_string(reply.acked_seq) + " operations from " +
+                          config.node_id() + " but this terminal's log ends at " +
+                          std::to_string(last) +
+                          "; this terminal must be initialized with a new terminal id");
+      }
+      TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+      TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
+      // HQ's cursor is the truth: it may be behind ours after an HQ reset (a gap), and
+      // then we resend from there.
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, reply.acked_seq));
+      TS_RETURN_IF_ERROR(txn.commit());
+      if (reply.acked_seq > acked) {
+        pushed += reply.acked_seq - acked;
+        stalled = 0;
+      } else if (++stalled > 2) {
+        return Status::Internal("HQ does not acknowledge operations after seq " +
+                                std::to_string(reply.acked_seq));
+      }
+    }
+  }
+
+  // Re-applies this terminal's operations HQ has not acknowledged yet on top of `c`.
+  Status rebase(Customer& c, std::int64_t acked) {
+    TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+        "SELECT kind, payload FROM change_log WHERE entity = ?1 AND seq > ?2 ORDER BY seq"));
+    st.bind_blob(1, c.guid.raw()).bind(2, acked);
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      auto kind = op_kind_from_int(static_cast<int>(st.column_int64(0)));
+      if (!kind) return Status::CorruptLog("change log row has an unknown kind");
+      TS_ASSIGN_OR_RETURN(Payload p, decode_payload(*kind, st.column_blob(1)));
+      Customer candidate = c;
+      // A local edit HQ would refuse is left for HQ to report; it is not re-applied.
+      if (apply_to_customer(candidate, p).ok()) c = std::move(candidate);
+    }
+    return Status::Ok();
+  }
+
+  Result<std::int64_t> pull_all() {
+    std::int64_t pulled = 0;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(std::int64_t after, meta_int(node_db::key::pulled_seq));
+      TS_ASSIGN_OR_RETURN(PullReply reply,
+                          hq->pull(config.node_id(), after, options.pull_batch,
+                                   config.profile.filter_shared_customer_tables));
+      TS_ASSIGN_OR_RETURN(auto known, node_db::get(*db, kEpochKey));
+      if (known && *known != reply.epoch) {
+        // HQ was replaced since this sync began. Feed positions of another HQ database
+        // mean nothing here; the next sync pushes everything again, then pulls.
+        TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+        TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
+        TS_RETURN_IF_ERROR(txn.commit());
+        return pulled;
+      }
+      if (reply.customers.empty() && reply.cursor == after) return pulled;
+      TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
+      TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+      CustomerTable customers(*db);
+      for (Customer& c : reply.customers) {
+        TS_RETURN_IF_ERROR(rebase(c, acked));
+        TS_RETURN_IF_ERROR(customers.upsert(txn, c));
+      }
+      TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, reply.cursor));
+      TS_RETURN_IF_ERROR(txn.commit());
+      pulled += static_cast<std::int64_t>(reply.customers.size());
+      if (reply.customers.size() < options.pull_batch) return pulled;
+    }
+  }
+
+  Status record_outcome(const Status& outcome) {
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    const bool reached = outcome.ok() || outcome.code() != Code::hq_unreachable;
+    TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::online, reached ? 1 : 0));
+    if (outcome.ok()) TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::last_sync_at, clock->now_ms()));
+    TS_RETURN_IF_ERROR(node_db::put(txn, node_db::key::last_error, outcome.ok() ? "" : outcome.to_string()));
+    return txn.commit();
+  }
+};
+
+Replicator::Replicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Replicator::~Replicator() = default;
+
+Result<std::unique_ptr<Replicator>> Replicator::open(const std::string& node_db_path, HqClient& hq,
+                                                     const ReplicatorOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  storage::DatabaseOptions dbo;
+  TS_ASSIGN_OR_RETURN(impl->db, storage::Database::open(node_db_path, dbo));
+  TS_RETURN_IF_ERROR(storage::check_schema(*impl->db, node_db::schema()));
+  TS_ASSIGN_OR_RETURN(impl->config, node_db::read_config(*impl->db));
+  impl->hq = &hq;
+  impl->options = options;
+  if (impl->options.push_batch == 0) impl->options.push_batch = 1;
+  if (impl->options.pull_batch == 0) impl->options.pull_batch = 1;
+  impl->clock = options.clock != nullptr ? options.clock : &SystemClock::instance();
+  return std::unique_ptr<Replicator>(new Replicator(std::move(impl)));
+}
+
+Result<std::int64_t> Replicator::push_all() { return impl_->push_all(); }
+Result<std::int64_t> Replicator::pull_all() { return impl_->pull_all(); }
+
+Result<SyncReport> Replicator::sync_once() {
+  SyncReport report;
+  Status outcome = [&]() -> Status {
+    TS_RETURN_IF_ERROR(impl_->check_epoch());
+    TS_ASSIGN_OR_RETURN(report.pushed, impl_->push_all());
+    TS_ASSIGN_OR_RETURN(report.pulled, impl_->pull_all());
+    return Status::Ok();
+  }();
+  TS_RETURN_IF_ERROR(impl_->record_outcome(outcome));
+  if (!outcome.ok()) return outcome;
+  storage::ChangeLog log(*impl_->db);
+  TS_ASSIGN_OR_RETURN(std::int64_t acked, impl_->meta_int(node_db::key::acked_seq));
+  TS_ASSIGN_OR_RETURN(report.pending_ops, log.count_after(acked));
+  return report;
+}
+
+}  // namespace tillsync

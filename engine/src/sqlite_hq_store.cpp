@@ -1,0 +1,395 @@
+// The embedded HQ backend: one SQLite file in WAL mode.
+#include <array>
+#include <cstdio>
+
+#include "customer_table.h"
+#include "tillsync/hq_store.h"
+#include "tillsync/storage/database.h"
+#include "tillsync/storage/schema.h"
+
+namespace tillsync {
+
+std::string_view to_string(SyncStatus s) {
+  switch (s) {
+    case SyncStatus::pending: return "pending";
+    case SyncStatus::converted: return "converted";
+    case SyncStatus::failed: return "failed";
+    case SyncStatus::duplicate: return "duplicate";
+    case SyncStatus::conflict: return "conflict";
+  }
+  return "pending";
+}
+
+std::optional<SyncStatus> parse_sync_status(std::string_view s) {
+  for (auto v : {SyncStatus::pending, SyncStatus::converted, SyncStatus::failed,
+                 SyncStatus::duplicate, SyncStatus::conflict}) {
+    if (to_string(v) == s) return v;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// PRAGMA application_id of HQ databases: "TSYH".
+constexpr std::uint32_t kHqApplicationId = 0x54535948;
+
+constexpr std::string_view kHqSchema = R"sql(
+CREATE TABLE hq_meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+CREATE TABLE customer_channel (
+  guid    BLOB PRIMARY KEY,
+  channel TEXT NOT NULL
+) STRICT;
+CREATE TABLE node_cursors (
+  node_id TEXT PRIMARY KEY,
+  cursor  INTEGER NOT NULL
+) STRICT;
+CREATE TABLE inbound (
+  node_id TEXT    NOT NULL,
+  seq     INTEGER NOT NULL,
+  op_id   BLOB    NOT NULL UNIQUE,
+  entity  BLOB    NOT NULL,
+  kind    INTEGER NOT NULL,
+  hlc     INTEGER NOT NULL,
+  payload BLOB    NOT NULL,
+  state   TEXT    NOT NULL,
+  error   TEXT    NOT NULL DEFAULT '',
+  PRIMARY KEY (node_id, seq)
+) STRICT;
+CREATE INDEX inbound_staged ON inbound(node_id, seq) WHERE state = 'staged';
+CREATE INDEX inbound_entity ON inbound(entity);
+CREATE TABLE sync_status (
+  guid           BLOB PRIMARY KEY,
+  node_id        TEXT NOT NULL,
+  account_number TEXT,
+  status         TEXT NOT NULL,
+  last_error     TEXT NOT NULL,
+  created_at_ms  INTEGER NOT NULL,
+  updated_at_ms  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX sync_status_status ON sync_status(status);
+CREATE TABLE feed (
+  seq      INTEGER PRIMARY KEY,
+  channel  TEXT NOT NULL,
+  customer BLOB NOT NULL,
+  payload  BLOB NOT NULL
+) STRICT;
+CREATE INDEX feed_channel ON feed(channel, seq);
+)sql";
+
+const storage::SchemaSpec& hq_schema() {
+  static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
+  static const std::array<storage::Migration, 1> migrations{{
+      {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
+  }};
+  static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
+  return spec;
+}
+
+storage::DatabaseOptions db_options(const SqliteHqOptions& o, bool create) {
+  storage::DatabaseOptions d;
+  d.synchronous = o.durable ? storage::Synchronous::full : storage::Synchronous::normal;
+  d.busy_timeout_ms = o.busy_timeout_ms;
+  d.create_if_missing = create;
+  return d;
+}
+
+const char* state_name(StagedState s) {
+  switch (s) {
+    case StagedState::staged: return "staged";
+    case StagedState::applied: return "applied";
+    case StagedState::failed: return "failed";
+  }
+  return "staged";
+}
+
+Result<std::optional<std::string>> meta_get(storage::Database& db, std::string_view key) {
+  TS_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT value FROM hq_meta WHERE key = ?1"));
+  st.bind(1, key);
+  TS_ASSIGN_OR_RETURN(bool row, st.step());
+  if (!row) return std::optional<std::string>{};
+  return std::optional<std::string>{st.column_text(0)};
+}
+
+Status meta_put(storage::Database& db, std::string_view key, std::string_view value) {
+  TS_ASSIGN_OR_RETURN(auto st, db.prepare(
+      "INSERT INTO hq_meta(key, value) VALUES(?1, ?2) "
+      "ON CONFLICT(key) DO UPDATE SET value = excluded.value"));
+  st.bind(1, key).bind(2, value);
+  return st.run();
+}
+
+Result<LogRecord> read_inbound(const storage::Statement& st, int col) {
+  LogRecord r;
+  r.node_id = st.column_text(col);
+  r.seq = st.column_int64(col + 1);
+  auto op = Guid::from_raw(st.column_blob(col + 2));
+  auto entity = Guid::from_raw(st.column_blob(col + 3));
+  auto kind = op_kind_from_int(static_cast<int>(st.column_int64(col + 4)));
+  if (!op || !entity || !kind) return Status::CorruptLog("inbound row is malformed");
+  r.op_id = *op;
+  r.entity = *entity;
+  r.kind = *kind;
+  r.hlc = Hlc{static_cast<std::uint64_t>(st.column_int64(col + 5))};
+  r.payload = st.column_blob(col + 6);
+  return r;
+}
+
+constexpr std::string_view kInboundColumns = "node_id, seq, op_id, entity, kind, hlc, payload";
+
+Result<std::vector<StagedOp>> read_staged(storage::Statement& st) {
+  std::vector<StagedOp> out;
+  for (;;) {
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) break;
+    StagedOp op;
+    TS_ASSIGN_OR_RETURN(op.record, read_inbound(st, 0));
+    const std::string state = st.column_text(7);
+    op.state = state == "applied" ? StagedState::applied
+               : state == "failed" ? StagedState::failed
+                                   : StagedState::staged;
+    op.error = st.column_text(8);
+    out.push_back(std::move(op));
+  }
+  return out;
+}
+
+SyncStatusRecord read_status(const storage::Statement& st) {
+  SyncStatusRecord r;
+  r.guid = Guid::from_raw(st.column_blob(0)).value_or(Guid{});
+  r.node_id = st.column_text(1);
+  r.account_number = st.column_optional_text(2);
+  r.status = parse_sync_status(st.column_text(3)).value_or(SyncStatus::pending);
+  r.last_error = st.column_text(4);
+  r.created_at_ms = st.column_int64(5);
+  r.updated_at_ms = st.column_int64(6);
+  return r;
+}
+
+class SqliteHqTransaction final : public HqTransaction {
+ public:
+  SqliteHqTransaction(storage::Database& db, storage::Transaction txn, std::string prefix)
+      : db_(db), txn_(std::move(txn)), prefix_(std::move(prefix)) {}
+
+  Result<std::optional<Customer>> customer(const Guid& guid) override {
+    return CustomerTable(db_).get(guid);
+  }
+  Result<std::optional<Customer>> customer_by_account(std::string_view account) override {
+    return CustomerTable(db_).by_account(account);
+  }
+  Status put_customer(const Customer& c, std::string_view channel) override {
+    TS_RETURN_IF_ERROR(CustomerTable(db_).upsert(txn_, c));
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT OR IGNORE INTO customer_channel(guid, channel) VALUES(?1, ?2)"));
+    st.bind_blob(1, c.guid.raw()).bind(2, channel);
+    return st.run();
+  }
+  Result<std::string> channel_of(const Guid& customer) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT channel FROM customer_channel WHERE guid = ?1"));
+    st.bind_blob(1, customer.raw());
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    return row ? st.column_text(0) : std::string();
+  }
+  Result<std::string> next_account_number() override {
+    TS_ASSIGN_OR_RETURN(auto v, meta_get(db_, "next_number"));
+    const long long n = v ? std::stoll(*v) : 1;
+    if (n > 999'999'999) return Status::Internal("the account number sequence is exhausted");
+    TS_RETURN_IF_ERROR(meta_put(db_, "next_number", std::to_string(n + 1)));
+    char digits[24];
+    std::snprintf(digits, sizeof digits, "%09lld", n);
+    return prefix_ + digits;
+  }
+
+  Result<std::int64_t> node_cursor(std::string_view node) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT cursor FROM node_cursors WHERE node_id = ?1"));
+    st.bind(1, node);
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    return row ? st.column_int64(0) : std::int64_t{0};
+  }
+  Result<bool> stage(const LogRecord& r) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT OR IGNORE INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, state) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'staged')"));
+    st.bind(1, r.node_id).bind(2, r.seq).bind_blob(3, r.op_id.raw()).bind_blob(4, r.entity.raw());
+    st.bind(5, static_cast<std::int64_t>(r.kind)).bind(6, static_cast<std::int64_t>(r.hlc.value));
+    st.bind_blob(7, r.payload);
+    TS_RETURN_IF_ERROR(st.run());
+    TS_ASSIGN_OR_RETURN(auto changed, db_.query_int("SELECT changes()"));
+    TS_ASSIGN_OR_RETURN(auto cur, db_.prepare(
+        "INSERT INTO node_cursors(node_id, cursor) VALUES(?1, ?2) "
+        "ON CONFLICT(node_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)"));
+    cur.bind(1, r.node_id).bind(2, r.seq);
+    TS_RETURN_IF_ERROR(cur.run());
+    return changed.value_or(0) > 0;
+  }
+  Result<std::vector<StagedOp>> staged(std::size_t limit) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT " + std::string(kInboundColumns) + ", state, error FROM inbound "
+        "WHERE state = 'staged' ORDER BY node_id, seq LIMIT ?1"));
+    st.bind(1, static_cast<std::int64_t>(limit));
+    return read_staged(st);
+  }
+  Result<std::vector<StagedOp>> failed_for(const Guid& customer) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT " + std::string(kInboundColumns) + ", state, error FROM inbound "
+        "WHERE entity = ?1 AND state = 'failed' ORDER BY node_id, seq"));
+    st.bind_blob(1, customer.raw());
+    return read_staged(st);
+  }
+  Status set_state(std::string_view node, std::int64_t seq, StagedState state,
+                   std::string_view error) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "UPDATE inbound SET state = ?3, error = ?4 WHERE node_id = ?1 AND seq = ?2"));
+    st.bind(1, node).bind(2, seq).bind(3, state_name(state)).bind(4, error);
+    return st.run();
+  }
+
+  Result<std::optional<SyncStatusRecord>> sync_status(const Guid& guid) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT guid, node_id, account_number, status, last_error, created_at_ms, updated_at_ms "
+        "FROM sync_status WHERE guid = ?1"));
+    st.bind_blob(1, guid.raw());
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return std::optional<SyncStatusRecord>{};
+    return std::optional<SyncStatusRecord>{read_status(st)};
+  }
+  Status put_sync_status(const SyncStatusRecord& r) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT OR REPLACE INTO sync_status(guid, node_id, account_number, status, last_error, "
+        "created_at_ms, updated_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+    st.bind_blob(1, r.guid.raw()).bind(2, r.node_id).bind(3, r.account_number);
+    st.bind(4, to_string(r.status)).bind(5, r.last_error).bind(6, r.created_at_ms);
+    st.bind(7, r.updated_at_ms);
+    return st.run();
+  }
+
+  Result<std::int64_t> append_feed(const Customer& c, std::string_view channel) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT INTO feed(channel, customer, payload) VALUES(?1, ?2, ?3)"));
+    st.bind(1, channel).bind_blob(2, c.guid.raw()).bind_blob(3, encode_customer(c));
+    TS_RETURN_IF_ERROR(st.run());
+    return db_.last_insert_rowid();
+  }
+
+  Status commit() override { return txn_.commit(); }
+
+ private:
+  storage::Database& db_;
+  storage::Transaction txn_;
+  std::string prefix_;
+};
+
+class SqliteHqStore final : public HqStore {
+ public:
+  SqliteHqStore(std::unique_ptr<storage::Database> db, std::string epoch, std::string prefix)
+      : db_(std::move(db)), epoch_(std::move(epoch)), prefix_(std::move(prefix)) {}
+
+  Result<std::unique_ptr<HqTransaction>> begin() override {
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db_));
+    return std::unique_ptr<HqTransaction>(
+        std::make_unique<SqliteHqTransaction>(*db_, std::move(txn), prefix_));
+  }
+  const std::string& epoch() const override { return epoch_; }
+  const std::string& number_prefix() const override { return prefix_; }
+
+  Result<std::vector<FeedEntry>> feed_after(std::int64_t after, std::size_t limit,
+                                            const std::optional<std::string>& channel,
+                                            std::int64_t* cursor_out) override {
+    // One read transaction, so the cursor and the entries agree.
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db_, storage::Transaction::Mode::deferred));
+    TS_ASSIGN_OR_RETURN(auto max_seq, db_->query_int("SELECT max(seq) FROM feed"));
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT seq, channel, payload FROM feed WHERE seq > ?1 AND (?2 IS NULL OR channel = ?2) "
+        "ORDER BY seq LIMIT ?3"));
+    st.bind(1, after).bind(2, channel).bind(3, static_cast<std::int64_t>(limit));
+    std::vector<FeedEntry> out;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      FeedEntry e;
+      e.seq = st.column_int64(0);
+      e.channel = st.column_text(1);
+      TS_ASSIGN_OR_RETURN(e.customer, decode_customer(st.column_blob(2)));
+      out.push_back(std::move(e));
+    }
+    if (cursor_out != nullptr) {
+      *cursor_out = out.size() < limit ? std::max(after, max_seq.value_or(0)) : out.back().seq;
+    }
+    return out;
+  }
+  Result<std::vector<Customer>> search(std::string_view text) override {
+    return CustomerTable(*db_).search(text);
+  }
+  Result<std::vector<Customer>> all_customers_by_guid() override {
+    return CustomerTable(*db_).all_by_guid();
+  }
+  Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT guid, node_id, account_number, status, last_error, created_at_ms, updated_at_ms "
+        "FROM sync_status WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at_ms, guid"));
+    st.bind(1, filter ? std::optional<std::string>(std::string(to_string(*filter))) : std::nullopt);
+    std::vector<SyncStatusRecord> out;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      out.push_back(read_status(st));
+    }
+    return out;
+  }
+  Result<std::vector<LogRecord>> received(std::string_view node, std::int64_t after,
+                                          std::size_t limit) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT " + std::string(kInboundColumns) + " FROM inbound WHERE node_id = ?1 AND seq > ?2 "
+        "ORDER BY seq LIMIT ?3"));
+    st.bind(1, node).bind(2, after).bind(3, static_cast<std::int64_t>(limit));
+    std::vector<LogRecord> out;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      TS_ASSIGN_OR_RETURN(LogRecord r, read_inbound(st, 0));
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<storage::Database> db_;
+  std::string epoch_;
+  std::string prefix_;
+};
+
+}  // namespace
+
+Status init_sqlite_hq(const std::string& path, std::string_view number_prefix,
+                      std::string_view epoch, const SqliteHqOptions& options) {
+  TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(path, db_options(options, true)));
+  TS_ASSIGN_OR_RETURN(auto version, db->query_int("PRAGMA user_version"));
+  if (version.value_or(0) != 0) {
+    TS_RETURN_IF_ERROR(storage::check_schema(*db, hq_schema()));
+    return Status::InvalidInput("db", "db: " + path +
+                                          " is already an initialized HQ database; refusing to "
+                                          "overwrite it");
+  }
+  TS_RETURN_IF_ERROR(storage::migrate(*db, hq_schema()));
+  TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+  TS_RETURN_IF_ERROR(meta_put(*db, "epoch", epoch));
+  TS_RETURN_IF_ERROR(meta_put(*db, "number_prefix", number_prefix));
+  TS_RETURN_IF_ERROR(meta_put(*db, "next_number", "1"));
+  return txn.commit();
+}
+
+Result<std::unique_ptr<HqStore>> open_sqlite_hq(const std::string& path,
+                                                const SqliteHqOptions& options) {
+  TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(path, db_options(options, false)));
+  TS_RETURN_IF_ERROR(storage::check_schema(*db, hq_schema()));
+  TS_ASSIGN_OR_RETURN(auto epoch, meta_get(*db, "epoch"));
+  TS_ASSIGN_OR_RETURN(auto prefix, meta_get(*db, "number_prefix"));
+  if (!epoch || !prefix)
+    return Status(Code::not_a_tillsync_database, path + ": HQ settings are missing");
+  return std::unique_ptr<HqStore>(
+      std::make_unique<SqliteHqStore>(std::move(db), std::move(*epoch), std::move(*prefix)));
+}
+
+}  // namespace tillsync

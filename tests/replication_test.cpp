@@ -1,0 +1,376 @@
+// HQ, real-time service and replication over real ZeroMQ sockets on loopback.
+// HQ's continuous job is parked (a long interval) and the tests run the customer sync
+// job explicitly, so every step is deterministic.
+#include <gtest/gtest.h>
+
+#include "support/cluster.h"
+#include "tillsync/transport/socket.h"
+
+namespace tillsync {
+namespace {
+
+using testing::HqProcess;
+using testing::new_person;
+using testing::TempDir;
+using testing::Terminal;
+using testing::terminal_config;
+
+constexpr int kParkedJobMs = 3'600'000;
+
+class ReplicationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HqServiceOptions o;
+    o.job_interval_ms = kParkedJobMs;
+    hq = std::make_unique<HqProcess>(dir.file("hq.db"), o);
+    hq->start();
+  }
+
+  std::unique_ptr<Terminal> terminal(const std::string& store, const std::string& id,
+                                     FunctionalityProfile profile = {}, int timeout_ms = 2000) {
+    return std::make_unique<Terminal>(dir.file(store + "-" + id + ".db"),
+                                      terminal_config(store, id, hq->endpoint(), profile, timeout_ms),
+                                      std::hash<std::string>{}(store + id));
+  }
+
+  JobReport run_job() {
+    auto h = hq->inspect();
+    auto r = h->run_sync_job();
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    return r.ok() ? *r : JobReport{};
+  }
+  ContentDigest hq_digest() { return hq->inspect()->digest().value(); }
+  std::size_t hq_customer_count() { return hq->inspect()->customers("").value().size(); }
+
+  TempDir dir;
+  std::unique_ptr<HqProcess> hq;
+};
+
+TEST_F(ReplicationTest, SyncCreateOverRtsIsSearchableAtHqImmediately) {
+  auto t = terminal("S001", "T01");
+  auto out = t->node().create_customer(new_person("Ada", "Lovelace"));
+  ASSERT_TRUE(out.ok()) << out.status().to_string();
+  EXPECT_EQ(out->mode, CreationMode::sync);
+  ASSERT_TRUE(out->customer.account_number);
+  EXPECT_EQ(out->customer.account_number->size(), 10u);  // C + 9 digits
+  EXPECT_EQ(out->customer.account_number->front(), 'C');
+  auto found = hq->inspect()->customers("lovelace");
+  ASSERT_TRUE(found.ok());
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ((*found)[0].guid, out->customer.guid);  // the terminal's GUID
+}
+
+TEST_F(ReplicationTest, AsyncCreateUploadConvertDistributeShowsAccountNumber) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  auto out = t->node().create_customer(new_person("Grace", "Hopper"));
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->customer.account_id(), "Pending sync");
+
+  auto pushed = t->sync();
+  ASSERT_TRUE(pushed.ok()) << pushed.status().to_string();
+  EXPECT_EQ(pushed->pushed, 1);
+  EXPECT_EQ(pushed->pending_ops, 0);
+  auto status = hq->inspect()->sync_status(SyncStatus::pending);
+  ASSERT_TRUE(status.ok());
+  ASSERT_EQ(status->size(), 1u);
+  EXPECT_EQ((*status)[0].guid, out->customer.guid);
+  EXPECT_EQ((*status)[0].node_id, "S001/T01");
+  // Not converted yet: the terminal still shows Pending sync.
+  EXPECT_EQ(t->node().find(out->customer.guid.to_string())->account_id(), "Pending sync");
+
+  JobReport job = run_job();
+  EXPECT_EQ(job.converted, 1u);
+  auto converted = hq->inspect()->sync_status(SyncStatus::converted);
+  ASSERT_EQ(converted->size(), 1u);
+  ASSERT_TRUE((*converted)[0].account_number);
+
+  auto pulled = t->sync();
+  ASSERT_TRUE(pulled.ok());
+  EXPECT_GE(pulled->pulled, 1);
+  auto shown = t->node().find(out->customer.guid.to_string());
+  ASSERT_TRUE(shown.ok());
+  EXPECT_EQ(shown->account_id(), *(*converted)[0].account_number);
+  EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+  auto st = t->node().status();
+  EXPECT_TRUE(st->online);
+  EXPECT_TRUE(st->last_sync_at_ms.has_value());
+}
+
+TEST_F(ReplicationTest, HqDownCreationsFallBackThenEverythingConverges) {
+  const std::string endpoint = hq->endpoint();
+  hq->stop();
+  auto a = terminal("S001", "T01", {}, 150);
+  auto b = terminal("S002", "T01", {.async_customer_creation = true}, 150);
+  for (int i = 0; i < 5; ++i) {
+    auto ca = a->node().create_customer(new_person("A" + std::to_string(i), "Down"));
+    ASSERT_TRUE(ca.ok()) << ca.status().to_string();
+    EXPECT_EQ(ca->mode, CreationMode::async);  // D4: RTS timed out
+    ASSERT_TRUE(b->node().create_customer(new_person("B" + std::to_string(i), "Down")).ok());
+  }
+  auto failed = a->sync();
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), Code::hq_unreachable);
+  EXPECT_FALSE(a->node().status()->online);
+  EXPECT_FALSE(a->node().status()->last_error.empty());
+
+  hq->start(endpoint);  // HQ comes back on the same address
+  ASSERT_TRUE(a->sync().ok());
+  ASSERT_TRUE(b->sync().ok());
+  EXPECT_EQ(run_job().converted, 10u);
+  ASSERT_TRUE(a->sync().ok());
+  ASSERT_TRUE(b->sync().ok());
+
+  const auto d = hq_digest();
+  EXPECT_EQ(d.customers, 10u);
+  EXPECT_EQ(a->node().digest()->hex, d.hex);
+  EXPECT_EQ(b->node().digest()->hex, d.hex);
+  for (const auto& c : a->node().search("").value()) EXPECT_TRUE(c.synced()) << c.display_name();
+}
+
+TEST_F(ReplicationTest, RtsReplyLostAfterCommitLeavesExactlyOneCustomer) {
+  int dropped = 0;
+  hq->stop();
+  hq->options().drop_reply = [&](std::uint8_t type) {
+    return type == 2 && dropped++ == 0;  // the first rts_create reply is lost
+  };
+  hq->start();
+  auto t = terminal("S001", "T01", {}, 300);
+  auto out = t->node().create_customer(new_person("Alan", "Turing"));
+  ASSERT_TRUE(out.ok()) << out.status().to_string();
+  EXPECT_EQ(out->mode, CreationMode::async);  // the terminal saw a timeout
+  EXPECT_EQ(dropped, 1);
+  EXPECT_EQ(hq_customer_count(), 1u);        // but HQ had committed it
+
+  ASSERT_TRUE(t->sync().ok());
+  run_job();
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(hq_customer_count(), 1u);
+  auto status = hq->inspect()->sync_status(std::nullopt).value();
+  ASSERT_EQ(status.size(), 1u);
+  EXPECT_EQ(status[0].status, SyncStatus::converted);
+  auto shown = t->node().find(out->customer.guid.to_string());
+  ASSERT_TRUE(shown.ok());
+  EXPECT_TRUE(shown->synced());
+  EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+}
+
+TEST_F(ReplicationTest, DuplicatedAndResentBatchesApplyOnce) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(t->node().create_customer(new_person("P" + std::to_string(i), "X")).ok());
+  auto records = t->node().read_log(0, 100).value();
+  ASSERT_EQ(records.size(), 4u);
+
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  // The same batch three times, then an overlapping one, then one after a gap.
+  for (int i = 0; i < 3; ++i) {
+    auto ack = client->push("S001/T01", {records[0], records[1]});
+    ASSERT_TRUE(ack.ok()) << ack.status().to_string();
+    EXPECT_EQ(ack->acked_seq, 2);
+  }
+  auto gap = client->push("S001/T01", {records[3]});
+  ASSERT_TRUE(gap.ok());
+  EXPECT_EQ(gap->acked_seq, 2);  // HQ answers with its cursor: resend from 3
+  auto overlap = client->push("S001/T01", {records[1], records[2], records[3]});
+  ASSERT_TRUE(overlap.ok());
+  EXPECT_EQ(overlap->acked_seq, 4);
+
+  // The terminal never got those acks (they went to another socket): it pushes all
+  // four again. Lost acks are harmless.
+  auto s = t->sync();
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  EXPECT_EQ(t->node().status()->acked_seq, 4);
+  EXPECT_EQ(run_job().converted, 4u);
+  EXPECT_EQ(run_job().applied, 0u);
+  EXPECT_EQ(hq_customer_count(), 4u);
+}
+
+TEST_F(ReplicationTest, PushOfAnotherNodesOperationsIsUnauthorizedAndWritesNothing) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  ASSERT_TRUE(t->node().create_customer(new_person("Eve", "Spoof")).ok());
+  auto records = t->node().read_log(0, 10).value();
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  auto spoofed = client->push("S002/T09", records);
+  ASSERT_FALSE(spoofed.ok());
+  EXPECT_EQ(spoofed.status().code(), Code::unauthorized);
+  run_job();
+  EXPECT_EQ(hq_customer_count(), 0u);
+  EXPECT_TRUE(hq->inspect()->sync_status(std::nullopt)->empty());
+}
+
+TEST_F(ReplicationTest, TerminalRestartMidSyncResumesFromCheckpoint) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  for (int i = 0; i < 25; ++i) ASSERT_TRUE(t->node().create_customer(new_person("R" + std::to_string(i), "X")).ok());
+  // Push only part of the log (small batches, stop after the first push).
+  {
+    auto client = HqClient::connect(hq->endpoint(), 2000).value();
+    auto records = t->node().read_log(0, 10).value();
+    ASSERT_TRUE(client->push("S001/T01", records).ok());  // HQ has 1..10, terminal's ack lost
+  }
+  t->restart();
+  EXPECT_EQ(t->node().status()->acked_seq, 0);
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(t->node().status()->acked_seq, 25);
+  EXPECT_EQ(run_job().converted, 25u);
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+  EXPECT_EQ(hq_customer_count(), 25u);
+}
+
+TEST_F(ReplicationTest, HqRestartMidSyncLosesNothing) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true}, 300);
+  for (int i = 0; i < 12; ++i) ASSERT_TRUE(t->node().create_customer(new_person("H" + std::to_string(i), "X")).ok());
+  ASSERT_TRUE(t->sync().ok());
+  const std::string endpoint = hq->endpoint();
+  hq->stop();  // HQ goes down between upload and conversion
+  for (int i = 12; i < 20; ++i) ASSERT_TRUE(t->node().create_customer(new_person("H" + std::to_string(i), "X")).ok());
+  EXPECT_EQ(t->sync().status().code(), Code::hq_unreachable);
+  hq->start(endpoint);
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(run_job().converted, 20u);
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(hq_customer_count(), 20u);
+  EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+  for (const auto& c : t->node().search("").value()) EXPECT_TRUE(c.synced());
+}
+
+TEST_F(ReplicationTest, NewHqEpochMakesTerminalRepushEverything) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true}, 300);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(t->node().create_customer(new_person("E" + std::to_string(i), "X")).ok());
+  ASSERT_TRUE(t->sync().ok());
+  run_job();
+  ASSERT_TRUE(t->sync().ok());
+  // HQ's database is replaced by a new one (a restore gone wrong, a new HQ).
+  const std::string endpoint = hq->endpoint();
+  hq->stop();
+  std::filesystem::remove(hq->db());
+  std::filesystem::remove(hq->db() + "-wal");
+  std::filesystem::remove(hq->db() + "-shm");
+  hq->start(endpoint);
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(t->node().status()->acked_seq, 5);
+  EXPECT_EQ(run_job().applied, 5u);
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(hq_customer_count(), 5u);
+  EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+}
+
+TEST_F(ReplicationTest, FilteredTerminalGetsOnlyItsOwnChannelsCustomers) {
+  auto other = terminal("S002", "T01", {.async_customer_creation = true});
+  auto filtered = terminal("S001", "T01", {.filter_shared_customer_tables = true});
+  auto shared = terminal("S001", "T02");
+  ASSERT_TRUE(other->node().create_customer(new_person("Other", "Store")).ok());
+  ASSERT_TRUE(filtered->node().create_customer(new_person("Own", "Store")).ok());  // sync mode
+  ASSERT_TRUE(other->sync().ok());
+  run_job();
+  ASSERT_TRUE(filtered->sync().ok());
+  ASSERT_TRUE(shared->sync().ok());
+  auto mine = filtered->node().search("").value();
+  ASSERT_EQ(mine.size(), 1u);
+  EXPECT_EQ(mine[0].first_name, "Own");
+  EXPECT_EQ(shared->node().search("").value().size(), 2u);  // D5 off: everything
+}
+
+TEST_F(ReplicationTest, FailedRecordIsReportedAndFixedWithResync) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  auto out = t->node().create_customer(new_person("Bad", "Mail"));
+  ASSERT_TRUE(out.ok());
+  // A record from an older terminal build that HQ's validation refuses.
+  auto records = t->node().read_log(0, 10).value();
+  auto payload = std::get<CustomerCreated>(decode_payload(records[0].kind, records[0].payload).value());
+  payload.customer.email = "not-an-email";
+  LogRecord bad = records[0];
+  bad.payload = encode_payload(payload);
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  ASSERT_TRUE(client->push("S001/T01", {bad}).ok());
+  JobReport job = run_job();
+  EXPECT_EQ(job.failed, 1u);
+  auto failed = hq->inspect()->sync_status(SyncStatus::failed).value();
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_NE(failed[0].last_error.find("email"), std::string::npos);
+
+  auto fixed = hq->inspect()->resync(out->customer.guid, {{Field::email, "bad.mail@example.com"}});
+  ASSERT_TRUE(fixed.ok()) << fixed.status().to_string();
+  EXPECT_EQ(fixed->converted, 1u);
+  auto now = hq->inspect()->sync_status(std::nullopt).value();
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_EQ(now[0].status, SyncStatus::converted);
+  EXPECT_TRUE(now[0].last_error.empty());
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(t->node().find(out->customer.guid.to_string())->email, "bad.mail@example.com");
+}
+
+TEST_F(ReplicationTest, AsyncEditOfPendingCustomerReachesConvertedCustomer) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true, .async_customer_addresses = true,
+                                    .async_customer_edits = true});
+  auto out = t->node().create_customer(new_person("Edit", "Me"));
+  ASSERT_TRUE(out.ok());
+  const std::string id = out->customer.guid.to_string();
+  ASSERT_TRUE(t->node().edit_customer(id, {{Field::email, "edit@example.com"}}).ok());
+  ASSERT_TRUE(t->node().add_address(id, {{}, "", "1 Main", "Town", "", "", "US"}).ok());
+  ASSERT_TRUE(t->sync().ok());
+  run_job();
+  ASSERT_TRUE(t->sync().ok());
+  auto at_hq = hq->inspect()->customers("edit@example.com").value();
+  ASSERT_EQ(at_hq.size(), 1u);
+  EXPECT_EQ(at_hq[0].addresses.size(), 1u);
+  EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+}
+
+TEST_F(ReplicationTest, PulledStateDoesNotHideUnacknowledgedLocalEdits) {
+  auto t = terminal("S001", "T01", {.async_customer_edits = true}, 300);
+  auto out = t->node().create_customer(new_person("Local", "Edit"));  // sync mode
+  ASSERT_TRUE(out.ok());
+  ASSERT_TRUE(t->node().edit_customer(*out->customer.account_number, {{Field::phone, "555 0199"}}).ok());
+  // Pull only (the edit is not pushed yet): HQ's snapshot lacks the phone number.
+  ASSERT_TRUE(t->replicator().pull_all().ok());
+  EXPECT_EQ(t->node().find(*out->customer.account_number)->phone, "555 0199");
+  ASSERT_TRUE(t->sync().ok());
+  run_job();
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(hq->inspect()->customers("Local").value().at(0).phone, "555 0199");
+  EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+}
+
+TEST_F(ReplicationTest, TwentyTerminalsSyncingAtOnceConverge) {
+  constexpr int kTerminals = 20;
+  std::vector<std::unique_ptr<Terminal>> terminals;
+  for (int i = 0; i < kTerminals; ++i) {
+    terminals.push_back(terminal("S" + std::to_string(100 + i / 2), "T0" + std::to_string(i % 2),
+                                 {.async_customer_creation = i % 2 == 0}));
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int i = 0; i < kTerminals; ++i) {
+    threads.emplace_back([&, i] {
+      for (int k = 0; k < 10; ++k) {
+        if (!terminals[i]->node().create_customer(new_person("N" + std::to_string(i), "K" + std::to_string(k))).ok())
+          ++failures;
+      }
+      if (!terminals[i]->sync().ok()) ++failures;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(run_job().converted, 100u);  // the async half
+  for (auto& t : terminals) ASSERT_TRUE(t->sync().ok());
+  const auto d = hq_digest();
+  EXPECT_EQ(d.customers, 200u);
+  for (auto& t : terminals) EXPECT_EQ(t->node().digest()->hex, d.hex);
+}
+
+TEST_F(ReplicationTest, MalformedFramesAreDroppedAndHonestTerminalsServed) {
+  transport::Context ctx;
+  auto raw = transport::Client::connect(ctx, hq->endpoint(), {.timeout_ms = 200}).value();
+  auto garbage = raw.call(9, "garbage");  // unknown message type: an error reply
+  ASSERT_FALSE(garbage.ok());
+  EXPECT_EQ(garbage.status().code(), Code::invalid_input);
+  auto bad_body = raw.call(7, "\x01\x02");
+  EXPECT_EQ(bad_body.status().code(), Code::invalid_input);
+  auto t = terminal("S001", "T01");
+  auto out = t->node().create_customer(new_person("Still", "Served"));
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->mode, CreationMode::sync);
+}
+
+}  // namespace
+}  // namespace tillsync

@@ -1,0 +1,136 @@
+// A small cluster for integration tests: one HQ serving on a real loopback socket in a
+// background thread, and terminals (ChannelNode + HqClient + Replicator) talking to it.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "support/temp_dir.h"
+#include "tillsync/channel_node.h"
+#include "tillsync/hq_client.h"
+#include "tillsync/hq_service.h"
+#include "tillsync/replicator.h"
+
+namespace tillsync::testing {
+
+// HQ in a thread. Stopped (and joined) by stop() or the destructor.
+class HqProcess {
+ public:
+  HqProcess(std::string db_path, HqServiceOptions options = {}) : db_(std::move(db_path)), options_(std::move(options)) {}
+  ~HqProcess() { stop(); }
+
+  // Creates the database on first use, binds (on `listen`, default any free port) and
+  // starts serving.
+  void start(const std::string& listen = "tcp://127.0.0.1:*") {
+    auto hq = std::filesystem::exists(db_) ? Headquarters::open(db_) : Headquarters::init(db_, "C");
+    ASSERT_TRUE(hq.ok()) << hq.status().to_string();
+    options_.listen = listen;
+    auto svc = HqService::start(std::move(hq).value(), options_);
+    ASSERT_TRUE(svc.ok()) << svc.status().to_string();
+    service_ = std::move(svc).value();
+    endpoint_ = service_->endpoint();
+    thread_ = std::thread([this] { run_status_ = service_->run(); });
+  }
+  void stop() {
+    if (!service_) return;
+    service_->stop();
+    thread_.join();
+    EXPECT_TRUE(run_status_.ok()) << run_status_.to_string();
+    service_.reset();
+  }
+  bool running() const { return service_ != nullptr; }
+  const std::string& endpoint() const { return endpoint_; }
+  const std::string& db() const { return db_; }
+  HqServiceOptions& options() { return options_; }
+
+  // A separate connection to the HQ database, for inspection while it serves.
+  std::unique_ptr<Headquarters> inspect() {
+    auto hq = Headquarters::open(db_);
+    EXPECT_TRUE(hq.ok()) << hq.status().to_string();
+    return hq.ok() ? std::move(hq).value() : nullptr;
+  }
+
+ private:
+  std::string db_;
+  HqServiceOptions options_;
+  std::unique_ptr<HqService> service_;
+  std::thread thread_;
+  Status run_status_;
+  std::string endpoint_;
+};
+
+// A terminal: its node, a connection to HQ and a replicator on the same database.
+class Terminal {
+ public:
+  Terminal(const std::string& db_path, NodeConfig config, std::uint64_t seed)
+      : db_(db_path), seed_(seed) {
+    ChannelNodeOptions o;
+    o.seed = seed;
+    auto node = ChannelNode::create(db_path, config, o);
+    EXPECT_TRUE(node.ok()) << node.status().to_string();
+    node_ = std::move(node).value();
+    connect();
+  }
+
+  // Simulates a till restart: drops every object and opens the database again.
+  void restart() {
+    replicator_.reset();
+    node_.reset();
+    client_.reset();
+    ChannelNodeOptions o;
+    o.seed = seed_ + 1000;
+    auto node = ChannelNode::open(db_, o);
+    ASSERT_TRUE(node.ok()) << node.status().to_string();
+    node_ = std::move(node).value();
+    connect();
+  }
+
+  ChannelNode& node() { return *node_; }
+  Result<SyncReport> sync() { return replicator_->sync_once(); }
+  Replicator& replicator() { return *replicator_; }
+
+ private:
+  void connect() {
+    if (node_->config().hq_endpoint) {
+      auto c = HqClient::connect(*node_->config().hq_endpoint, node_->config().rts_timeout_ms);
+      ASSERT_TRUE(c.ok()) << c.status().to_string();
+      client_ = std::move(c).value();
+      node_->attach_hq(client_.get());
+      auto r = Replicator::open(db_, *client_);
+      ASSERT_TRUE(r.ok()) << r.status().to_string();
+      replicator_ = std::move(r).value();
+    }
+  }
+
+  std::string db_;
+  std::uint64_t seed_;
+  std::unique_ptr<HqClient> client_;
+  std::unique_ptr<ChannelNode> node_;
+  std::unique_ptr<Replicator> replicator_;
+};
+
+inline NodeConfig terminal_config(const std::string& store, const std::string& terminal,
+                                  const std::string& hq, FunctionalityProfile profile = {},
+                                  int timeout_ms = 2000) {
+  NodeConfig c;
+  c.store_id = store;
+  c.terminal_id = terminal;
+  c.hq_endpoint = hq;
+  c.rts_timeout_ms = timeout_ms;
+  c.profile = profile;
+  return c;
+}
+
+inline NewCustomer new_person(const std::string& first, const std::string& last) {
+  NewCustomer n;
+  n.first_name = first;
+  n.last_name = last;
+  return n;
+}
+
+}  // namespace tillsync::testing
