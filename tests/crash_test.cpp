@@ -20,6 +20,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <string>
 
@@ -381,6 +382,7 @@ struct OpenTxnCase {
   std::size_t payload;
   bool spills;  // the uncommitted transaction reaches the WAL file before the kill
 };
+void PrintTo(const OpenTxnCase& c, std::ostream* os) { *os << c.name; }
 
 class CrashDuringTransaction : public ::testing::TestWithParam<OpenTxnCase> {};
 
@@ -430,10 +432,9 @@ TEST_P(CrashDuringTransaction, KilledInsideAnOpenTransactionLeavesNeitherRow) {
   EXPECT_EQ(*seq, kCommitted + 1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Sizes, CrashDuringTransaction,
+INSTANTIATE_TEST_SUITE_P(Crash, CrashDuringTransaction,
                          ::testing::Values(OpenTxnCase{"SmallTransaction", 64, false},
-                                           OpenTxnCase{"SpilledTransaction", 2 << 20, true}),
-                         [](const auto& test) { return std::string(test.param.name); });
+                                           OpenTxnCase{"SpilledTransaction", 2 << 20, true}));
 
 TEST(CrashFailedTransaction, LogInsertFailureRollsBackTheDomainRow) {
   testing::TempDir dir;

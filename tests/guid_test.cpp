@@ -92,7 +92,7 @@ class GuidParseRejects : public ::testing::TestWithParam<std::string> {};
 TEST_P(GuidParseRejects, BadInput) { EXPECT_FALSE(Guid::parse(GetParam()).has_value()); }
 
 INSTANTIATE_TEST_SUITE_P(
-    Inputs, GuidParseRejects,
+    Guid, GuidParseRejects,
     ::testing::Values("",                                        // empty
                       "6f9619ff-8b86-d011-b42d-00c04fc964f",     // one digit short
                       "6f9619ff-8b86-d011-b42d-00c04fc964ff0",   // one digit long

@@ -60,6 +60,40 @@ TEST_F(ReplicationTest, SyncCreateOverRtsIsSearchableAtHqImmediately) {
   EXPECT_EQ((*found)[0].guid, out->customer.guid);  // the terminal's GUID
 }
 
+TEST_F(ReplicationTest, SearchThroughHqFindsCustomersOfOtherStores) {
+  auto a = terminal("S001", "T01");
+  auto b = terminal("S002", "T01");
+  ASSERT_TRUE(a->node().create_customer(new_person("Katherine", "Johnson")).ok());
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  auto found = client->search("S002/T01", "JOHNSON");
+  ASSERT_TRUE(found.ok()) << found.status().to_string();
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_TRUE((*found)[0].synced());
+  EXPECT_TRUE(b->node().search("johnson")->empty());  // not replicated to S002 yet
+}
+
+TEST_F(ReplicationTest, RtsEditAddressAndLoyaltyCardOfSyncedCustomer) {
+  auto t = terminal("S001", "T01");
+  auto out = t->node().create_customer(new_person("Mary", "Jackson"));
+  ASSERT_TRUE(out.ok());
+  const std::string account = *out->customer.account_number;
+  auto edited = t->node().edit_customer(account, {{Field::email, "mary@example.com"}});
+  ASSERT_TRUE(edited.ok()) << edited.status().to_string();
+  auto addr = t->node().add_address(account, {{}, "", "1 Langley Blvd", "Hampton", "VA", "23681", "US"});
+  ASSERT_TRUE(addr.ok()) << addr.status().to_string();
+  auto card = t->node().issue_loyalty_card(account);
+  ASSERT_TRUE(card.ok()) << card.status().to_string();
+  ASSERT_EQ(card->loyalty_cards.size(), 1u);
+  auto at_hq = hq->inspect()->customers(account).value();
+  ASSERT_EQ(at_hq.size(), 1u);
+  EXPECT_EQ(at_hq[0].email, "mary@example.com");
+  EXPECT_EQ(at_hq[0].addresses.size(), 1u);
+  EXPECT_EQ(at_hq[0].loyalty_cards.size(), 1u);
+  EXPECT_EQ(t->node().read_log(0, 10)->size(), 0u);  // all through RTS, nothing logged
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+}
+
 TEST_F(ReplicationTest, AsyncCreateUploadConvertDistributeShowsAccountNumber) {
   auto t = terminal("S001", "T01", {.async_customer_creation = true});
   auto out = t->node().create_customer(new_person("Grace", "Hopper"));

@@ -12,6 +12,7 @@
 #include <iterator>
 #include <limits>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -105,7 +106,21 @@ unsigned permissions_of(const std::string& path) {
 
 // ---- Opening ---------------------------------------------------------------------
 
+// Restores the process umask when a test is done with it.
+class ScopedUmask {
+ public:
+  explicit ScopedUmask(mode_t mask) : old_(::umask(mask)) {}
+  ~ScopedUmask() { ::umask(old_); }
+  ScopedUmask(const ScopedUmask&) = delete;
+  ScopedUmask& operator=(const ScopedUmask&) = delete;
+
+ private:
+  mode_t old_;
+};
+
 TEST(StorageOpen, CreatesMissingFileReadableOnlyByOwner) {
+  // With no umask to help, only the explicit creation mode keeps other users out.
+  ScopedUmask no_umask(0);
   TempDir dir;
   const std::string path = dir.file("node.db");
   ASSERT_OK_AND_ASSIGN(auto db, Database::open(path, creating()));
@@ -171,9 +186,12 @@ TEST(StorageOpen, EnablesForeignKeys) {
 }
 
 struct SynchronousCase {
+  const char* name;
   Synchronous option;
   std::int64_t pragma_value;  // what PRAGMA synchronous reports
 };
+// Parameters print as their name: readable, stable test names in gtest and ctest.
+void PrintTo(const SynchronousCase& c, std::ostream* os) { *os << c.name; }
 
 class StorageSynchronous : public ::testing::TestWithParam<SynchronousCase> {};
 
@@ -185,11 +203,11 @@ TEST_P(StorageSynchronous, PragmaMatchesOption) {
   EXPECT_EQ(query_count(*db, "PRAGMA synchronous"), GetParam().pragma_value);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllLevels, StorageSynchronous,
-                         ::testing::Values(SynchronousCase{Synchronous::off, 0},
-                                           SynchronousCase{Synchronous::normal, 1},
-                                           SynchronousCase{Synchronous::full, 2},
-                                           SynchronousCase{Synchronous::extra, 3}));
+INSTANTIATE_TEST_SUITE_P(Storage, StorageSynchronous,
+                         ::testing::Values(SynchronousCase{"off", Synchronous::off, 0},
+                                           SynchronousCase{"normal", Synchronous::normal, 1},
+                                           SynchronousCase{"full", Synchronous::full, 2},
+                                           SynchronousCase{"extra", Synchronous::extra, 3}));
 
 TEST(StorageOpen, DefaultDurabilityIsFull) {
   TempDir dir;
@@ -732,19 +750,25 @@ TEST_F(StorageSchema, CheckSchemaAcceptsOnlyTheCurrentVersionAndChangesNothing) 
 
 // ---- Files that are not SQLite databases -------------------------------------------
 
-class StorageForeignFile : public ::testing::TestWithParam<std::string> {};
+struct ForeignContent {
+  const char* name;
+  std::string bytes;
+};
+void PrintTo(const ForeignContent& c, std::ostream* os) { *os << c.name; }
+
+class StorageForeignFile : public ::testing::TestWithParam<ForeignContent> {};
 
 TEST_P(StorageForeignFile, IsNotATillsyncDatabaseAndIsLeftUntouched) {
   TempDir dir;
   const std::string path = dir.file("foreign.db");
-  write_file(path, GetParam());
+  write_file(path, GetParam().bytes);
   auto db = Database::open(path, creating());
   ASSERT_FALSE(db.ok());
   EXPECT_CODE(db.status(), Code::not_a_tillsync_database);
   EXPECT_NE(db.status().message().find(path), std::string::npos) << db.status().message();
   EXPECT_NE(db.status().message().find("not an SQLite file"), std::string::npos)
       << db.status().message();
-  EXPECT_EQ(read_file(path), GetParam());
+  EXPECT_EQ(read_file(path), GetParam().bytes);
   EXPECT_FALSE(std::filesystem::exists(path + "-wal"));
 }
 
@@ -755,12 +779,15 @@ std::string random_bytes(std::size_t n, std::uint32_t seed) {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Contents, StorageForeignFile,
-                         ::testing::Values(random_bytes(4096, 1), random_bytes(100000, 2),
-                                           std::string("store,terminal,total\nS001,T01,12.50\n"),
+INSTANTIATE_TEST_SUITE_P(Storage, StorageForeignFile,
+                         ::testing::Values(ForeignContent{"random_4KiB", random_bytes(4096, 1)},
+                                           ForeignContent{"random_100KB", random_bytes(100000, 2)},
+                                           ForeignContent{"csv_text",
+                                                          "store,terminal,total\nS001,T01,12.50\n"},
                                            // Right magic, wrong everything else.
-                                           std::string("SQLite format 3\0", 16) +
-                                               random_bytes(4080, 3)));
+                                           ForeignContent{"sqlite_magic_then_garbage",
+                                                          std::string("SQLite format 3\0", 16) +
+                                                              random_bytes(4080, 3)}));
 
 }  // namespace
 }  // namespace tillsync::storage

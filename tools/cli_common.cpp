@@ -1,7 +1,14 @@
 #include "cli_common.h"
 
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <thread>
 #include <exception>
 #include <iostream>
 #include <set>
@@ -357,5 +364,70 @@ Status check_identifier(std::string_view field, std::string_view value) {
 }
 
 CLI::Option* repeatable(CLI::Option* opt) { return opt->allow_extra_args(false); }
+
+// ---------------------------------------------------------------------------
+// Signals
+
+namespace {
+
+std::atomic<bool> g_stop_requested{false};
+std::atomic<void (*)()> g_on_stop{nullptr};
+static_assert(std::atomic<bool>::is_always_lock_free);
+static_assert(std::atomic<void (*)()>::is_always_lock_free);
+
+extern "C" void handle_stop_signal(int) {
+  g_stop_requested.store(true);
+  if (auto* on_stop = g_on_stop.load()) on_stop();
+}
+
+sigset_t stop_signal_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+}  // namespace
+
+void install_stop_handlers(void (*on_stop)()) {
+  g_on_stop.store(on_stop);
+  struct sigaction action {};
+  action.sa_handler = handle_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = 0;  // no SA_RESTART: blocking calls return with EINTR
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+}
+
+bool stop_requested() { return g_stop_requested.load(); }
+
+bool wait_for_stop(int ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!stop_requested()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    // Short slices: the signal may be delivered to another thread.
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+        deadline - now, std::chrono::milliseconds(50)));
+  }
+  return true;
+}
+
+BlockStopSignals::BlockStopSignals() {
+  sigset_t set = stop_signal_set();
+  ::pthread_sigmask(SIG_BLOCK, &set, &previous_);
+}
+
+BlockStopSignals::~BlockStopSignals() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+
+void print_json_line(const Json& j) {
+  std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
+  std::cout.flush();
+}
+
+std::string count_text(std::int64_t n, std::string_view singular, std::string_view plural) {
+  return std::to_string(n) + " " + std::string(n == 1 ? singular : plural);
+}
 
 }  // namespace tillsync::cli

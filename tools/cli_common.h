@@ -7,6 +7,7 @@
 //   0 ok, 1 internal error, 2 usage error, 3 domain/validation error, 4 HQ unreachable.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -87,6 +88,39 @@ Result<std::vector<FieldChange>> parse_set_options(const std::vector<std::string
 // Store, terminal and other operator-chosen ids: 1-32 characters of letters, digits,
 // '-' and '_'. invalid_input naming `field` otherwise.
 Status check_identifier(std::string_view field, std::string_view value);
+
+// ---------------------------------------------------------------------------
+// Long-running commands (`hq serve`, `store sync --watch`): SIGINT/SIGTERM ask them to
+// stop. The handlers are installed with sigaction and without SA_RESTART, so a blocking
+// call returns with EINTR and the command notices the request promptly.
+
+// Installs the SIGINT/SIGTERM handlers. `on_stop`, when given, is called from the signal
+// handler and must be async-signal-safe (e.g. an atomic store such as HqService::stop()).
+void install_stop_handlers(void (*on_stop)() = nullptr);
+// True once SIGINT or SIGTERM arrived.
+bool stop_requested();
+// Waits up to `ms` milliseconds, returning early (true) when a stop was requested.
+bool wait_for_stop(int ms);
+
+// Blocks SIGINT/SIGTERM in the calling thread while alive, so that threads started
+// meanwhile (ZeroMQ's I/O threads, service threads) inherit the mask and the signals
+// reach the main thread once the guard is gone.
+class BlockStopSignals {
+ public:
+  BlockStopSignals();
+  ~BlockStopSignals();
+  BlockStopSignals(const BlockStopSignals&) = delete;
+  BlockStopSignals& operator=(const BlockStopSignals&) = delete;
+
+ private:
+  sigset_t previous_{};
+};
+
+// Compact one-line JSON (for streams of events such as `store sync --watch --json`).
+void print_json_line(const Json& j);
+
+// "5 customers", "1 customer".
+std::string count_text(std::int64_t n, std::string_view singular, std::string_view plural);
 
 // True when the option was given on the command line.
 inline bool given(const CLI::Option* opt) { return opt != nullptr && opt->count() > 0; }

@@ -1,6 +1,7 @@
 #include "store_commands.h"
 
 #include <filesystem>
+#include <iostream>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -15,6 +16,8 @@
 #include "tillsync/clock.h"
 #include "tillsync/digest.h"
 #include "tillsync/domain.h"
+#include "tillsync/hq_client.h"
+#include "tillsync/replicator.h"
 #include "tillsync/validation.h"
 
 namespace tillsync::cli {
@@ -35,6 +38,29 @@ const char* const kOfflineHelp =
 
 Result<std::unique_ptr<ChannelNode>> open_node(const std::string& db) {
   return ChannelNode::open(db);
+}
+
+// A terminal opened for a command that may need HQ. When the terminal has an HQ
+// configured and the command is not --offline, a connection bounded by the terminal's
+// rts timeout is attached, so sync-mode calls reach HQ's real-time service and fall
+// back to async creation (D4) when HQ does not answer. --offline never contacts HQ.
+struct Session {
+  std::unique_ptr<HqClient> client;  // declared first: outlives the node borrowing it
+  std::unique_ptr<ChannelNode> node;
+};
+
+Result<Session> open_session(const std::string& db, bool offline) {
+  Session session;
+  TS_ASSIGN_OR_RETURN(session.node, ChannelNode::open(db));
+  const NodeConfig& config = session.node->config();
+  if (!offline && config.hq_endpoint) {
+    // A connection that cannot even be set up leaves HQ unreachable for this command.
+    if (auto client = HqClient::connect(*config.hq_endpoint, config.rts_timeout_ms)) {
+      session.client = std::move(client).value();
+      session.node->attach_hq(session.client.get());
+    }
+  }
+  return session;
 }
 
 std::string on_off(bool b) { return b ? "on" : "off"; }
@@ -299,9 +325,9 @@ int run_create(const Cli& cli, const CreateOptions& o) {
     input.addresses.push_back(std::move(*address));
   }
 
-  auto node = open_node(o.db);
-  if (!node) return cli.fail(node.status());
-  auto created = (*node)->create_customer(input, CallOptions{o.offline});
+  auto session = open_session(o.db, o.offline);
+  if (!session) return cli.fail(session.status());
+  auto created = session->node->create_customer(input, CallOptions{.offline = o.offline});
   if (!created) return cli.fail(created.status());
 
   const CreateOutcome& out = *created;
@@ -378,9 +404,9 @@ struct EditOptions {
 int run_edit(const Cli& cli, const EditOptions& o) {
   auto changes = parse_set_options(o.sets);
   if (!changes) return cli.fail(changes.status());
-  auto node = open_node(o.db);
-  if (!node) return cli.fail(node.status());
-  auto edited = (*node)->edit_customer(o.id, *changes, CallOptions{o.offline});
+  auto session = open_session(o.db, o.offline);
+  if (!session) return cli.fail(session.status());
+  auto edited = session->node->edit_customer(o.id, *changes, CallOptions{.offline = o.offline});
   if (!edited) return cli.fail(edited.status());
   std::string human = "updated customer " + edited->account_id() + " (guid " +
                       edited->guid.to_string() + ")\n" + customer_text(*edited);
@@ -422,9 +448,9 @@ struct AddAddressOptions {
 int run_add_address(const Cli& cli, const AddAddressOptions& o) {
   auto address = parse_address_spec(o.address, "address");
   if (!address) return cli.fail(address.status());
-  auto node = open_node(o.db);
-  if (!node) return cli.fail(node.status());
-  auto updated = (*node)->add_address(o.id, *address, CallOptions{o.offline});
+  auto session = open_session(o.db, o.offline);
+  if (!session) return cli.fail(session.status());
+  auto updated = session->node->add_address(o.id, *address, CallOptions{.offline = o.offline});
   if (!updated) return cli.fail(updated.status());
   std::string human = "added address to customer " + updated->account_id() + " (guid " +
                       updated->guid.to_string() + ")\n" + customer_text(*updated);
@@ -458,13 +484,14 @@ struct IdOptions {
 };
 
 int run_issue_card(const Cli& cli, const IdOptions& o) {
-  auto node = open_node(o.db);
-  if (!node) return cli.fail(node.status());
+  auto session = open_session(o.db, /*offline=*/false);
+  if (!session) return cli.fail(session.status());
+  ChannelNode& node = *session->node;
   std::set<std::string> before;
-  if (auto existing = (*node)->find(o.id)) {
+  if (auto existing = node.find(o.id)) {
     for (const LoyaltyCard& card : existing->loyalty_cards) before.insert(card.card_number);
   }
-  auto updated = (*node)->issue_loyalty_card(o.id);
+  auto updated = node.issue_loyalty_card(o.id);
   if (!updated) return cli.fail(updated.status());
   std::optional<LoyaltyCard> issued;
   for (const LoyaltyCard& card : updated->loyalty_cards) {
@@ -679,25 +706,125 @@ void add_export(CLI::App& store, Cli& cli) {
 struct SyncOptions {
   std::string db;
   bool once = false, watch = false;
+  int interval_ms = 1000;
 };
+
+std::string pending_text(std::int64_t pending) {
+  return count_text(pending, "operation stays", "operations stay") + " pending on this terminal";
+}
+
+Json report_json(const SyncReport& r) {
+  Json j;
+  j["pushed"] = r.pushed;
+  j["pulled"] = r.pulled;
+  j["pending_ops"] = r.pending_ops;
+  return j;
+}
+
+std::string report_text(const SyncReport& r) {
+  return "uploaded " + count_text(r.pushed, "operation", "operations") + " to HQ, applied " +
+         count_text(r.pulled, "update", "updates") + " from HQ; " +
+         count_text(r.pending_ops, "operation", "operations") + " still waiting for HQ";
+}
+
+// Adds what the failure means for the terminal to a failed sync's status.
+Status explain_sync_failure(ChannelNode& node, const Status& failure) {
+  std::string message = "sync of terminal " + node.node_id() + " failed: " + failure.message();
+  if (auto status = node.status()) message += "; " + pending_text(status->pending_ops);
+  return Status(failure.code(), message, failure.field());
+}
+
+// One line of --watch output.
+void print_watch_event(const Cli& cli, const Json& event, const std::string& human, bool error) {
+  if (cli.json) {
+    print_json_line(event);
+  } else if (error) {
+    std::cerr << "tillsync: " << human << std::endl;
+  } else {
+    std::cout << human << std::endl;
+  }
+}
+
+int run_watch(const Cli& cli, ChannelNode& node, Replicator& replicator, const SyncOptions& o) {
+  const NodeConfig& config = node.config();
+  if (!cli.json) {
+    std::cout << "terminal " << config.node_id() << " syncs with HQ at " << *config.hq_endpoint
+              << " every " << o.interval_ms << " ms; stop with Ctrl-C" << std::endl;
+  }
+  std::string last_error;
+  while (!stop_requested()) {
+    auto report = replicator.sync_once();
+    const std::string now = iso8601_utc(SystemClock::instance().now_ms());
+    if (report) {
+      if (!last_error.empty()) {
+        Json j;
+        j["time"] = now;
+        j["event"] = "reconnected";
+        print_watch_event(cli, j, now + "  HQ answers again", false);
+        last_error.clear();
+      }
+      if (report->pushed > 0 || report->pulled > 0) {
+        Json j;
+        j["time"] = now;
+        for (auto& [key, value] : report_json(*report).items()) j[key] = value;
+        print_watch_event(cli, j, now + "  " + report_text(*report), false);
+      }
+    } else {
+      if (stop_requested()) break;  // the signal interrupted the request
+      // Repeated identical failures (HQ down for an hour) are reported once.
+      if (report.status().message() != last_error) {
+        last_error = report.status().message();
+        Status failure = explain_sync_failure(node, report.status());
+        Json j = error_json(failure);
+        j["time"] = now;
+        print_watch_event(cli, j,
+                          now + "  " + one_line(failure.message()) + " (" +
+                              std::string(failure.code_name()) + "); retrying",
+                          true);
+      }
+    }
+    if (wait_for_stop(o.interval_ms)) break;
+  }
+  if (!cli.json) std::cout << "stopped" << std::endl;
+  return kExitOk;
+}
 
 int run_sync(const Cli& cli, const SyncOptions& o) {
   auto node = open_node(o.db);
   if (!node) return cli.fail(node.status());
-  auto status = (*node)->status();
-  if (!status) return cli.fail(status.status());
   const NodeConfig& config = (*node)->config();
-  std::string pending = std::to_string(status->pending_ops) +
-                        (status->pending_ops == 1 ? " operation stays" : " operations stay") +
-                        " pending on this terminal";
   if (!config.hq_endpoint) {
+    auto status = (*node)->status();
+    if (!status) return cli.fail(status.status());
     return cli.fail(Status::HqUnreachable(
         "no HQ is configured for terminal " + config.node_id() +
-        " (set one with 'tillsync store init --hq'); nothing was pushed or pulled, " + pending));
+        " (set one with 'tillsync store init --hq'); nothing was pushed or pulled, " +
+        pending_text(status->pending_ops)));
   }
-  return cli.fail(Status::HqUnreachable("HQ at " + *config.hq_endpoint +
-                                        " is unreachable from terminal " + config.node_id() +
-                                        "; nothing was pushed or pulled, " + pending));
+
+  if (o.watch) install_stop_handlers();
+  std::unique_ptr<HqClient> client;
+  std::unique_ptr<Replicator> replicator;
+  {
+    // ZeroMQ's threads start in here; SIGINT/SIGTERM must reach this thread.
+    BlockStopSignals block;
+    auto connected = HqClient::connect(*config.hq_endpoint, config.rts_timeout_ms);
+    if (!connected) {
+      return cli.fail(explain_sync_failure(
+          **node, Status::HqUnreachable("cannot connect to HQ at " + *config.hq_endpoint + ": " +
+                                        connected.status().message())));
+    }
+    client = std::move(connected).value();
+    auto opened = Replicator::open(o.db, *client);
+    if (!opened) return cli.fail(opened.status());
+    replicator = std::move(opened).value();
+  }
+  if (o.watch) return run_watch(cli, **node, *replicator, o);
+
+  auto report = replicator->sync_once();
+  if (!report) return cli.fail(explain_sync_failure(**node, report.status()));
+  return cli.ok(report_json(*report), "synced terminal " + config.node_id() + " with HQ at " +
+                                          *config.hq_endpoint + ": " + report_text(*report));
 }
 
 void add_sync(CLI::App& store, Cli& cli) {
@@ -705,13 +832,20 @@ void add_sync(CLI::App& store, Cli& cli) {
   CLI::App* sub = store.add_subcommand(
       "sync",
       "Replicate with HQ: upload this terminal's pending changes and download new customers\n"
-      "and account numbers (replacing 'Pending sync').");
+      "and account numbers (replacing 'Pending sync'). Exits 4 when HQ does not answer.");
   sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
   auto* once =
       sub->add_flag("--once", o->once, "One round of upload and download, then exit (default)");
   auto* watch = sub->add_flag("--watch", o->watch,
-                              "Keep replicating continuously until interrupted (Ctrl-C)");
+                              "Keep replicating until interrupted (Ctrl-C / SIGTERM), printing "
+                              "a line for every round that moved data and for errors; HQ being "
+                              "unreachable does not stop it");
   once->excludes(watch);
+  sub->add_option("--interval-ms", o->interval_ms, "With --watch: pause between rounds")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86'400'000))
+      ->needs(watch)
+      ->type_name("MS");
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_sync(cli, *o); });
 }

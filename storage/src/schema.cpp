@@ -55,7 +55,7 @@ Status check_schema(Database& db, const SchemaSpec& spec) {
     return Status::UnsupportedVersion(
         db.path() + " has schema version " + std::to_string(s.user_version) +
         ", older than this tillsync's (" + std::to_string(latest_version(spec)) +
-        "); open it for writing once to upgrade it");
+        "); it must be migrated before use");
   }
   return Status::Ok();
 }

@@ -1,0 +1,646 @@
+#include "hq_commands.h"
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "tillsync/capture.h"
+#include "tillsync/clock.h"
+#include "tillsync/digest.h"
+#include "tillsync/domain.h"
+#include "tillsync/headquarters.h"
+#include "tillsync/hq_service.h"
+#include "tillsync/hq_store.h"
+
+namespace tillsync::cli {
+namespace {
+
+constexpr std::size_t kExportBatch = 1000;
+
+const char* const kDbHelp = "HQ's database file (created by 'tillsync hq init')";
+
+std::string pad(std::string text, std::size_t width) {
+  if (text.size() < width) text.resize(width, ' ');
+  return text;
+}
+
+// ---------------------------------------------------------------------------
+// hq init
+
+struct InitOptions {
+  std::string db;
+  std::string prefix = "C";
+};
+
+int run_init(const Cli& cli, const InitOptions& o) {
+  auto hq = Headquarters::init(o.db, o.prefix);
+  if (!hq) {
+    Status s = hq.status();
+    if (s.code() == Code::invalid_input && s.field() == "number_prefix") {
+      s = Status::InvalidInput("number-prefix",
+                               "--number-prefix must be 1-8 upper-case letters or digits, got '" +
+                                   one_line(o.prefix) + "'");
+    }
+    return cli.fail(s);
+  }
+  const std::string& prefix = (*hq)->store().number_prefix();
+  Json j;
+  j["db"] = o.db;
+  j["epoch"] = (*hq)->epoch();
+  j["number_prefix"] = prefix;
+  std::string human = "initialized HQ database " + o.db + "\n" +
+                      "account numbers: " + prefix + "000000001, " + prefix + "000000002, ...\n" +
+                      "epoch:           " + (*hq)->epoch() +
+                      "\nstart serving terminals with: tillsync hq serve --db " + o.db +
+                      " --listen tcp://0.0.0.0:5555";
+  return cli.ok(j, human);
+}
+
+void add_init(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<InitOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "init", "Create a new, empty HQ database (customer master, sync status, outbound feed).");
+  sub->add_option("--db", o->db, "Path of the HQ database file to create (must not exist yet)")
+      ->required()
+      ->type_name("FILE");
+  sub->add_option("--number-prefix", o->prefix,
+                  "Prefix of the customer account numbers HQ assigns (<prefix><9 digits>; 1-8 "
+                  "upper-case letters or digits)")
+      ->capture_default_str()
+      ->type_name("PREFIX");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_init(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// hq serve
+
+struct ServeOptions {
+  std::string db, listen;
+  int job_interval_ms = 200;
+  std::string conflict_policy = "lww";
+  std::string duplicates = "flag";
+};
+
+// The running service, for the signal handler (HqService::stop() is an atomic store).
+std::atomic<HqService*> g_service{nullptr};
+static_assert(std::atomic<HqService*>::is_always_lock_free);
+
+void stop_service() {
+  if (HqService* service = g_service.load()) service->stop();
+}
+
+Status check_listen(const std::string& endpoint) {
+  auto starts = [&endpoint](std::string_view p) { return endpoint.rfind(p, 0) == 0; };
+  if (!(starts("tcp://") || starts("ipc://")) || endpoint.size() <= 6) {
+    return Status::InvalidInput(
+        "listen", "--listen must be a ZeroMQ endpoint such as tcp://0.0.0.0:5555 or "
+                  "tcp://127.0.0.1:* (any free port), got '" +
+                      one_line(endpoint) + "'");
+  }
+  return Status::Ok();
+}
+
+int run_serve(const Cli& cli, const ServeOptions& o) {
+  if (o.conflict_policy != "lww") {
+    return cli.fail(Status::FeatureDisabled(
+        "conflict-policy",
+        "--conflict-policy " + o.conflict_policy +
+            " is not available in this version of tillsync: only lww (newest change wins) is "
+            "implemented; hq-wins and manual come with conflict resolution ('tillsync hq "
+            "conflicts' / 'hq resolve')"));
+  }
+  if (o.duplicates != "flag") {
+    return cli.fail(Status::FeatureDisabled(
+        "duplicates",
+        "--duplicates " + o.duplicates +
+            " is not available in this version of tillsync: only flag is implemented; merge "
+            "comes with conflict resolution ('tillsync hq conflicts' / 'hq resolve')"));
+  }
+  if (Status s = check_listen(o.listen); !s) return cli.fail(s);
+
+  auto hq = Headquarters::open(o.db);
+  if (!hq) return cli.fail(hq.status());
+
+  install_stop_handlers(&stop_service);
+  std::unique_ptr<HqService> service;
+  {
+    // ZeroMQ's threads start in here; they must not take SIGINT/SIGTERM from us.
+    BlockStopSignals block;
+    HqServiceOptions options;
+    options.listen = o.listen;
+    options.job_interval_ms = o.job_interval_ms;
+    auto started = HqService::start(std::move(hq).value(), options);
+    if (!started) return cli.fail(started.status());
+    service = std::move(started).value();
+    g_service.store(service.get());
+  }
+  if (stop_requested()) service->stop();
+
+  if (cli.json) {
+    Json j;
+    j["event"] = "listening";
+    j["endpoint"] = service->endpoint();
+    j["db"] = o.db;
+    j["epoch"] = service->hq().epoch();
+    j["job_interval_ms"] = o.job_interval_ms;
+    print_json_line(j);
+  } else {
+    std::cout << "listening on " << service->endpoint() << std::endl;
+    std::cerr << "tillsync: HQ " << o.db << " (epoch " << service->hq().epoch()
+              << ") serves terminals; the customer sync job runs every " << o.job_interval_ms
+              << " ms; stop with Ctrl-C or SIGTERM" << std::endl;
+  }
+
+  Status status = service->run();
+  HqServiceStats stats = service->stats();
+  g_service.store(nullptr);
+  service.reset();
+  if (!status) return cli.fail(status);
+
+  if (cli.json) {
+    Json j;
+    j["event"] = "stopped";
+    j["requests"] = stats.requests;
+    j["rejected"] = stats.rejected;
+    j["malformed"] = stats.malformed;
+    j["job_runs"] = stats.job_runs;
+    print_json_line(j);
+  } else {
+    std::cout << "stopped: served " << count_text(static_cast<std::int64_t>(stats.requests),
+                                                   "request", "requests")
+              << " (" << stats.rejected << " refused, " << stats.malformed
+              << " malformed), ran the customer sync job "
+              << count_text(static_cast<std::int64_t>(stats.job_runs), "time", "times")
+              << std::endl;
+  }
+  return kExitOk;
+}
+
+void add_serve(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<ServeOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "serve",
+      "Run HQ on the network: answer terminals' real-time calls (sync-mode customer\n"
+      "creation, edits, loyalty cards), receive their change logs, convert async customers\n"
+      "continuously and distribute the results. Prints 'listening on ENDPOINT' once ready\n"
+      "and runs until interrupted (Ctrl-C / SIGTERM), then shuts down cleanly.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--listen", o->listen,
+                  "Endpoint to listen on, e.g. tcp://0.0.0.0:5555; a port of * picks a free one "
+                  "(the real port is printed)")
+      ->required()
+      ->type_name("ENDPOINT");
+  sub->add_option("--job-interval-ms", o->job_interval_ms,
+                  "How often the customer sync job converts uploaded async customers")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86'400'000))
+      ->type_name("MS");
+  sub->add_option("--conflict-policy", o->conflict_policy,
+                  "How concurrent edits of the same field are resolved; only lww (newest "
+                  "change wins) is available in this version")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"lww", "hq-wins", "manual"}));
+  sub->add_option("--duplicates", o->duplicates,
+                  "What the sync job does with an async customer whose e-mail or phone matches "
+                  "another customer; only flag is available in this version")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"flag", "merge"}));
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_serve(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// Shared helpers
+
+Result<std::unique_ptr<Headquarters>> open_hq(const std::string& db) {
+  return Headquarters::open(db);
+}
+
+Json job_json(const JobReport& r) {
+  Json j;
+  j["applied"] = r.applied;
+  j["converted"] = r.converted;
+  j["failed"] = r.failed;
+  j["remaining"] = r.remaining;
+  return j;
+}
+
+std::string job_text(const JobReport& r) {
+  std::string t = "applied " + count_text(static_cast<std::int64_t>(r.applied), "operation",
+                                          "operations") +
+                  ", converted " +
+                  count_text(static_cast<std::int64_t>(r.converted), "async customer",
+                             "async customers") +
+                  " into HQ customers, " + std::to_string(r.failed) + " failed";
+  if (r.remaining > 0) {
+    t += "; more operations are waiting for another pass";
+  } else {
+    t += "; nothing left waiting";
+  }
+  if (r.failed > 0) t += "\nsee the failures with: tillsync hq sync-status --status failed";
+  return t;
+}
+
+Json status_record_json(const SyncStatusRecord& r) {
+  Json j;
+  j["guid"] = r.guid.to_string();
+  j["node"] = r.node_id;
+  j["channel"] = r.node_id.substr(0, r.node_id.find('/'));
+  j["account_number"] = r.account_number ? Json(*r.account_number) : Json(nullptr);
+  j["status"] = std::string(to_string(r.status));
+  j["last_error"] = r.last_error.empty() ? Json(nullptr) : Json(r.last_error);
+  j["created_at"] = iso8601_utc(r.created_at_ms);
+  j["updated_at"] = iso8601_utc(r.updated_at_ms);
+  return j;
+}
+
+// ---------------------------------------------------------------------------
+// hq run-job
+
+struct RunJobOptions {
+  std::string db, job;
+};
+
+int run_job(const Cli& cli, const RunJobOptions& o) {
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto report = (*hq)->run_sync_job();
+  if (!report) return cli.fail(report.status());
+  return cli.ok(job_json(*report), "customer sync job: " + job_text(*report));
+}
+
+void add_run_job(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<RunJobOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "run-job",
+      "Run one pass of an HQ job now. sync-customers: \"Synchronize customers and channel\n"
+      "requests\" turns uploaded async customers into HQ customers with account numbers\n"
+      "(hq serve also runs it continuously).");
+  sub->add_option("JOB", o->job, "The job to run: sync-customers")
+      ->required()
+      ->check(CLI::IsMember({"sync-customers"}));
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_job(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// hq customers
+
+struct CustomersOptions {
+  std::string db, search;
+};
+
+int run_customers(const Cli& cli, const CustomersOptions& o) {
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto found = (*hq)->customers(o.search);
+  if (!found) return cli.fail(found.status());
+  std::string human;
+  if (found->empty()) {
+    human = o.search.empty() ? "no customers at HQ\n"
+                             : "no customers at HQ match '" + one_line(o.search) + "'\n";
+  } else {
+    for (const Customer& c : *found) human += customer_line(c) + "\n";
+    human += count_text(static_cast<std::int64_t>(found->size()), "customer", "customers") + "\n";
+  }
+  return cli.ok(customers_json(*found), human);
+}
+
+void add_customers(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<CustomersOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "customers", "List HQ's customer master (every channel), optionally filtered.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--search", o->search,
+                  "Only customers whose name, e-mail, phone, account number or GUID contains "
+                  "TEXT (case-insensitive)")
+      ->type_name("TEXT");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_customers(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// hq sync-status
+
+struct SyncStatusOptions {
+  std::string db, status;
+  CLI::Option* status_opt = nullptr;
+};
+
+int run_sync_status(const Cli& cli, const SyncStatusOptions& o) {
+  std::optional<SyncStatus> filter;
+  if (given(o.status_opt)) {
+    filter = parse_sync_status(o.status);
+    if (!filter) return cli.usage("--status must be pending, converted, failed, duplicate or conflict");
+  }
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto records = (*hq)->sync_status(filter);
+  if (!records) return cli.fail(records.status());
+
+  Json list = Json::array();
+  for (const SyncStatusRecord& r : *records) list.push_back(status_record_json(r));
+  Json j;
+  j["records"] = std::move(list);
+
+  std::string human;
+  if (records->empty()) {
+    human = filter ? "no async customers with status " + std::string(to_string(*filter)) + "\n"
+                   : "no async customers received from terminals yet\n";
+  } else {
+    human = pad("STATUS", 11) + pad("ACCOUNT", 14) + pad("NODE", 14) + pad("GUID", 38) +
+            pad("UPDATED", 26) + "LAST ERROR\n";
+    for (const SyncStatusRecord& r : *records) {
+      human += pad(std::string(to_string(r.status)), 11) +
+               pad(r.account_number ? *r.account_number : std::string("-"), 14) +
+               pad(r.node_id, 14) + pad(r.guid.to_string(), 38) +
+               pad(iso8601_utc(r.updated_at_ms), 26) + one_line(r.last_error) + "\n";
+    }
+    human += count_text(static_cast<std::int64_t>(records->size()), "record", "records") + "\n";
+  }
+  return cli.ok(j, human);
+}
+
+void add_sync_status(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<SyncStatusOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "sync-status",
+      "Customer synchronization status: one row per async customer received from a\n"
+      "terminal, with its account number once converted, or the error that stopped it.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  o->status_opt =
+      sub->add_option("--status", o->status, "Only records with this status")
+          ->check(CLI::IsMember({"pending", "converted", "failed", "duplicate", "conflict"}))
+          ->type_name("pending|converted|failed|duplicate|conflict");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_sync_status(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// hq edit-customer
+
+std::string field_list() {
+  std::string all;
+  for (Field f : all_fields()) all += (all.empty() ? "" : ", ") + std::string(field_name(f));
+  return all;
+}
+
+struct EditOptions {
+  std::string db, id;
+  std::vector<std::string> sets;
+};
+
+int run_edit(const Cli& cli, const EditOptions& o) {
+  auto changes = parse_set_options(o.sets);
+  if (!changes) return cli.fail(changes.status());
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto edited = (*hq)->edit_customer(o.id, *changes);
+  if (!edited) return cli.fail(edited.status());
+  std::string human = "updated customer " + edited->account_id() + " (guid " +
+                      edited->guid.to_string() +
+                      ") at HQ; terminals receive the change at their next sync\n" +
+                      customer_text(*edited);
+  return cli.ok(customer_json(*edited), human);
+}
+
+void add_edit(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<EditOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "edit-customer",
+      "Back-office edit of a customer at HQ; the change is distributed to the terminals.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("ACCOUNT", o->id, "The customer: its account number (e.g. C000000042) or GUID")
+      ->required();
+  repeatable(sub->add_option(
+                    "--set", o->sets,
+                    "FIELD=VALUE to change (repeat for several). FIELD is one of: " + field_list())
+                 ->required()
+                 ->type_name("FIELD=VALUE"));
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_edit(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// hq resync
+
+struct ResyncOptions {
+  std::string db, guid;
+  std::vector<std::string> sets;
+};
+
+int run_resync(const Cli& cli, const ResyncOptions& o) {
+  auto guid = Guid::parse(o.guid);
+  if (!guid) {
+    return cli.fail(Status::InvalidInput(
+        "guid", "'" + one_line(o.guid) +
+                    "' is not a GUID (e.g. 3f2b8c1e-5d4a-4c3b-9a8e-1f2d3c4b5a69); see "
+                    "'tillsync hq sync-status --status failed'"));
+  }
+  auto fixes = parse_set_options(o.sets);
+  if (!fixes) return cli.fail(fixes.status());
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto report = (*hq)->resync(*guid, *fixes);
+  if (!report) return cli.fail(report.status());
+
+  std::optional<SyncStatusRecord> record;
+  if (auto all = (*hq)->sync_status(std::nullopt)) {
+    for (const SyncStatusRecord& r : *all) {
+      if (r.guid == *guid) record = r;
+    }
+  }
+  Json j;
+  j["guid"] = guid->to_string();
+  for (auto& [key, value] : job_json(*report).items()) j[key] = value;
+  j["record"] = record ? status_record_json(*record) : Json(nullptr);
+
+  std::string human = "re-synchronized customer " + guid->to_string() + ": " + job_text(*report);
+  if (record) {
+    human += "\nstatus now: " + std::string(to_string(record->status));
+    if (record->account_number) human += ", account " + *record->account_number;
+    if (!record->last_error.empty()) human += "; last error: " + one_line(record->last_error);
+  }
+  return cli.ok(j, human);
+}
+
+void add_resync(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<ResyncOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "resync",
+      "Fix and retry an async customer whose conversion failed (status 'failed'): the\n"
+      "optional --set values correct its data, then its failed operations are applied again.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("GUID", o->guid, "The customer's GUID, as listed by 'hq sync-status'")
+      ->required();
+  repeatable(sub->add_option("--set", o->sets,
+                             "FIELD=VALUE to correct before retrying (repeat for several). FIELD "
+                             "is one of: " +
+                                 field_list())
+                 ->type_name("FIELD=VALUE"));
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_resync(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// hq digest
+
+struct DbOptions {
+  std::string db;
+};
+
+int run_digest(const Cli& cli, const DbOptions& o) {
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto digest = (*hq)->digest();
+  if (!digest) return cli.fail(digest.status());
+  Json j;
+  j["digest"] = digest->hex;
+  j["customers"] = digest->customers;
+  std::string human =
+      digest->hex + "  (" +
+      count_text(static_cast<std::int64_t>(digest->customers), "customer", "customers") + ")";
+  return cli.ok(j, human);
+}
+
+void add_digest(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<DbOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "digest",
+      "Print a fingerprint of HQ's customer data, to compare with 'tillsync store digest'\n"
+      "on the terminals or with a replay (account numbers and loyalty cards are left out).");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_digest(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
+// hq export-log
+
+struct ExportOptions {
+  std::string db, node, out;
+};
+
+Status check_node_id(const std::string& node) {
+  const auto slash = node.find('/');
+  if (slash == std::string::npos) {
+    return Status::InvalidInput("node", "--node must be a terminal's node id STORE/TERMINAL "
+                                        "(e.g. S001/T01), got '" +
+                                            one_line(node) + "'");
+  }
+  if (Status s = check_identifier("store", node.substr(0, slash)); !s)
+    return Status::InvalidInput("node", "--node: " + s.message());
+  if (Status s = check_identifier("terminal", node.substr(slash + 1)); !s)
+    return Status::InvalidInput("node", "--node: " + s.message());
+  return Status::Ok();
+}
+
+struct ExportCounts {
+  std::int64_t records = 0, first_seq = 0, last_seq = 0;
+};
+
+Status export_received(HqStore& store, const std::string& node, const std::string& out,
+                       ExportCounts& counts) {
+  TS_ASSIGN_OR_RETURN(auto batch, store.received(node, 0, kExportBatch));
+  if (batch.empty()) {
+    return Status::NotFound("HQ has received nothing from node " + node +
+                            " (check the node id with 'tillsync hq sync-status'); no file was "
+                            "written");
+  }
+  CaptureHeader header;
+  header.node_id = node;
+  header.first_seq = batch.front().seq;
+  header.created_at_ms = SystemClock::instance().now_ms();
+  TS_ASSIGN_OR_RETURN(auto writer, CaptureWriter::create(out, header));
+  counts.first_seq = header.first_seq;
+  bool ok = false;
+  struct RemoveOnFailure {
+    const std::string& path;
+    const bool& ok;
+    ~RemoveOnFailure() {
+      if (!ok) {
+        std::error_code ec;
+        std::filesystem::remove(path, ec);
+      }
+    }
+  } cleanup{out, ok};
+  while (!batch.empty()) {
+    for (const LogRecord& record : batch) {
+      TS_RETURN_IF_ERROR(writer.append(record));
+      counts.last_seq = record.seq;
+    }
+    if (batch.size() < kExportBatch) break;
+    TS_ASSIGN_OR_RETURN(batch, store.received(node, counts.last_seq, kExportBatch));
+  }
+  TS_RETURN_IF_ERROR(writer.finish());
+  counts.records = writer.records();
+  ok = true;
+  return Status::Ok();
+}
+
+int run_export(const Cli& cli, const ExportOptions& o) {
+  if (Status s = check_node_id(o.node); !s) return cli.fail(s);
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  ExportCounts counts;
+  if (Status s = export_received((*hq)->store(), o.node, o.out, counts); !s) return cli.fail(s);
+  Json j;
+  j["records"] = counts.records;
+  j["out"] = o.out;
+  j["node"] = o.node;
+  j["first_seq"] = counts.first_seq;
+  j["last_seq"] = counts.last_seq;
+  std::string human = "exported " + count_text(counts.records, "log record", "log records") +
+                      " HQ received from terminal " + o.node + " (seq " +
+                      std::to_string(counts.first_seq) + "-" + std::to_string(counts.last_seq) +
+                      ") to " + o.out;
+  return cli.ok(j, human);
+}
+
+void add_export(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<ExportOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "export-log",
+      "Write what HQ received from one terminal to a capture file (.tslog) for support,\n"
+      "to be inspected or replayed with 'tillsync replay'.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--node", o->node, "The terminal's node id, STORE/TERMINAL (e.g. S001/T01)")
+      ->required()
+      ->type_name("NODE");
+  sub->add_option("--out", o->out, "Capture file to write (e.g. S001-T01-at-hq.tslog)")
+      ->required()
+      ->type_name("FILE.tslog");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_export(cli, *o); });
+}
+
+}  // namespace
+
+void add_hq_commands(CLI::App& root, Cli& cli) {
+  CLI::App* hq = root.add_subcommand(
+      "hq",
+      "Commands for the head office (HQ): set up and serve HQ, run the customer sync job,\n"
+      "look at customers and their synchronization status, back-office edits.");
+  hq->require_subcommand(1);
+  cli.add_json_flag(*hq);
+  add_init(*hq, cli);
+  add_serve(*hq, cli);
+  add_run_job(*hq, cli);
+  add_customers(*hq, cli);
+  add_sync_status(*hq, cli);
+  add_edit(*hq, cli);
+  add_resync(*hq, cli);
+  add_digest(*hq, cli);
+  add_export(*hq, cli);
+}
+
+}  // namespace tillsync::cli
