@@ -14,7 +14,8 @@ bool has_guid(const std::vector<T>& items, const Guid& g) {
 
 }  // namespace
 
-Status apply_to_customer(Customer& c, const Payload& p, const std::vector<FieldChange>& extra) {
+Status apply_to_customer(Customer& c, const Payload& p, const std::vector<FieldChange>& extra,
+                         bool bump_version) {
   bool changed = false;
   if (const auto* upd = std::get_if<CustomerUpdated>(&p)) {
     for (const FieldChange& ch : upd->changes) c.get(ch.field) = ch.value;
@@ -39,7 +40,7 @@ Status apply_to_customer(Customer& c, const Payload& p, const std::vector<FieldC
   for (const FieldChange& ch : extra) c.get(ch.field) = ch.value;
   changed = changed || !extra.empty();
   TS_RETURN_IF_ERROR(validate_customer(c));
-  if (changed) ++c.version;
+  if (changed && bump_version) ++c.version;
   return Status::Ok();
 }
 

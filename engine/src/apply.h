@@ -11,10 +11,12 @@
 namespace tillsync {
 
 // Applies a non-create operation to `c` (whose GUID it must target), plus `extra` field
-// changes, validates the result and bumps the version when anything changed.
+// changes, validates the result and, with `bump_version`, bumps the version when
+// anything changed (HQ does; a terminal keeps the HQ version it last saw).
 // Idempotent for adds and removes (keyed by the child's GUID). A CustomerCreated
 // payload is a no-op here. Errors are domain errors (invalid_input, ...): nothing
 // about `c` is guaranteed then.
-Status apply_to_customer(Customer& c, const Payload& p, const std::vector<FieldChange>& extra = {});
+Status apply_to_customer(Customer& c, const Payload& p, const std::vector<FieldChange>& extra = {},
+                         bool bump_version = true);
 
 }  // namespace tillsync

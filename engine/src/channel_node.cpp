@@ -114,6 +114,10 @@ struct ChannelNode::Impl {
   // Appends one operation to the change log and advances the persisted HLC, inside
   // the caller's transaction.
   Status log(storage::Transaction& txn, const Payload& payload) {
+    // Another process (a replicator) may have advanced the persisted clock past HQ's.
+    TS_ASSIGN_OR_RETURN(std::int64_t persisted, node_db::get_int(*db, node_db::key::hlc, 0));
+    if (static_cast<std::uint64_t>(persisted) > hlc.last().value)
+      hlc = HybridLogicalClock(*clock, Hlc{static_cast<std::uint64_t>(persisted)});
     const Hlc ts = hlc.now();
     storage::LogRow row;
     row.op_id = std::string(guids.next().raw());
@@ -248,7 +252,8 @@ struct ChannelNode::Impl {
       // D9: a title on a customer that is still pending needs the enhanced feature.
       if (!current.synced() && edited.title != current.title && !edited.title.empty())
         TS_RETURN_IF_ERROR(check_enhanced_fields(edited, config.profile));
-      edited.version = current.version + 1;
+      // The version stays the HQ version this terminal last saw: HQ uses it to tell
+      // concurrent edits from ones that saw each other.
       TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
       TS_RETURN_IF_ERROR(customers().update_scalars(txn, edited));
       TS_RETURN_IF_ERROR(log(txn, CustomerUpdated{current.guid, current.version, changes}));

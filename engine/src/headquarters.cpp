@@ -4,6 +4,7 @@
 #include <random>
 
 #include "apply.h"
+#include "field_merge.h"
 #include "tillsync/validation.h"
 
 namespace tillsync {
@@ -24,17 +25,58 @@ std::string new_epoch() {
   return g.next().to_string();
 }
 
-Status apply_changes(Customer& c, const std::vector<FieldChange>& changes) {
-  return apply_to_customer(c, CustomerUpdated{c.guid, c.version, changes});
-}
+constexpr std::string_view kHlcKey = "hlc";
+constexpr std::string_view kConflictPolicyKey = "conflict_policy";
+constexpr std::string_view kDuplicatePolicyKey = "duplicate_policy";
+constexpr std::string_view kBackOffice = "HQ";
 
 }  // namespace
 
 struct Headquarters::Impl {
   std::unique_ptr<HqStore> store;
   PhysicalClock* clock;
+  HqOptions options;
 
   std::int64_t now() { return clock->now_ms(); }
+
+  // HQ's hybrid logical clock, persisted in the store: merged with every operation HQ
+  // applies, ticked for HQ's own writes. Returns the new reading.
+  Result<Hlc> tick(HqTransaction& tx, std::optional<Hlc> remote) {
+    TS_ASSIGN_OR_RETURN(auto stored, tx.setting(kHlcKey));
+    HybridLogicalClock hlc(*clock, Hlc{stored ? std::stoull(*stored) : 0});
+    const Hlc t = remote ? hlc.update(*remote) : hlc.now();
+    TS_RETURN_IF_ERROR(tx.put_setting(kHlcKey, std::to_string(t.value)));
+    return t;
+  }
+
+  Result<ConflictPolicy> policy(HqTransaction& tx) {
+    TS_ASSIGN_OR_RETURN(auto v, tx.setting(kConflictPolicyKey));
+    return v ? parse_conflict_policy(*v).value_or(ConflictPolicy::lww) : ConflictPolicy::lww;
+  }
+
+  // Merges field changes into `c` under the HQ's policy and records the outcome for the
+  // customer's status row (a held change puts it in status `conflict`).
+  Result<MergeOutcome> merge(HqTransaction& tx, Customer& c, const std::vector<FieldChange>& changes,
+                             Hlc hlc, std::string_view node, std::int64_t base_version) {
+    TS_ASSIGN_OR_RETURN(ConflictPolicy p, policy(tx));
+    WriteContext ctx{hlc, std::string(node), base_version, p, now()};
+    return merge_field_changes(tx, c, changes, ctx);
+  }
+
+  Status mark_conflict(HqTransaction& tx, const Customer& c, std::string_view node) {
+    TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(c.guid));
+    SyncStatusRecord r = row.value_or(SyncStatusRecord{});
+    if (!row) {
+      r.guid = c.guid;
+      r.node_id = std::string(node);
+      r.created_at_ms = now();
+    }
+    r.account_number = c.account_number;
+    r.status = SyncStatus::conflict;
+    r.last_error = "a concurrent edit waits for an operator (hq conflicts / hq resolve)";
+    r.updated_at_ms = now();
+    return tx.put_sync_status(r);
+  }
 
   // Writes the customer and publishes it on the feed, in the caller's transaction.
   Status publish(HqTransaction& tx, const Customer& c, std::string_view channel) {
@@ -92,8 +134,20 @@ struct Headquarters::Impl {
                                       " has not been converted at HQ")};
     }
     Customer c = std::move(*have);
-    Status s = apply_to_customer(c, p, fixes);
-    if (!s.ok()) return Applied{s};
+    if (auto* upd = std::get_if<CustomerUpdated>(&p)) {
+      std::vector<FieldChange> changes = upd->changes;
+      changes.insert(changes.end(), fixes.begin(), fixes.end());
+      auto merged = merge(tx, c, changes, rec.hlc, rec.node_id, upd->base_version);
+      if (!merged.ok()) {
+        if (merged.status().code() == Code::internal) return merged.status();
+        return Applied{merged.status()};
+      }
+      if (merged->held > 0) TS_RETURN_IF_ERROR(mark_conflict(tx, c, rec.node_id));
+      if (!merged->changed) return Applied{Status::Ok(), false};
+    } else {
+      Status s = apply_to_customer(c, p, fixes);
+      if (!s.ok()) return Applied{s};
+    }
     TS_RETURN_IF_ERROR(publish(tx, c, channel));
     return Applied{Status::Ok(), false};
   }
@@ -118,6 +172,8 @@ struct Headquarters::Impl {
   // Applies one op and records its outcome (state, status view) in `tx`.
   Status apply_and_record(HqTransaction& tx, const LogRecord& rec,
                           const std::vector<FieldChange>& fixes, JobReport& report) {
+    TS_ASSIGN_OR_RETURN(Hlc merged, tick(tx, rec.hlc));
+    (void)merged;
     TS_ASSIGN_OR_RETURN(Applied a, apply(tx, rec, fixes));
     if (a.domain.ok()) {
       TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::applied, ""));
@@ -140,7 +196,8 @@ struct Headquarters::Impl {
 
 Headquarters::Headquarters(std::unique_ptr<HqStore> store, const HqOptions& options)
     : impl_(std::make_unique<Impl>(Impl{std::move(store),
-                                        options.clock ? options.clock : &SystemClock::instance()})) {}
+                                        options.clock ? options.clock : &SystemClock::instance(),
+                                        options})) {}
 Headquarters::~Headquarters() = default;
 
 Result<std::unique_ptr<Headquarters>> Headquarters::init(const std::string& path,
@@ -159,6 +216,14 @@ Result<std::unique_ptr<Headquarters>> Headquarters::init(const std::string& path
 Result<std::unique_ptr<Headquarters>> Headquarters::open(const std::string& path,
                                                          const HqOptions& options) {
   TS_ASSIGN_OR_RETURN(auto store, open_sqlite_hq(path));
+  if (options.conflict_policy || options.duplicate_policy) {
+    TS_ASSIGN_OR_RETURN(auto tx, store->begin());
+    if (options.conflict_policy)
+      TS_RETURN_IF_ERROR(tx->put_setting(kConflictPolicyKey, to_string(*options.conflict_policy)));
+    if (options.duplicate_policy)
+      TS_RETURN_IF_ERROR(tx->put_setting(kDuplicatePolicyKey, to_string(*options.duplicate_policy)));
+    TS_RETURN_IF_ERROR(tx->commit());
+  }
   return std::make_unique<Headquarters>(std::move(store), options);
 }
 
@@ -181,13 +246,16 @@ Result<Customer> Headquarters::rts_create(std::string_view node_id, const Custom
   return c;
 }
 
-Result<Customer> Headquarters::rts_edit(std::string_view, const Guid& guid, std::int64_t,
+Result<Customer> Headquarters::rts_edit(std::string_view node_id, const Guid& guid,
+                                        std::int64_t base_version,
                                         const std::vector<FieldChange>& changes) {
   if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
   TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
   TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
-  TS_RETURN_IF_ERROR(apply_changes(c, changes));
-  TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
+  TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
+  TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, c, changes, hlc, node_id, base_version));
+  if (m.held > 0) TS_RETURN_IF_ERROR(impl_->mark_conflict(*tx, c, node_id));
+  if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
   TS_RETURN_IF_ERROR(tx->commit());
   return c;
 }
@@ -262,6 +330,8 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
   std::optional<std::string> channel;
   if (filtered) channel = channel_of_node(node_id);
   TS_ASSIGN_OR_RETURN(out.entries, impl_->store->feed_after(after, limit, channel, &out.cursor));
+  TS_ASSIGN_OR_RETURN(auto stored, impl_->store->setting(kHlcKey));
+  out.hq_hlc = Hlc{stored ? std::stoull(*stored) : 0};
   return out;
 }
 
@@ -293,8 +363,11 @@ Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vec
     TS_ASSIGN_OR_RETURN(c, tx->customer_by_account(id));
   }
   if (!c) return Status::NotFound("customer '" + std::string(id) + "' does not exist at HQ");
-  TS_RETURN_IF_ERROR(apply_changes(*c, changes));
-  TS_RETURN_IF_ERROR(impl_->publish(*tx, *c, {}));
+  // A back-office edit sees HQ's current state: it is never concurrent with what HQ
+  // has applied, only with channel edits still on their way.
+  TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
+  TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, *c, changes, hlc, kBackOffice, c->version));
+  if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(*tx, *c, {}));
   TS_RETURN_IF_ERROR(tx->commit());
   return std::move(*c);
 }
@@ -318,6 +391,59 @@ Result<JobReport> Headquarters::resync(const Guid& guid, const std::vector<Field
 
 Result<std::vector<SyncStatusRecord>> Headquarters::sync_status(std::optional<SyncStatus> filter) {
   return impl_->store->sync_statuses(filter);
+}
+
+Result<std::vector<ConflictRecord>> Headquarters::conflicts() { return impl_->store->conflicts(); }
+
+Result<ConflictPolicy> Headquarters::conflict_policy() {
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  return impl_->policy(*tx);
+}
+
+Result<DuplicatePolicy> Headquarters::duplicate_policy() {
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  TS_ASSIGN_OR_RETURN(auto v, tx->setting(kDuplicatePolicyKey));
+  return v ? parse_duplicate_policy(*v).value_or(DuplicatePolicy::flag) : DuplicatePolicy::flag;
+}
+
+Result<ConflictRecord> Headquarters::resolve_conflict(std::int64_t id, bool keep_lost) {
+  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+  TS_ASSIGN_OR_RETURN(auto found, tx->conflict(id));
+  if (!found) return Status::NotFound("conflict " + std::to_string(id) + " does not exist");
+  ConflictRecord rec = std::move(*found);
+  if (rec.status != "open")
+    return Status(Code::conflict, "conflict " + std::to_string(id) + " is already resolved");
+  TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, rec.customer));
+  if (keep_lost) {
+    auto field = parse_field(rec.field);
+    if (!field) return Status::Internal("conflict " + std::to_string(id) + " names an unknown field");
+    // The operator's choice is a new HQ write that sees the current state.
+    TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
+    Customer chosen = c;
+    chosen.get(*field) = rec.lost;
+    TS_RETURN_IF_ERROR(validate_customer(chosen));
+    chosen.version = c.version + 1;
+    TS_RETURN_IF_ERROR(tx->put_field_write(c.guid, rec.field, FieldWrite{hlc, std::string(kBackOffice), chosen.version}));
+    TS_RETURN_IF_ERROR(impl_->publish(*tx, chosen, {}));
+    std::swap(rec.kept, rec.lost);
+    std::swap(rec.kept_write, rec.lost_write);
+    rec.outcome = "operator kept the held value";
+    c = std::move(chosen);
+  } else {
+    rec.outcome = "operator kept the current value";
+  }
+  rec.status = "resolved";
+  TS_RETURN_IF_ERROR(tx->update_conflict(rec));
+  TS_ASSIGN_OR_RETURN(std::int64_t still_open, tx->open_conflicts(c.guid));
+  TS_ASSIGN_OR_RETURN(auto row, tx->sync_status(c.guid));
+  if (still_open == 0 && row && row->status == SyncStatus::conflict) {
+    row->status = SyncStatus::converted;
+    row->last_error.clear();
+    row->updated_at_ms = impl_->now();
+    TS_RETURN_IF_ERROR(tx->put_sync_status(*row));
+  }
+  TS_RETURN_IF_ERROR(tx->commit());
+  return rec;
 }
 
 Result<std::vector<Customer>> Headquarters::customers(std::string_view search_text) {

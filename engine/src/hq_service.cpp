@@ -85,7 +85,7 @@ struct HqService::Impl {
         TS_RETURN_IF_ERROR(check_node(m));
         const std::uint32_t limit = std::clamp<std::uint32_t>(m.limit, 1, 5000);
         TS_ASSIGN_OR_RETURN(PullResult r, hq->pull(m.node, m.after, limit, m.filtered));
-        protocol::PullReply out{hq->epoch(), r.cursor, {}};
+        protocol::PullReply out{hq->epoch(), r.cursor, r.hq_hlc.value, {}};
         out.customers.reserve(r.entries.size());
         for (auto& e : r.entries) out.customers.push_back(std::move(e.customer));
         return reply(MsgType::pull, protocol::encode(std::move(out)));

@@ -144,10 +144,12 @@ struct Pull {
 struct PullReply {
   std::string epoch;
   std::int64_t cursor = 0;
+  std::uint64_t hq_hlc = 0;
   std::vector<Customer> customers;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, epoch);
     codec::integer(ar, cursor);
+    codec::integer(ar, hq_hlc);
     codec::list(ar, customers, [](Ar& a, Customer& c) { codec::customer(a, c); });
   }
 };

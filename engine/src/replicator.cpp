@@ -112,7 +112,7 @@ struct Replicator::Impl {
       TS_ASSIGN_OR_RETURN(Payload p, decode_payload(*kind, st.column_blob(1)));
       Customer candidate = c;
       // A local edit HQ would refuse is left for HQ to report; it is not re-applied.
-      if (apply_to_customer(candidate, p).ok()) c = std::move(candidate);
+      if (apply_to_customer(candidate, p, {}, /*bump_version=*/false).ok()) c = std::move(candidate);
     }
     return Status::Ok();
   }
@@ -143,6 +143,11 @@ struct Replicator::Impl {
       }
       TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, reply.cursor));
+      // Later local writes must order after everything HQ had applied (causality for
+      // last-writer-wins): the node's clock resumes above HQ's reading.
+      TS_ASSIGN_OR_RETURN(std::int64_t hlc, meta_int(node_db::key::hlc));
+      if (static_cast<std::int64_t>(reply.hq_hlc.value) > hlc)
+        TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::hlc, static_cast<std::int64_t>(reply.hq_hlc.value)));
       TS_RETURN_IF_ERROR(txn.commit());
       pulled += static_cast<std::int64_t>(reply.customers.size());
       if (reply.customers.size() < options.pull_batch) return pulled;

@@ -28,6 +28,30 @@ std::optional<SyncStatus> parse_sync_status(std::string_view s) {
   return std::nullopt;
 }
 
+std::string_view to_string(ConflictPolicy p) {
+  switch (p) {
+    case ConflictPolicy::lww: return "lww";
+    case ConflictPolicy::hq_wins: return "hq-wins";
+    case ConflictPolicy::manual: return "manual";
+  }
+  return "lww";
+}
+
+std::optional<ConflictPolicy> parse_conflict_policy(std::string_view s) {
+  for (auto p : {ConflictPolicy::lww, ConflictPolicy::hq_wins, ConflictPolicy::manual}) {
+    if (to_string(p) == s) return p;
+  }
+  return std::nullopt;
+}
+
+std::string_view to_string(DuplicatePolicy p) { return p == DuplicatePolicy::flag ? "flag" : "merge"; }
+
+std::optional<DuplicatePolicy> parse_duplicate_policy(std::string_view s) {
+  if (s == "flag") return DuplicatePolicy::flag;
+  if (s == "merge") return DuplicatePolicy::merge;
+  return std::nullopt;
+}
+
 namespace {
 
 // PRAGMA application_id of HQ databases: "TSYH".
@@ -79,10 +103,40 @@ CREATE TABLE feed (
 CREATE INDEX feed_channel ON feed(channel, seq);
 )sql";
 
+constexpr std::string_view kConflictSchema = R"sql(
+CREATE TABLE field_writes (
+  customer BLOB    NOT NULL,
+  key      TEXT    NOT NULL,
+  hlc      INTEGER NOT NULL,
+  node     TEXT    NOT NULL,
+  version  INTEGER NOT NULL,
+  PRIMARY KEY (customer, key)
+) STRICT;
+CREATE TABLE conflicts (
+  id            INTEGER PRIMARY KEY,
+  customer      BLOB    NOT NULL,
+  field         TEXT    NOT NULL,
+  kept          TEXT    NOT NULL,
+  lost          TEXT    NOT NULL,
+  kept_hlc      INTEGER NOT NULL,
+  kept_node     TEXT    NOT NULL,
+  kept_version  INTEGER NOT NULL,
+  lost_hlc      INTEGER NOT NULL,
+  lost_node     TEXT    NOT NULL,
+  lost_version  INTEGER NOT NULL,
+  policy        TEXT    NOT NULL,
+  outcome       TEXT    NOT NULL,
+  status        TEXT    NOT NULL,
+  created_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX conflicts_customer ON conflicts(customer, status);
+)sql";
+
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 1> migrations{{
+  static const std::array<storage::Migration, 2> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
+      {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
   return spec;
@@ -166,6 +220,35 @@ SyncStatusRecord read_status(const storage::Statement& st) {
   r.created_at_ms = st.column_int64(5);
   r.updated_at_ms = st.column_int64(6);
   return r;
+}
+
+constexpr std::string_view kConflictColumns =
+    "id, customer, field, kept, lost, kept_hlc, kept_node, kept_version, lost_hlc, lost_node, "
+    "lost_version, policy, outcome, status, created_at_ms";
+
+ConflictRecord read_conflict(const storage::Statement& st) {
+  ConflictRecord c;
+  c.id = st.column_int64(0);
+  c.customer = Guid::from_raw(st.column_blob(1)).value_or(Guid{});
+  c.field = st.column_text(2);
+  c.kept = st.column_text(3);
+  c.lost = st.column_text(4);
+  c.kept_write = {Hlc{static_cast<std::uint64_t>(st.column_int64(5))}, st.column_text(6), st.column_int64(7)};
+  c.lost_write = {Hlc{static_cast<std::uint64_t>(st.column_int64(8))}, st.column_text(9), st.column_int64(10)};
+  c.policy = parse_conflict_policy(st.column_text(11)).value_or(ConflictPolicy::lww);
+  c.outcome = st.column_text(12);
+  c.status = st.column_text(13);
+  c.created_at_ms = st.column_int64(14);
+  return c;
+}
+
+void bind_conflict(storage::Statement& st, const ConflictRecord& c) {
+  st.bind_blob(1, c.customer.raw()).bind(2, c.field).bind(3, c.kept).bind(4, c.lost);
+  st.bind(5, static_cast<std::int64_t>(c.kept_write.hlc.value)).bind(6, c.kept_write.node);
+  st.bind(7, c.kept_write.version);
+  st.bind(8, static_cast<std::int64_t>(c.lost_write.hlc.value)).bind(9, c.lost_write.node);
+  st.bind(10, c.lost_write.version);
+  st.bind(11, to_string(c.policy)).bind(12, c.outcome).bind(13, c.status).bind(14, c.created_at_ms);
 }
 
 class SqliteHqTransaction final : public HqTransaction {
@@ -273,6 +356,63 @@ class SqliteHqTransaction final : public HqTransaction {
     return db_.last_insert_rowid();
   }
 
+  Result<std::optional<FieldWrite>> field_write(const Guid& customer, std::string_view key) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT hlc, node, version FROM field_writes WHERE customer = ?1 AND key = ?2"));
+    st.bind_blob(1, customer.raw()).bind(2, key);
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return std::optional<FieldWrite>{};
+    return std::optional<FieldWrite>{FieldWrite{Hlc{static_cast<std::uint64_t>(st.column_int64(0))},
+                                                st.column_text(1), st.column_int64(2)}};
+  }
+  Status put_field_write(const Guid& customer, std::string_view key, const FieldWrite& w) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT OR REPLACE INTO field_writes(customer, key, hlc, node, version) "
+        "VALUES(?1, ?2, ?3, ?4, ?5)"));
+    st.bind_blob(1, customer.raw()).bind(2, key).bind(3, static_cast<std::int64_t>(w.hlc.value));
+    st.bind(4, w.node).bind(5, w.version);
+    return st.run();
+  }
+  Result<std::int64_t> add_conflict(const ConflictRecord& c) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT INTO conflicts(customer, field, kept, lost, kept_hlc, kept_node, kept_version, "
+        "lost_hlc, lost_node, lost_version, policy, outcome, status, created_at_ms) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"));
+    bind_conflict(st, c);
+    TS_RETURN_IF_ERROR(st.run());
+    return db_.last_insert_rowid();
+  }
+  Result<std::optional<ConflictRecord>> conflict(std::int64_t id) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT " + std::string(kConflictColumns) + " FROM conflicts WHERE id = ?1"));
+    st.bind(1, id);
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return std::optional<ConflictRecord>{};
+    return std::optional<ConflictRecord>{read_conflict(st)};
+  }
+  Status update_conflict(const ConflictRecord& c) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "UPDATE conflicts SET customer = ?1, field = ?2, kept = ?3, lost = ?4, kept_hlc = ?5, "
+        "kept_node = ?6, kept_version = ?7, lost_hlc = ?8, lost_node = ?9, lost_version = ?10, "
+        "policy = ?11, outcome = ?12, status = ?13, created_at_ms = ?14 WHERE id = ?15"));
+    bind_conflict(st, c);
+    st.bind(15, c.id);
+    return st.run();
+  }
+  Result<std::int64_t> open_conflicts(const Guid& customer) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT count(*) FROM conflicts WHERE customer = ?1 AND status = 'open'"));
+    st.bind_blob(1, customer.raw());
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    return row ? st.column_int64(0) : std::int64_t{0};
+  }
+  Result<std::optional<std::string>> setting(std::string_view key) override {
+    return meta_get(db_, key);
+  }
+  Status put_setting(std::string_view key, std::string_view value) override {
+    return meta_put(db_, key, value);
+  }
+
   Status commit() override { return txn_.commit(); }
 
  private:
@@ -335,6 +475,20 @@ class SqliteHqStore final : public HqStore {
       TS_ASSIGN_OR_RETURN(bool row, st.step());
       if (!row) break;
       out.push_back(read_status(st));
+    }
+    return out;
+  }
+  Result<std::optional<std::string>> setting(std::string_view key) override {
+    return meta_get(*db_, key);
+  }
+  Result<std::vector<ConflictRecord>> conflicts() override {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT " + std::string(kConflictColumns) + " FROM conflicts ORDER BY id"));
+    std::vector<ConflictRecord> out;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      out.push_back(read_conflict(st));
     }
     return out;
   }

@@ -27,7 +27,8 @@ class HqProcess {
   // Creates the database on first use, binds (on `listen`, default any free port) and
   // starts serving.
   void start(const std::string& listen = "tcp://127.0.0.1:*") {
-    auto hq = std::filesystem::exists(db_) ? Headquarters::open(db_) : Headquarters::init(db_, "C");
+    auto hq = std::filesystem::exists(db_) ? Headquarters::open(db_, hq_options_)
+                                           : Headquarters::init(db_, "C", hq_options_);
     ASSERT_TRUE(hq.ok()) << hq.status().to_string();
     options_.listen = listen;
     auto svc = HqService::start(std::move(hq).value(), options_);
@@ -47,10 +48,11 @@ class HqProcess {
   const std::string& endpoint() const { return endpoint_; }
   const std::string& db() const { return db_; }
   HqServiceOptions& options() { return options_; }
+  HqOptions& hq_options() { return hq_options_; }
 
   // A separate connection to the HQ database, for inspection while it serves.
   std::unique_ptr<Headquarters> inspect() {
-    auto hq = Headquarters::open(db_);
+    auto hq = Headquarters::open(db_, {.clock = hq_options_.clock});
     EXPECT_TRUE(hq.ok()) << hq.status().to_string();
     return hq.ok() ? std::move(hq).value() : nullptr;
   }
@@ -58,6 +60,7 @@ class HqProcess {
  private:
   std::string db_;
   HqServiceOptions options_;
+  HqOptions hq_options_;
   std::unique_ptr<HqService> service_;
   std::thread thread_;
   Status run_status_;
@@ -67,10 +70,12 @@ class HqProcess {
 // A terminal: its node, a connection to HQ and a replicator on the same database.
 class Terminal {
  public:
-  Terminal(const std::string& db_path, NodeConfig config, std::uint64_t seed)
-      : db_(db_path), seed_(seed) {
+  Terminal(const std::string& db_path, NodeConfig config, std::uint64_t seed,
+           PhysicalClock* clock = nullptr)
+      : db_(db_path), seed_(seed), clock_(clock) {
     ChannelNodeOptions o;
     o.seed = seed;
+    o.clock = clock;
     auto node = ChannelNode::create(db_path, config, o);
     EXPECT_TRUE(node.ok()) << node.status().to_string();
     node_ = std::move(node).value();
@@ -84,6 +89,7 @@ class Terminal {
     client_.reset();
     ChannelNodeOptions o;
     o.seed = seed_ + 1000;
+    o.clock = clock_;
     auto node = ChannelNode::open(db_, o);
     ASSERT_TRUE(node.ok()) << node.status().to_string();
     node_ = std::move(node).value();
@@ -109,6 +115,7 @@ class Terminal {
 
   std::string db_;
   std::uint64_t seed_;
+  PhysicalClock* clock_;
   std::unique_ptr<HqClient> client_;
   std::unique_ptr<ChannelNode> node_;
   std::unique_ptr<Replicator> replicator_;

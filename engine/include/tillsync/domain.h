@@ -81,7 +81,8 @@ struct Customer {
   std::vector<Contact> contacts;
   std::vector<std::string> affiliations;
   std::vector<LoyaltyCard> loyalty_cards;
-  // Incremented by every applied change; edits carry the version their editor saw.
+  // At HQ: incremented by every applied change. On a terminal: the HQ version it last
+  // saw (local edits waiting for HQ leave it alone). Edits carry it as base_version.
   std::int64_t version = 1;
 
   const std::string& get(Field f) const;

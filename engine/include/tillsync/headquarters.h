@@ -25,6 +25,10 @@ namespace tillsync {
 
 struct HqOptions {
   PhysicalClock* clock = nullptr;  // nullptr: the system clock
+  // When set, stored in the HQ database (so `hq run-job` and later runs use them too);
+  // when not, the stored policies apply (defaults: lww, flag).
+  std::optional<ConflictPolicy> conflict_policy = std::nullopt;
+  std::optional<DuplicatePolicy> duplicate_policy = std::nullopt;
 };
 
 struct PushResult {
@@ -37,6 +41,7 @@ struct PushResult {
 struct PullResult {
   std::int64_t cursor = 0;  // continue after this feed seq
   std::vector<FeedEntry> entries;
+  Hlc hq_hlc;  // HQ's clock: a terminal merges it so its later writes order after these
 };
 
 struct JobReport {
@@ -93,6 +98,13 @@ class Headquarters {
   // failed operations. not_found when `guid` has no failed record.
   Result<JobReport> resync(const Guid& guid, const std::vector<FieldChange>& fixes);
   Result<std::vector<SyncStatusRecord>> sync_status(std::optional<SyncStatus> filter);
+  // The conflict journal, oldest first.
+  Result<std::vector<ConflictRecord>> conflicts();
+  // Manual policy: settles an open conflict. keep_lost == false keeps the current
+  // value; true applies the held value as a new HQ write, which reaches every terminal.
+  Result<ConflictRecord> resolve_conflict(std::int64_t id, bool keep_lost);
+  Result<ConflictPolicy> conflict_policy();
+  Result<DuplicatePolicy> duplicate_policy();
   Result<std::vector<Customer>> customers(std::string_view search_text);
   Result<ContentDigest> digest();
   HqStore& store();

@@ -27,6 +27,7 @@ struct PushReply {
 struct PullReply {
   std::string epoch;
   std::int64_t cursor = 0;
+  Hlc hq_hlc;  // HQ's clock reading
   std::vector<Customer> customers;
 };
 

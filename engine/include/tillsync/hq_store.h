@@ -52,6 +52,38 @@ struct FeedEntry {
   Customer customer;
 };
 
+// The last write HQ applied to one field of a customer: who, when (HLC), and the
+// customer version it produced. Keys are field names ("email") or, for children,
+// "address:<guid>:<field>".
+struct FieldWrite {
+  Hlc hlc;
+  std::string node;  // "HQ" for back-office edits
+  std::int64_t version = 0;
+};
+
+enum class ConflictPolicy { lww, hq_wins, manual };
+std::string_view to_string(ConflictPolicy p);
+std::optional<ConflictPolicy> parse_conflict_policy(std::string_view s);
+
+enum class DuplicatePolicy { flag, merge };
+std::string_view to_string(DuplicatePolicy p);
+std::optional<DuplicatePolicy> parse_duplicate_policy(std::string_view s);
+
+// One journaled conflict: two writes to the same field that did not see each other.
+struct ConflictRecord {
+  std::int64_t id = 0;
+  Guid customer;
+  std::string field;
+  std::string kept;  // value the customer has after resolution
+  std::string lost;  // value that did not win (or is held, under manual)
+  FieldWrite kept_write;
+  FieldWrite lost_write;
+  ConflictPolicy policy = ConflictPolicy::lww;
+  std::string outcome;        // e.g. "newest write wins", "HQ edit wins", "held for operator"
+  std::string status = "resolved";  // "resolved" | "open"
+  std::int64_t created_at_ms = 0;
+};
+
 class HqTransaction {
  public:
   virtual ~HqTransaction() = default;
@@ -83,6 +115,17 @@ class HqTransaction {
 
   virtual Result<std::int64_t> append_feed(const Customer& customer, std::string_view channel) = 0;
 
+  virtual Result<std::optional<FieldWrite>> field_write(const Guid& customer, std::string_view key) = 0;
+  virtual Status put_field_write(const Guid& customer, std::string_view key, const FieldWrite& w) = 0;
+  virtual Result<std::int64_t> add_conflict(const ConflictRecord& c) = 0;  // returns its id
+  virtual Result<std::optional<ConflictRecord>> conflict(std::int64_t id) = 0;
+  virtual Status update_conflict(const ConflictRecord& c) = 0;
+  virtual Result<std::int64_t> open_conflicts(const Guid& customer) = 0;
+
+  // HQ's persisted settings (HLC, policies), by key.
+  virtual Result<std::optional<std::string>> setting(std::string_view key) = 0;
+  virtual Status put_setting(std::string_view key, std::string_view value) = 0;
+
   virtual Status commit() = 0;
 };
 
@@ -105,6 +148,8 @@ class HqStore {
   virtual Result<std::vector<Customer>> search(std::string_view text) = 0;
   virtual Result<std::vector<Customer>> all_customers_by_guid() = 0;
   virtual Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) = 0;
+  virtual Result<std::vector<ConflictRecord>> conflicts() = 0;
+  virtual Result<std::optional<std::string>> setting(std::string_view key) = 0;
   // What HQ received from `node`, in seq order (for export-log).
   virtual Result<std::vector<LogRecord>> received(std::string_view node, std::int64_t after,
                                                   std::size_t limit) = 0;

@@ -1,0 +1,42 @@
+// Per-field merging at HQ (DESIGN.md §4): detects concurrent writes to the same field,
+// resolves them under the conflict policy, and journals every conflict.
+//
+// A write is concurrent with the last write HQ applied to a field when that write
+// produced a customer version newer than the version the editor had seen, and came from
+// another node. Non-concurrent writes always apply (the editor saw what it replaces).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "tillsync/domain.h"
+#include "tillsync/hq_store.h"
+#include "tillsync/status.h"
+
+namespace tillsync {
+
+struct WriteContext {
+  Hlc hlc;                       // the write's HLC
+  std::string node;              // "S001/T01", or "HQ" for back-office edits
+  std::int64_t base_version = 0;  // customer version the editor had seen
+  ConflictPolicy policy = ConflictPolicy::lww;
+  std::int64_t now_ms = 0;
+};
+
+struct MergeOutcome {
+  bool changed = false;        // at least one field took the new value
+  std::int64_t conflicts = 0;  // journal entries written
+  std::int64_t held = 0;       // changes held for an operator (manual policy)
+};
+
+// Applies `changes` to `c` under `ctx`. Validates the resulting customer first: on a
+// domain error nothing is written and `c` is unchanged. Otherwise writes the field
+// states and journal entries in `tx` and bumps `c.version` when something changed.
+Result<MergeOutcome> merge_field_changes(HqTransaction& tx, Customer& c,
+                                         const std::vector<FieldChange>& changes,
+                                         const WriteContext& ctx);
+
+// True when write `a` beats write `b` under last-writer-wins: (HLC, node) order.
+bool newer(const FieldWrite& a, const FieldWrite& b);
+
+}  // namespace tillsync

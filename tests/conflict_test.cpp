@@ -1,0 +1,233 @@
+// Concurrent edits over real sockets: detection, the three policies, the journal, and
+// convergence of HQ and terminals. Clocks are manual so "newer" is decided by the test.
+#include <gtest/gtest.h>
+
+#include "support/cluster.h"
+
+namespace tillsync {
+namespace {
+
+using testing::HqProcess;
+using testing::new_person;
+using testing::TempDir;
+using testing::Terminal;
+using testing::terminal_config;
+
+constexpr FunctionalityProfile kAsyncEdits{.async_customer_creation = true,
+                                           .async_customer_addresses = true,
+                                           .async_customer_edits = true};
+
+class ConflictTest : public ::testing::Test {
+ protected:
+  void start(ConflictPolicy policy) {
+    HqServiceOptions o;
+    o.job_interval_ms = 3'600'000;  // the tests run the job themselves
+    hq = std::make_unique<HqProcess>(dir.file("hq.db"), o);
+    hq->hq_options().clock = &hq_clock;
+    hq->hq_options().conflict_policy = policy;
+    hq->start();
+    a = std::make_unique<Terminal>(dir.file("a.db"), terminal_config("S001", "T01", hq->endpoint(), kAsyncEdits), 1, &clock_a);
+    b = std::make_unique<Terminal>(dir.file("b.db"), terminal_config("S002", "T01", hq->endpoint(), kAsyncEdits), 2, &clock_b);
+  }
+
+  // Creates a customer on A and makes it known (converted) everywhere.
+  Guid shared_customer() {
+    auto out = a->node().create_customer(new_person("Shared", "Customer"));
+    EXPECT_TRUE(out.ok()) << out.status().to_string();
+    sync_all();
+    return out->customer.guid;
+  }
+
+  void sync_all() {
+    for (int round = 0; round < 2; ++round) {
+      ASSERT_TRUE(a->sync().ok());
+      ASSERT_TRUE(b->sync().ok());
+      ASSERT_TRUE(hq->inspect()->run_sync_job().ok());
+    }
+    ASSERT_TRUE(a->sync().ok());
+    ASSERT_TRUE(b->sync().ok());
+  }
+
+  void expect_converged() {
+    auto d = hq->inspect()->digest().value();
+    EXPECT_EQ(a->node().digest()->hex, d.hex);
+    EXPECT_EQ(b->node().digest()->hex, d.hex);
+  }
+
+  Customer at_hq(const Guid& g) {
+    auto all = hq->inspect()->customers(g.to_string()).value();
+    EXPECT_EQ(all.size(), 1u);
+    return all.empty() ? Customer{} : all[0];
+  }
+  std::vector<ConflictRecord> journal() { return hq->inspect()->conflicts().value(); }
+
+  TempDir dir;
+  ManualClock hq_clock{1'700'000'000'000};
+  ManualClock clock_a{1'700'000'100'000};
+  ManualClock clock_b{1'700'000'200'000};  // B's writes are newer than A's
+  std::unique_ptr<HqProcess> hq;
+  std::unique_ptr<Terminal> a, b;
+};
+
+TEST_F(ConflictTest, ConcurrentWritesToSameFieldAreJournaledAndNewestWinsUnderLww) {
+  start(ConflictPolicy::lww);
+  const Guid g = shared_customer();
+  const std::string id = g.to_string();
+  // Both terminals are offline and edit the same field.
+  ASSERT_TRUE(a->node().edit_customer(id, {{Field::email, "a@example.com"}}).ok());
+  ASSERT_TRUE(b->node().edit_customer(id, {{Field::email, "b@example.com"}}).ok());
+  sync_all();
+  EXPECT_EQ(at_hq(g).email, "b@example.com");  // B's HLC is newer
+  auto j = journal();
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].customer, g);
+  EXPECT_EQ(j[0].field, "email");
+  EXPECT_EQ(j[0].kept, "b@example.com");
+  EXPECT_EQ(j[0].lost, "a@example.com");
+  EXPECT_EQ(j[0].kept_write.node, "S002/T01");
+  EXPECT_EQ(j[0].lost_write.node, "S001/T01");
+  EXPECT_GT(j[0].kept_write.hlc, j[0].lost_write.hlc);
+  EXPECT_EQ(j[0].policy, ConflictPolicy::lww);
+  EXPECT_EQ(j[0].status, "resolved");
+  expect_converged();
+  EXPECT_EQ(a->node().find(id)->email, "b@example.com");
+}
+
+TEST_F(ConflictTest, LwwOutcomeDoesNotDependOnArrivalOrder) {
+  start(ConflictPolicy::lww);
+  const Guid g = shared_customer();
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::phone, "111"}}).ok());
+  ASSERT_TRUE(b->node().edit_customer(g.to_string(), {{Field::phone, "222"}}).ok());
+  // B's (newer) edit reaches HQ first this time.
+  ASSERT_TRUE(b->sync().ok());
+  ASSERT_TRUE(hq->inspect()->run_sync_job().ok());
+  sync_all();
+  EXPECT_EQ(at_hq(g).phone, "222");
+  ASSERT_EQ(journal().size(), 1u);
+  EXPECT_EQ(journal()[0].kept, "222");
+  expect_converged();
+}
+
+TEST_F(ConflictTest, NonOverlappingFieldEditsMergeWithoutConflict) {
+  start(ConflictPolicy::lww);
+  const Guid g = shared_customer();
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::email, "a@example.com"}}).ok());
+  ASSERT_TRUE(b->node().edit_customer(g.to_string(), {{Field::phone, "555 0100"}}).ok());
+  sync_all();
+  Customer c = at_hq(g);
+  EXPECT_EQ(c.email, "a@example.com");
+  EXPECT_EQ(c.phone, "555 0100");
+  EXPECT_TRUE(journal().empty());
+  expect_converged();
+}
+
+TEST_F(ConflictTest, SequentialEditsThatSawEachOtherAreNotConflicts) {
+  start(ConflictPolicy::lww);
+  const Guid g = shared_customer();
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::email, "first@example.com"}}).ok());
+  sync_all();  // B sees A's edit
+  ASSERT_TRUE(b->node().edit_customer(g.to_string(), {{Field::email, "second@example.com"}}).ok());
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::phone, "1"}}).ok());
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::phone, "2"}}).ok());  // same node, in order
+  sync_all();
+  EXPECT_EQ(at_hq(g).email, "second@example.com");
+  EXPECT_EQ(at_hq(g).phone, "2");
+  EXPECT_TRUE(journal().empty());
+  expect_converged();
+}
+
+TEST_F(ConflictTest, TerminalEditConcurrentWithBackOfficeEditUnderHqWins) {
+  start(ConflictPolicy::hq_wins);
+  const Guid g = shared_customer();
+  // A (offline) edits the e-mail; meanwhile HQ's back office edits it too. A's clock is
+  // far ahead, so under lww A would win; under hq-wins the back office does.
+  clock_a.advance(10'000'000);
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::email, "till@example.com"}}).ok());
+  auto office = hq->inspect()->edit_customer(g.to_string(), {{Field::email, "office@example.com"}});
+  ASSERT_TRUE(office.ok()) << office.status().to_string();
+  sync_all();
+  EXPECT_EQ(at_hq(g).email, "office@example.com");
+  auto j = journal();
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].kept_write.node, "HQ");
+  EXPECT_EQ(j[0].lost, "till@example.com");
+  EXPECT_EQ(j[0].policy, ConflictPolicy::hq_wins);
+  expect_converged();
+}
+
+TEST_F(ConflictTest, TerminalEditConcurrentWithBackOfficeEditUnderLwwTakesNewest) {
+  start(ConflictPolicy::lww);
+  const Guid g = shared_customer();
+  clock_a.advance(10'000'000);
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::email, "till@example.com"}}).ok());
+  ASSERT_TRUE(hq->inspect()->edit_customer(g.to_string(), {{Field::email, "office@example.com"}}).ok());
+  sync_all();
+  EXPECT_EQ(at_hq(g).email, "till@example.com");
+  ASSERT_EQ(journal().size(), 1u);
+  EXPECT_EQ(journal()[0].lost, "office@example.com");
+  expect_converged();
+}
+
+TEST_F(ConflictTest, ManualPolicyHoldsTheOperationUntilAnOperatorResolves) {
+  start(ConflictPolicy::manual);
+  const Guid g = shared_customer();
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::email, "a@example.com"}}).ok());
+  ASSERT_TRUE(b->node().edit_customer(g.to_string(), {{Field::email, "b@example.com"},
+                                                      {Field::phone, "555"}}).ok());
+  ASSERT_TRUE(a->sync().ok());
+  ASSERT_TRUE(hq->inspect()->run_sync_job().ok());
+  sync_all();
+  // A's write arrived first and stands; B's e-mail is held, B's phone applied.
+  EXPECT_EQ(at_hq(g).email, "a@example.com");
+  EXPECT_EQ(at_hq(g).phone, "555");
+  auto j = journal();
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].status, "open");
+  EXPECT_EQ(j[0].lost, "b@example.com");
+  auto held = hq->inspect()->sync_status(SyncStatus::conflict).value();
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].guid, g);
+
+  auto resolved = hq->inspect()->resolve_conflict(j[0].id, /*keep_lost=*/true);
+  ASSERT_TRUE(resolved.ok()) << resolved.status().to_string();
+  EXPECT_EQ(resolved->kept, "b@example.com");
+  EXPECT_EQ(resolved->status, "resolved");
+  EXPECT_EQ(at_hq(g).email, "b@example.com");
+  EXPECT_TRUE(hq->inspect()->sync_status(SyncStatus::conflict)->empty());
+  sync_all();
+  EXPECT_EQ(a->node().find(g.to_string())->email, "b@example.com");  // reached every terminal
+  expect_converged();
+  auto again = hq->inspect()->resolve_conflict(j[0].id, true);
+  EXPECT_EQ(again.status().code(), Code::conflict);
+  EXPECT_EQ(hq->inspect()->resolve_conflict(999, true).status().code(), Code::not_found);
+}
+
+TEST_F(ConflictTest, ManualResolveKeepingCurrentValue) {
+  start(ConflictPolicy::manual);
+  const Guid g = shared_customer();
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::last_name, "Alpha"}}).ok());
+  ASSERT_TRUE(b->node().edit_customer(g.to_string(), {{Field::last_name, "Beta"}}).ok());
+  sync_all();
+  auto j = journal();
+  ASSERT_EQ(j.size(), 1u);
+  const std::string current = at_hq(g).last_name;
+  ASSERT_TRUE(hq->inspect()->resolve_conflict(j[0].id, /*keep_lost=*/false).ok());
+  EXPECT_EQ(at_hq(g).last_name, current);
+  sync_all();
+  expect_converged();
+}
+
+TEST_F(ConflictTest, EditOfPendingCustomerBeforeConversionReachesConvertedCustomer) {
+  start(ConflictPolicy::lww);
+  auto out = a->node().create_customer(new_person("Pending", "Edit"));
+  ASSERT_TRUE(out.ok());
+  ASSERT_TRUE(a->node().edit_customer(out->customer.guid.to_string(), {{Field::middle_name, "Q"}}).ok());
+  ASSERT_FALSE(a->node().edit_customer(out->customer.guid.to_string(), {{Field::email, "bad"}}).ok());
+  sync_all();
+  EXPECT_EQ(at_hq(out->customer.guid).middle_name, "Q");
+  EXPECT_TRUE(journal().empty());
+  expect_converged();
+}
+
+}  // namespace
+}  // namespace tillsync
