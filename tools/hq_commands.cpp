@@ -360,10 +360,12 @@ int run_sync_status(const Cli& cli, const SyncStatusOptions& o) {
     human = pad("STATUS", 11) + pad("ACCOUNT", 14) + pad("NODE", 14) + pad("GUID", 38) +
             pad("UPDATED", 26) + "LAST ERROR\n";
     for (const SyncStatusRecord& r : *records) {
-      human += pad(std::string(to_string(r.status)), 11) +
-               pad(r.account_number ? *r.account_number : std::string("-"), 14) +
-               pad(r.node_id, 14) + pad(r.guid.to_string(), 38) +
-               pad(iso8601_utc(r.updated_at_ms), 26) + one_line(r.last_error) + "\n";
+      std::string row = pad(std::string(to_string(r.status)), 11) +
+                        pad(r.account_number ? *r.account_number : std::string("-"), 14) +
+                        pad(r.node_id, 14) + pad(r.guid.to_string(), 38) +
+                        pad(iso8601_utc(r.updated_at_ms), 26) + one_line(r.last_error);
+      while (!row.empty() && row.back() == ' ') row.pop_back();
+      human += row + "\n";
     }
     human += count_text(static_cast<std::int64_t>(records->size()), "record", "records") + "\n";
   }
@@ -461,7 +463,8 @@ int run_resync(const Cli& cli, const ResyncOptions& o) {
   }
   Json j;
   j["guid"] = guid->to_string();
-  for (auto& [key, value] : job_json(*report).items()) j[key] = value;
+  const Json job = job_json(*report);
+  for (const auto& [key, value] : job.items()) j[key] = value;
   j["record"] = record ? status_record_json(*record) : Json(nullptr);
 
   std::string human = "re-synchronized customer " + guid->to_string() + ": " + job_text(*report);

@@ -2,6 +2,8 @@
 #include <CLI/CLI.hpp>
 
 #include "cli_common.h"
+#include "demo.h"
+#include "hq_commands.h"
 #include "store_commands.h"
 
 int main(int argc, char** argv) {
@@ -20,6 +22,8 @@ int main(int argc, char** argv) {
       "written), 4 HQ could not be reached for an operation that needs it.\n"
       "Run 'tillsync COMMAND --help' for the options of a command.");
   cli.add_json_flag(app);
+  add_hq_commands(app, cli);
   add_store_commands(app, cli);
+  add_demo_command(app, cli);
   return cli.run(app, argc, argv);
 }

@@ -766,7 +766,8 @@ int run_watch(const Cli& cli, ChannelNode& node, Replicator& replicator, const S
       if (report->pushed > 0 || report->pulled > 0) {
         Json j;
         j["time"] = now;
-        for (auto& [key, value] : report_json(*report).items()) j[key] = value;
+        const Json counts = report_json(*report);
+        for (const auto& [key, value] : counts.items()) j[key] = value;
         print_watch_event(cli, j, now + "  " + report_text(*report), false);
       }
     } else {

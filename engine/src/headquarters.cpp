@@ -209,13 +209,13 @@ Result<std::unique_ptr<Headquarters>> Headquarters::init(const std::string& path
     return Status::InvalidInput("number_prefix",
                                 "number_prefix: must be 1-8 upper-case letters or digits");
   }
-  TS_RETURN_IF_ERROR(init_sqlite_hq(path, number_prefix, new_epoch()));
+  TS_RETURN_IF_ERROR(init_sqlite_hq(path, number_prefix, new_epoch(), {.durable = options.durable}));
   return open(path, options);
 }
 
 Result<std::unique_ptr<Headquarters>> Headquarters::open(const std::string& path,
                                                          const HqOptions& options) {
-  TS_ASSIGN_OR_RETURN(auto store, open_sqlite_hq(path));
+  TS_ASSIGN_OR_RETURN(auto store, open_sqlite_hq(path, {.durable = options.durable}));
   if (options.conflict_policy || options.duplicate_policy) {
     TS_ASSIGN_OR_RETURN(auto tx, store->begin());
     if (options.conflict_policy)

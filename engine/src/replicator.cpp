@@ -32,7 +32,7 @@ Result<LogRecord> to_record(storage::LogRow r) {
 
 struct Replicator::Impl {
   std::unique_ptr<storage::Database> db;
-  HqClient* hq;
+  HqLink* hq;
   ReplicatorOptions options;
   NodeConfig config;
   PhysicalClock* clock;
@@ -167,7 +167,7 @@ struct Replicator::Impl {
 Replicator::Replicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Replicator::~Replicator() = default;
 
-Result<std::unique_ptr<Replicator>> Replicator::open(const std::string& node_db_path, HqClient& hq,
+Result<std::unique_ptr<Replicator>> Replicator::open(const std::string& node_db_path, HqLink& hq,
                                                      const ReplicatorOptions& options) {
   auto impl = std::make_unique<Impl>();
   storage::DatabaseOptions dbo;

@@ -10,8 +10,13 @@ namespace tillsync::testing {
 
 class TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "tillsync-test-XXXXXX").string();
+  // `in_memory`: prefer /dev/shm (tmpfs) when the machine has it, for tests that create
+  // many short-lived databases and care about neither disk nor durability.
+  explicit TempDir(bool in_memory = false) {
+    std::filesystem::path base = std::filesystem::temp_directory_path();
+    std::error_code ec;
+    if (in_memory && std::filesystem::is_directory("/dev/shm", ec)) base = "/dev/shm";
+    std::string tmpl = (base / "tillsync-test-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = tmpl;
   }

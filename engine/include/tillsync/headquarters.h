@@ -29,6 +29,8 @@ struct HqOptions {
   // when not, the stored policies apply (defaults: lww, flag).
   std::optional<ConflictPolicy> conflict_policy = std::nullopt;
   std::optional<DuplicatePolicy> duplicate_policy = std::nullopt;
+  // SQLite durability: synchronous=FULL (true) or NORMAL (simulations, benchmarks).
+  bool durable = true;
 };
 
 struct PushResult {

@@ -19,6 +19,18 @@
 
 namespace tillsync {
 
+// The replication half of the terminal-HQ conversation. HqClient speaks it over
+// ZeroMQ; LocalHqLink (local_hq_link.h) calls a Headquarters in the same process.
+class HqLink {
+ public:
+  virtual ~HqLink() = default;
+  virtual Result<std::string> ping(const std::string& node_id) = 0;  // HQ's epoch
+  virtual Result<struct PushReply> push(const std::string& node_id,
+                                        const std::vector<LogRecord>& records) = 0;
+  virtual Result<struct PullReply> pull(const std::string& node_id, std::int64_t after,
+                                        std::uint32_t limit, bool filtered) = 0;
+};
+
 struct PushReply {
   std::string epoch;
   std::int64_t acked_seq = 0;
@@ -31,7 +43,7 @@ struct PullReply {
   std::vector<Customer> customers;
 };
 
-class HqClient final : public HqGateway {
+class HqClient final : public HqGateway, public HqLink {
  public:
   static Result<std::unique_ptr<HqClient>> connect(const std::string& endpoint, int timeout_ms);
   ~HqClient() override;
@@ -48,10 +60,10 @@ class HqClient final : public HqGateway {
   Result<Customer> issue_loyalty_card(const std::string& node_id, const Guid& customer) override;
 
   Result<std::vector<Customer>> search(const std::string& node_id, const std::string& text);
-  Result<std::string> ping(const std::string& node_id);
-  Result<PushReply> push(const std::string& node_id, const std::vector<LogRecord>& records);
+  Result<std::string> ping(const std::string& node_id) override;
+  Result<PushReply> push(const std::string& node_id, const std::vector<LogRecord>& records) override;
   Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint32_t limit,
-                         bool filtered);
+                         bool filtered) override;
   const std::string& endpoint() const;
 
  private:

@@ -10,7 +10,7 @@
 // A different HQ epoch resets both cursors (re-pushing is harmless: HQ is idempotent).
 //
 // Ownership: opens its own connection to the terminal's database (WAL lets it run
-// beside a ChannelNode). The HqClient is borrowed. Thread-safety: one thread.
+// beside a ChannelNode). The HqLink is borrowed. Thread-safety: one thread.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +37,7 @@ struct SyncReport {
 
 class Replicator {
  public:
-  static Result<std::unique_ptr<Replicator>> open(const std::string& node_db_path, HqClient& hq,
+  static Result<std::unique_ptr<Replicator>> open(const std::string& node_db_path, HqLink& hq,
                                                   const ReplicatorOptions& options = {});
   ~Replicator();
 

@@ -1,0 +1,31 @@
+// LocalHqLink: a terminal talking to a Headquarters in the same process, without a
+// network. The replication path is the same as over ZeroMQ (Headquarters::push/pull);
+// used by simulations, property tests, replay and benchmarks.
+// Borrowed Headquarters; one thread at a time. A link can be switched "down" to model a
+// partition: every call then fails with hq_unreachable.
+#pragma once
+
+#include "tillsync/headquarters.h"
+#include "tillsync/hq_client.h"
+
+namespace tillsync {
+
+class LocalHqLink final : public HqLink {
+ public:
+  explicit LocalHqLink(Headquarters& hq) : hq_(&hq) {}
+
+  void set_up(bool up) { up_ = up; }
+  bool up() const { return up_; }
+
+  Result<std::string> ping(const std::string& node_id) override;
+  Result<PushReply> push(const std::string& node_id, const std::vector<LogRecord>& records) override;
+  Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint32_t limit,
+                         bool filtered) override;
+
+ private:
+  Status check() const;
+  Headquarters* hq_;
+  bool up_ = true;
+};
+
+}  // namespace tillsync

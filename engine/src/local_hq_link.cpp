@@ -1,0 +1,30 @@
+#include "tillsync/local_hq_link.h"
+
+namespace tillsync {
+
+Status LocalHqLink::check() const {
+  return up_ ? Status::Ok() : Status::HqUnreachable("HQ is partitioned away from this terminal");
+}
+
+Result<std::string> LocalHqLink::ping(const std::string&) {
+  TS_RETURN_IF_ERROR(check());
+  return hq_->epoch();
+}
+
+Result<PushReply> LocalHqLink::push(const std::string& node_id, const std::vector<LogRecord>& records) {
+  TS_RETURN_IF_ERROR(check());
+  TS_ASSIGN_OR_RETURN(PushResult r, hq_->push(node_id, records));
+  return PushReply{hq_->epoch(), r.acked_seq};
+}
+
+Result<PullReply> LocalHqLink::pull(const std::string& node_id, std::int64_t after,
+                                    std::uint32_t limit, bool filtered) {
+  TS_RETURN_IF_ERROR(check());
+  TS_ASSIGN_OR_RETURN(PullResult r, hq_->pull(node_id, after, limit, filtered));
+  PullReply out{hq_->epoch(), r.cursor, r.hq_hlc, {}};
+  out.customers.reserve(r.entries.size());
+  for (auto& e : r.entries) out.customers.push_back(std::move(e.customer));
+  return out;
+}
+
+}  // namespace tillsync
