@@ -19,12 +19,13 @@ constexpr FunctionalityProfile kAsyncEdits{.async_customer_creation = true,
 
 class ConflictTest : public ::testing::Test {
  protected:
-  void start(ConflictPolicy policy) {
+  void start(ConflictPolicy policy, DuplicatePolicy duplicates = DuplicatePolicy::flag) {
     HqServiceOptions o;
     o.job_interval_ms = 3'600'000;  // the tests run the job themselves
     hq = std::make_unique<HqProcess>(dir.file("hq.db"), o);
     hq->hq_options().clock = &hq_clock;
     hq->hq_options().conflict_policy = policy;
+    hq->hq_options().duplicate_policy = duplicates;
     hq->start();
     a = std::make_unique<Terminal>(dir.file("a.db"), terminal_config("S001", "T01", hq->endpoint(), kAsyncEdits), 1, &clock_a);
     b = std::make_unique<Terminal>(dir.file("b.db"), terminal_config("S002", "T01", hq->endpoint(), kAsyncEdits), 2, &clock_b);
@@ -226,6 +227,66 @@ TEST_F(ConflictTest, EditOfPendingCustomerBeforeConversionReachesConvertedCustom
   sync_all();
   EXPECT_EQ(at_hq(out->customer.guid).middle_name, "Q");
   EXPECT_TRUE(journal().empty());
+  expect_converged();
+}
+
+NewCustomer with_email(const std::string& first, const std::string& email) {
+  NewCustomer n = new_person(first, "Twin");
+  n.email = email;
+  return n;
+}
+
+TEST_F(ConflictTest, DuplicateFlagCreatesBothAndListsTheTwin) {
+  start(ConflictPolicy::lww, DuplicatePolicy::flag);
+  auto first = a->node().create_customer(with_email("Ada", "ada@example.com"));
+  ASSERT_TRUE(first.ok());
+  sync_all();
+  auto second = b->node().create_customer(with_email("Adah", "ADA@Example.com"));
+  ASSERT_TRUE(second.ok()) << second.status().to_string();
+  sync_all();
+  EXPECT_EQ(hq->inspect()->customers("").value().size(), 2u);
+  auto dup = hq->inspect()->sync_status(SyncStatus::duplicate).value();
+  ASSERT_EQ(dup.size(), 1u);
+  EXPECT_EQ(dup[0].guid, second->customer.guid);
+  ASSERT_TRUE(dup[0].twin.has_value());
+  EXPECT_EQ(*dup[0].twin, first->customer.guid);
+  EXPECT_TRUE(dup[0].account_number.has_value());
+  EXPECT_TRUE(b->node().find(second->customer.guid.to_string())->synced());
+  expect_converged();
+}
+
+TEST_F(ConflictTest, DuplicateMergeLinksTheGuidToTheExistingAccount) {
+  start(ConflictPolicy::lww, DuplicatePolicy::merge);
+  auto first = a->node().create_customer(with_email("Grace", "grace@example.com"));
+  ASSERT_TRUE(first.ok());
+  sync_all();
+  const std::string account = *a->node().find(first->customer.guid.to_string())->account_number;
+  NewCustomer twin = new_person("Grace", "Hopper");
+  twin.phone = "555 0100";
+  twin.email = "Grace@Example.com";
+  auto second = b->node().create_customer(twin);
+  ASSERT_TRUE(second.ok());
+  const std::string alias = second->customer.guid.to_string();
+  // An edit made on the merged GUID before the terminal heard of the merge.
+  ASSERT_TRUE(b->node().edit_customer(alias, {{Field::middle_name, "Brewster"}}).ok());
+  sync_all();
+  auto all = hq->inspect()->customers("").value();
+  ASSERT_EQ(all.size(), 1u);  // linked, not created
+  EXPECT_EQ(all[0].middle_name, "Brewster");  // the alias's operation reached it
+  auto dup = hq->inspect()->sync_status(SyncStatus::duplicate).value();
+  ASSERT_EQ(dup.size(), 1u);
+  EXPECT_EQ(dup[0].account_number, account);
+  // The terminal shows the existing account number for the GUID it created.
+  auto shown = b->node().find(alias);
+  ASSERT_TRUE(shown.ok()) << shown.status().to_string();
+  EXPECT_EQ(shown->account_id(), account);
+  // Later operations on either GUID reach the same customer.
+  ASSERT_TRUE(b->node().edit_customer(alias, {{Field::phone, "555 0199"}}).ok());
+  ASSERT_TRUE(a->node().edit_customer(first->customer.guid.to_string(), {{Field::last_name, "Murray"}}).ok());
+  sync_all();
+  Customer c = hq->inspect()->customers("").value().at(0);
+  EXPECT_EQ(c.phone, "555 0199");
+  EXPECT_EQ(c.last_name, "Murray");
   expect_converged();
 }
 

@@ -514,29 +514,29 @@ TEST_F(ReplayCaptureTest, ReplayOfAGoodCaptureAppliesEverything) {
 
 TEST_F(ReplayCaptureTest, TruncatedFileIsCorruptAndAppliesNothing) {
   const std::uint64_t cut = offsets[3] + 20;  // inside record 4
-  const auto path = damaged("truncated.tslog", [&](std::string& b) { b.resize(cut); });
+  const auto path = damaged("truncated.tslog", [&](std::string& bytes) { bytes.resize(cut); });
   expect_refused({other, path}, Code::corrupt_log, offsets[3], 4, "truncated record");
 }
 
 TEST_F(ReplayCaptureTest, FileCutBetweenRecordsIsCorrupt) {
-  const auto path = damaged("cut.tslog", [&](std::string& b) { b.resize(offsets[5]); });
+  const auto path = damaged("cut.tslog", [&](std::string& bytes) { bytes.resize(offsets[5]); });
   expect_refused({path}, Code::corrupt_log, offsets[5], 6, "without its end frame");
 }
 
 TEST_F(ReplayCaptureTest, FlippedBitIsCorruptAndAppliesNothing) {
-  const auto path = damaged("flipped.tslog", [&](std::string& b) { b[offsets[2] + 30] ^= 0x04; });
+  const auto path = damaged("flipped.tslog", [&](std::string& bytes) { bytes[offsets[2] + 30] ^= 0x04; });
   expect_refused({other, path}, Code::corrupt_log, offsets[2], 3, "checksum mismatch");
 }
 
 TEST_F(ReplayCaptureTest, WrongMagicIsCorrupt) {
-  const auto path = damaged("magic.tslog", [](std::string& b) { b[0] = 'X'; });
+  const auto path = damaged("magic.tslog", [](std::string& bytes) { bytes[0] = 'X'; });
   expect_refused({other, path}, Code::corrupt_log, 0, 1, "not a tillsync capture file");
 }
 
 TEST_F(ReplayCaptureTest, NewerFormatVersionIsUnsupported) {
-  const auto path = damaged("v2.tslog", [](std::string& b) {
-    b[8] = static_cast<char>(kCaptureFormatVersion + 1);
-    b[9] = 0;
+  const auto path = damaged("v2.tslog", [](std::string& bytes) {
+    bytes[8] = static_cast<char>(kCaptureFormatVersion + 1);
+    bytes[9] = 0;
   });
   expect_refused({path, other}, Code::unsupported_version, 8, 1, "format version 2");
 }
@@ -609,7 +609,7 @@ TEST_F(ReplayCaptureTest, CaptureStartingPastWhatHqHasIsCorrupt) {
 }
 
 TEST_F(ReplayCaptureTest, SkipCorruptGoesPastAFlippedBitAndReportsIt) {
-  const auto path = damaged("flipped.tslog", [&](std::string& b) { b[offsets[2] + 30] ^= 0x04; });
+  const auto path = damaged("flipped.tslog", [&](std::string& bytes) { bytes[offsets[2] + 30] ^= 0x04; });
   auto hq = fresh_hq("skip.db");
   ReplayOptions o;
   o.skip_corrupt = true;
@@ -644,8 +644,8 @@ TEST_F(ReplayCaptureTest, SkipCorruptGoesPastAFlippedBitAndReportsIt) {
 }
 
 TEST_F(ReplayCaptureTest, SkipCorruptFindsTheNextRecordAfterADamagedLength) {
-  const auto path = damaged("length.tslog", [&](std::string& b) {
-    b[offsets[1] + 3] = '\x7f';  // record 2's length becomes absurd
+  const auto path = damaged("length.tslog", [&](std::string& bytes) {
+    bytes[offsets[1] + 3] = '\x7f';  // record 2's length becomes absurd
   });
   ReplayOptions o;
   o.skip_corrupt = true;
@@ -660,7 +660,7 @@ TEST_F(ReplayCaptureTest, SkipCorruptFindsTheNextRecordAfterADamagedLength) {
 }
 
 TEST_F(ReplayCaptureTest, SkipCorruptKeepsTheIntactPrefixOfATruncatedFile) {
-  const auto path = damaged("truncated.tslog", [&](std::string& b) { b.resize(offsets[4] + 10); });
+  const auto path = damaged("truncated.tslog", [&](std::string& bytes) { bytes.resize(offsets[4] + 10); });
   auto hq = fresh_hq("prefix.db");
   ReplayOptions o;
   o.skip_corrupt = true;
@@ -674,7 +674,7 @@ TEST_F(ReplayCaptureTest, SkipCorruptKeepsTheIntactPrefixOfATruncatedFile) {
 }
 
 TEST_F(ReplayCaptureTest, SkipCorruptSkipsAFileWhoseHeaderIsUnusable) {
-  const auto magic = damaged("magic.tslog", [](std::string& b) { b[1] = '?'; });
+  const auto magic = damaged("magic.tslog", [](std::string& bytes) { bytes[1] = '?'; });
   auto hq = fresh_hq("unusable.db");
   ReplayOptions o;
   o.skip_corrupt = true;

@@ -104,6 +104,16 @@ struct ChannelNode::Impl {
     if (auto guid = Guid::parse(id)) {
       TS_ASSIGN_OR_RETURN(auto c, t.get(*guid));
       if (c) return std::move(*c);
+      // A GUID HQ merged into another customer (duplicate) names that customer.
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare("SELECT target FROM guid_aliases WHERE alias = ?1"));
+      st.bind_blob(1, guid->raw());
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (row) {
+        if (auto target = Guid::from_raw(st.column_blob(0))) {
+          TS_ASSIGN_OR_RETURN(auto merged, t.get(*target));
+          if (merged) return std::move(*merged);
+        }
+      }
     } else {
       TS_ASSIGN_OR_RETURN(auto c, t.by_account(id));
       if (c) return std::move(*c);

@@ -127,6 +127,14 @@ Status CustomerTable::upsert(storage::Transaction& txn, const Customer& c) {
   return insert_children(c);
 }
 
+Status CustomerTable::remove(storage::Transaction& txn, const Guid& customer) {
+  if (!txn.active()) return Status::Internal("customer delete outside a transaction");
+  TS_RETURN_IF_ERROR(remove_children(customer));
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare("DELETE FROM customers WHERE guid = ?1"));
+  st.bind_blob(1, customer.raw());
+  return st.run();
+}
+
 Status CustomerTable::update_scalars(storage::Transaction& txn, const Customer& c) {
   if (!txn.active()) return Status::Internal("customer update outside a transaction");
   TS_ASSIGN_OR_RETURN(auto st, db_->prepare(

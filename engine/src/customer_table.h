@@ -78,6 +78,8 @@ class CustomerTable {
   // Updates only the scalar fields, account number and version.
   Status update_scalars(storage::Transaction& txn, const Customer& c);
   Status add_address(storage::Transaction& txn, const Guid& customer, const Address& a);
+  // Deletes the customer and its children (no-op when absent).
+  Status remove(storage::Transaction& txn, const Guid& customer);
 
   Result<std::optional<Customer>> get(const Guid& guid);
   Result<std::optional<Customer>> by_account(std::string_view account_number);

@@ -87,10 +87,42 @@ struct Headquarters::Impl {
     return Status::Ok();
   }
 
-  Result<Customer> existing(HqTransaction& tx, const Guid& guid) {
+  // The customer a GUID names: itself, or the customer it was merged into (duplicates).
+  Result<std::optional<Customer>> lookup(HqTransaction& tx, const Guid& guid) {
     TS_ASSIGN_OR_RETURN(auto c, tx.customer(guid));
+    if (c) return c;
+    TS_ASSIGN_OR_RETURN(auto target, tx.alias_target(guid));
+    if (!target) return std::optional<Customer>{};
+    return tx.customer(*target);
+  }
+
+  Result<Customer> existing(HqTransaction& tx, const Guid& guid) {
+    TS_ASSIGN_OR_RETURN(auto c, lookup(tx, guid));
     if (!c) return not_found(guid);
     return std::move(*c);
+  }
+
+  Result<DuplicatePolicy> duplicates(HqTransaction& tx) {
+    TS_ASSIGN_OR_RETURN(auto v, tx.setting(kDuplicatePolicyKey));
+    return v ? parse_duplicate_policy(*v).value_or(DuplicatePolicy::flag) : DuplicatePolicy::flag;
+  }
+
+  // Duplicate detection at conversion (DESIGN.md §4). Returns true when `c` was merged
+  // into an existing customer (policy merge) and must not be created.
+  Result<bool> handle_duplicate(HqTransaction& tx, const LogRecord& rec, Customer& c,
+                                std::string_view channel, std::optional<Guid>& twin_out) {
+    TS_ASSIGN_OR_RETURN(auto twin, tx.find_duplicate(c));
+    twin_out = twin;
+    if (!twin) return false;
+    TS_ASSIGN_OR_RETURN(DuplicatePolicy policy, duplicates(tx));
+    if (policy == DuplicatePolicy::flag) return false;
+    TS_ASSIGN_OR_RETURN(Customer target, existing(tx, *twin));
+    TS_RETURN_IF_ERROR(tx.put_alias(c.guid, target.guid));
+    TS_ASSIGN_OR_RETURN(auto seq, tx.append_alias(c.guid, target, channel));
+    (void)seq;
+    TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, target.account_number, SyncStatus::duplicate,
+                                     "merged into existing customer " + target.account_id(), target.guid));
+    return true;
   }
 
   // Outcome of applying one staged operation: OK, or a domain error that marks the
@@ -109,7 +141,8 @@ struct Headquarters::Impl {
     if (auto* created = std::get_if<CustomerCreated>(&p)) {
       Customer c = created->customer;
       if (c.guid != rec.entity) return Applied{Status::CorruptLog("create payload GUID differs from the log row")};
-      TS_ASSIGN_OR_RETURN(auto have, tx.customer(c.guid));
+      TS_ASSIGN_OR_RETURN(auto have, lookup(tx, c.guid));
+      if (have && have->guid != c.guid) return Applied{Status::Ok(), false};  // merged before
       if (have) {
         // Already created, e.g. by an RTS call whose reply was lost before the
         // terminal fell back to async (D4): the same GUID is the same customer.
@@ -119,16 +152,25 @@ struct Headquarters::Impl {
       for (const FieldChange& f : fixes) c.get(f.field) = f.value;
       Status valid = validate_customer(c);
       if (!valid.ok()) return Applied{valid};
+      std::optional<Guid> twin;
+      TS_ASSIGN_OR_RETURN(bool merged, handle_duplicate(tx, rec, c, channel, twin));
+      if (merged) return Applied{Status::Ok(), true};
       TS_ASSIGN_OR_RETURN(std::string account, tx.next_account_number());
       c.account_number = account;
       c.version = 1;
       c.loyalty_cards.clear();
       TS_RETURN_IF_ERROR(publish(tx, c, channel));
-      TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, c.account_number, SyncStatus::converted, ""));
+      if (twin) {
+        TS_ASSIGN_OR_RETURN(Customer other, existing(tx, *twin));
+        TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, c.account_number, SyncStatus::duplicate,
+                                         "same e-mail or phone as customer " + other.account_id(), twin));
+      } else {
+        TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, c.account_number, SyncStatus::converted, ""));
+      }
       return Applied{Status::Ok(), true};
     }
 
-    TS_ASSIGN_OR_RETURN(auto have, tx.customer(rec.entity));
+    TS_ASSIGN_OR_RETURN(auto have, lookup(tx, rec.entity));
     if (!have) {
       return Applied{Status::NotFound("customer " + rec.entity.to_string() +
                                       " has not been converted at HQ")};
@@ -154,7 +196,7 @@ struct Headquarters::Impl {
 
   Status record_status(HqTransaction& tx, const LogRecord& rec, const Guid& guid,
                        const std::optional<std::string>& account, SyncStatus status,
-                       std::string_view error) {
+                       std::string_view error, std::optional<Guid> twin = std::nullopt) {
     TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(guid));
     SyncStatusRecord r = row.value_or(SyncStatusRecord{});
     if (!row) {
@@ -166,6 +208,7 @@ struct Headquarters::Impl {
     r.status = status;
     r.last_error = std::string(error);
     r.updated_at_ms = now();
+    if (twin) r.twin = twin;
     return tx.put_sync_status(r);
   }
 
@@ -402,8 +445,7 @@ Result<ConflictPolicy> Headquarters::conflict_policy() {
 
 Result<DuplicatePolicy> Headquarters::duplicate_policy() {
   TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  TS_ASSIGN_OR_RETURN(auto v, tx->setting(kDuplicatePolicyKey));
-  return v ? parse_duplicate_policy(*v).value_or(DuplicatePolicy::flag) : DuplicatePolicy::flag;
+  return impl_->duplicates(*tx);
 }
 
 Result<ConflictRecord> Headquarters::resolve_conflict(std::int64_t id, bool keep_lost) {

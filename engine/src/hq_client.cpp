@@ -94,7 +94,8 @@ Result<PullReply> HqClient::pull(const std::string& node_id, std::int64_t after,
                                  std::uint32_t limit, bool filtered) {
   TS_ASSIGN_OR_RETURN(auto r, impl_->call<protocol::PullReply>(
                                   MsgType::pull, protocol::Pull{node_id, after, limit, filtered}));
-  return PullReply{std::move(r.epoch), r.cursor, Hlc{r.hq_hlc}, std::move(r.customers)};
+  return PullReply{std::move(r.epoch), r.cursor, Hlc{r.hq_hlc}, std::move(r.customers),
+                   std::move(r.aliases)};
 }
 
 }  // namespace tillsync

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "protocol.h"
+#include "tillsync/local_hq_link.h"
 #include "tillsync/transport/socket.h"
 
 namespace tillsync {
@@ -85,10 +86,10 @@ struct HqService::Impl {
         TS_RETURN_IF_ERROR(check_node(m));
         const std::uint32_t limit = std::clamp<std::uint32_t>(m.limit, 1, 5000);
         TS_ASSIGN_OR_RETURN(PullResult r, hq->pull(m.node, m.after, limit, m.filtered));
-        protocol::PullReply out{hq->epoch(), r.cursor, r.hq_hlc.value, {}};
-        out.customers.reserve(r.entries.size());
-        for (auto& e : r.entries) out.customers.push_back(std::move(e.customer));
-        return reply(MsgType::pull, protocol::encode(std::move(out)));
+        PullReply p = to_pull_reply(hq->epoch(), std::move(r));
+        return reply(MsgType::pull, protocol::encode(protocol::PullReply{
+                                        std::move(p.epoch), p.cursor, p.hq_hlc.value,
+                                        std::move(p.customers), std::move(p.aliases)}));
       }
     }
     return Status::InvalidInput("type", "unknown message type " + std::to_string(req.frame.type));

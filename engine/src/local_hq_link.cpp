@@ -21,9 +21,16 @@ Result<PullReply> LocalHqLink::pull(const std::string& node_id, std::int64_t aft
                                     std::uint32_t limit, bool filtered) {
   TS_RETURN_IF_ERROR(check());
   TS_ASSIGN_OR_RETURN(PullResult r, hq_->pull(node_id, after, limit, filtered));
-  PullReply out{hq_->epoch(), r.cursor, r.hq_hlc, {}};
-  out.customers.reserve(r.entries.size());
-  for (auto& e : r.entries) out.customers.push_back(std::move(e.customer));
+  return to_pull_reply(hq_->epoch(), std::move(r));
+}
+
+PullReply to_pull_reply(std::string epoch, PullResult result) {
+  PullReply out{std::move(epoch), result.cursor, result.hq_hlc, {}, {}};
+  out.customers.reserve(result.entries.size());
+  for (auto& e : result.entries) {
+    if (e.alias) out.aliases.emplace_back(*e.alias, e.customer.guid);
+    out.customers.push_back(std::move(e.customer));
+  }
   return out;
 }
 

@@ -54,8 +54,14 @@ constexpr std::array<TextSetting, 5> kDefaults{{
 }  // namespace
 
 const storage::SchemaSpec& schema() {
-  static const std::array<storage::Migration, 1> migrations{{
+  static const std::array<storage::Migration, 2> migrations{{
       {1, "terminal: settings, customer replica, change log", v1_sql()},
+      {2, "terminal: GUIDs HQ merged into other customers", R"sql(
+CREATE TABLE guid_aliases (
+  alias  BLOB PRIMARY KEY,
+  target BLOB NOT NULL
+) STRICT;
+)sql"},
   }};
   static const storage::SchemaSpec spec{kApplicationId, "terminal", migrations};
   return spec;

@@ -146,11 +146,16 @@ struct PullReply {
   std::int64_t cursor = 0;
   std::uint64_t hq_hlc = 0;
   std::vector<Customer> customers;
+  std::vector<std::pair<Guid, Guid>> aliases;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, epoch);
     codec::integer(ar, cursor);
     codec::integer(ar, hq_hlc);
     codec::list(ar, customers, [](Ar& a, Customer& c) { codec::customer(a, c); });
+    codec::list(ar, aliases, [](Ar& a, std::pair<Guid, Guid>& p) {
+      codec::guid(a, p.first);
+      codec::guid(a, p.second);
+    });
   }
 };
 

@@ -141,6 +141,15 @@ struct Replicator::Impl {
         TS_RETURN_IF_ERROR(rebase(c, acked));
         TS_RETURN_IF_ERROR(customers.upsert(txn, c));
       }
+      // Duplicates HQ merged: the local record gives way to the customer it joined, and
+      // its GUID keeps working as a name for that customer.
+      for (const auto& [alias, target] : reply.aliases) {
+        TS_RETURN_IF_ERROR(customers.remove(txn, alias));
+        TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+            "INSERT OR REPLACE INTO guid_aliases(alias, target) VALUES(?1, ?2)"));
+        st.bind_blob(1, alias.raw()).bind_blob(2, target.raw());
+        TS_RETURN_IF_ERROR(st.run());
+      }
       TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, reply.cursor));
       // Later local writes must order after everything HQ had applied (causality for

@@ -6,6 +6,7 @@
 #include "tillsync/hq_store.h"
 #include "tillsync/storage/database.h"
 #include "tillsync/storage/schema.h"
+#include "tillsync/validation.h"
 
 namespace tillsync {
 
@@ -132,11 +133,27 @@ CREATE TABLE conflicts (
 CREATE INDEX conflicts_customer ON conflicts(customer, status);
 )sql";
 
+constexpr std::string_view kDuplicateSchema = R"sql(
+CREATE TABLE match_keys (
+  key      TEXT NOT NULL,
+  customer BLOB NOT NULL,
+  PRIMARY KEY (key, customer)
+) STRICT;
+CREATE INDEX match_keys_customer ON match_keys(customer);
+CREATE TABLE guid_aliases (
+  alias  BLOB PRIMARY KEY,
+  target BLOB NOT NULL
+) STRICT;
+ALTER TABLE sync_status ADD COLUMN twin BLOB;
+ALTER TABLE feed ADD COLUMN alias BLOB;
+)sql";
+
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 2> migrations{{
+  static const std::array<storage::Migration, 3> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
       {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
+      {3, "HQ: duplicate detection keys and GUID aliases", kDuplicateSchema},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
   return spec;
@@ -219,6 +236,7 @@ SyncStatusRecord read_status(const storage::Statement& st) {
   r.last_error = st.column_text(4);
   r.created_at_ms = st.column_int64(5);
   r.updated_at_ms = st.column_int64(6);
+  if (!st.column_is_null(7)) r.twin = Guid::from_raw(st.column_blob(7));
   return r;
 }
 
@@ -264,10 +282,44 @@ class SqliteHqTransaction final : public HqTransaction {
   }
   Status put_customer(const Customer& c, std::string_view channel) override {
     TS_RETURN_IF_ERROR(CustomerTable(db_).upsert(txn_, c));
+    TS_RETURN_IF_ERROR(write_match_keys(c));
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "INSERT OR IGNORE INTO customer_channel(guid, channel) VALUES(?1, ?2)"));
     st.bind_blob(1, c.guid.raw()).bind(2, channel);
     return st.run();
+  }
+  Result<std::int64_t> append_alias(const Guid& alias, const Customer& target,
+                                    std::string_view channel) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT INTO feed(channel, customer, payload, alias) VALUES(?1, ?2, ?3, ?4)"));
+    st.bind(1, channel).bind_blob(2, target.guid.raw()).bind_blob(3, encode_customer(target));
+    st.bind_blob(4, alias.raw());
+    TS_RETURN_IF_ERROR(st.run());
+    return db_.last_insert_rowid();
+  }
+  Result<std::optional<Guid>> find_duplicate(const Customer& c) override {
+    for (const std::string& key : match_keys(c)) {
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+          "SELECT customer FROM match_keys WHERE key = ?1 AND customer != ?2 "
+          "ORDER BY customer LIMIT 1"));
+      st.bind(1, key).bind_blob(2, c.guid.raw());
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (row) return Guid::from_raw(st.column_blob(0));
+    }
+    return std::optional<Guid>{};
+  }
+  Status put_alias(const Guid& alias, const Guid& target) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT OR REPLACE INTO guid_aliases(alias, target) VALUES(?1, ?2)"));
+    st.bind_blob(1, alias.raw()).bind_blob(2, target.raw());
+    return st.run();
+  }
+  Result<std::optional<Guid>> alias_target(const Guid& alias) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT target FROM guid_aliases WHERE alias = ?1"));
+    st.bind_blob(1, alias.raw());
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return std::optional<Guid>{};
+    return Guid::from_raw(st.column_blob(0));
   }
   Result<std::string> channel_of(const Guid& customer) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT channel FROM customer_channel WHERE guid = ?1"));
@@ -331,8 +383,8 @@ class SqliteHqTransaction final : public HqTransaction {
 
   Result<std::optional<SyncStatusRecord>> sync_status(const Guid& guid) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "SELECT guid, node_id, account_number, status, last_error, created_at_ms, updated_at_ms "
-        "FROM sync_status WHERE guid = ?1"));
+        "SELECT guid, node_id, account_number, status, last_error, created_at_ms, updated_at_ms, "
+        "twin FROM sync_status WHERE guid = ?1"));
     st.bind_blob(1, guid.raw());
     TS_ASSIGN_OR_RETURN(bool row, st.step());
     if (!row) return std::optional<SyncStatusRecord>{};
@@ -341,10 +393,12 @@ class SqliteHqTransaction final : public HqTransaction {
   Status put_sync_status(const SyncStatusRecord& r) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "INSERT OR REPLACE INTO sync_status(guid, node_id, account_number, status, last_error, "
-        "created_at_ms, updated_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+        "created_at_ms, updated_at_ms, twin) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
     st.bind_blob(1, r.guid.raw()).bind(2, r.node_id).bind(3, r.account_number);
     st.bind(4, to_string(r.status)).bind(5, r.last_error).bind(6, r.created_at_ms);
     st.bind(7, r.updated_at_ms);
+    if (r.twin) st.bind_blob(8, r.twin->raw());
+    else st.bind_null(8);
     return st.run();
   }
 
@@ -416,6 +470,26 @@ class SqliteHqTransaction final : public HqTransaction {
   Status commit() override { return txn_.commit(); }
 
  private:
+  // "e:<normalized e-mail>" and "p:<normalized phone>" of a customer's main contacts.
+  static std::vector<std::string> match_keys(const Customer& c) {
+    std::vector<std::string> keys;
+    if (std::string e = normalize_email(c.email); !e.empty()) keys.push_back("e:" + e);
+    if (std::string p = normalize_phone(c.phone); !p.empty()) keys.push_back("p:" + p);
+    return keys;
+  }
+  Status write_match_keys(const Customer& c) {
+    TS_ASSIGN_OR_RETURN(auto del, db_.prepare("DELETE FROM match_keys WHERE customer = ?1"));
+    del.bind_blob(1, c.guid.raw());
+    TS_RETURN_IF_ERROR(del.run());
+    for (const std::string& key : match_keys(c)) {
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+          "INSERT OR IGNORE INTO match_keys(key, customer) VALUES(?1, ?2)"));
+      st.bind(1, key).bind_blob(2, c.guid.raw());
+      TS_RETURN_IF_ERROR(st.run());
+    }
+    return Status::Ok();
+  }
+
   storage::Database& db_;
   storage::Transaction txn_;
   std::string prefix_;
@@ -441,7 +515,7 @@ class SqliteHqStore final : public HqStore {
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db_, storage::Transaction::Mode::deferred));
     TS_ASSIGN_OR_RETURN(auto max_seq, db_->query_int("SELECT max(seq) FROM feed"));
     TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
-        "SELECT seq, channel, payload FROM feed WHERE seq > ?1 AND (?2 IS NULL OR channel = ?2) "
+        "SELECT seq, channel, payload, alias FROM feed WHERE seq > ?1 AND (?2 IS NULL OR channel = ?2) "
         "ORDER BY seq LIMIT ?3"));
     st.bind(1, after).bind(2, channel).bind(3, static_cast<std::int64_t>(limit));
     std::vector<FeedEntry> out;
@@ -452,6 +526,7 @@ class SqliteHqStore final : public HqStore {
       e.seq = st.column_int64(0);
       e.channel = st.column_text(1);
       TS_ASSIGN_OR_RETURN(e.customer, decode_customer(st.column_blob(2)));
+      if (!st.column_is_null(3)) e.alias = Guid::from_raw(st.column_blob(3));
       out.push_back(std::move(e));
     }
     if (cursor_out != nullptr) {
@@ -467,8 +542,8 @@ class SqliteHqStore final : public HqStore {
   }
   Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) override {
     TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
-        "SELECT guid, node_id, account_number, status, last_error, created_at_ms, updated_at_ms "
-        "FROM sync_status WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at_ms, guid"));
+        "SELECT guid, node_id, account_number, status, last_error, created_at_ms, updated_at_ms, "
+        "twin FROM sync_status WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at_ms, guid"));
     st.bind(1, filter ? std::optional<std::string>(std::string(to_string(*filter))) : std::nullopt);
     std::vector<SyncStatusRecord> out;
     for (;;) {

@@ -80,7 +80,8 @@ bool use_storage(const std::filesystem::path& dir) {
 
 int main() {
   std::error_code ec;
-  std::string tmpl = (std::filesystem::temp_directory_path(ec) / "tillsync-consumer-XXXXXX").string();
+  std::string tmpl =
+      (std::filesystem::temp_directory_path(ec) / "tillsync-consumer-XXXXXX").string();
   if (ec || ::mkdtemp(tmpl.data()) == nullptr) {
     std::fprintf(stderr, "tillsync consumer: cannot create a temporary directory\n");
     return 1;

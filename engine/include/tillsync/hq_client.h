@@ -41,6 +41,8 @@ struct PullReply {
   std::int64_t cursor = 0;
   Hlc hq_hlc;  // HQ's clock reading
   std::vector<Customer> customers;
+  // (alias, target): a terminal-made GUID HQ merged into an existing customer.
+  std::vector<std::pair<Guid, Guid>> aliases;
 };
 
 class HqClient final : public HqGateway, public HqLink {

@@ -34,6 +34,7 @@ struct SyncStatusRecord {
   std::string last_error;
   std::int64_t created_at_ms = 0;
   std::int64_t updated_at_ms = 0;
+  std::optional<Guid> twin;  // status duplicate: the existing customer it matches
 };
 
 enum class StagedState { staged, applied, failed };
@@ -45,11 +46,13 @@ struct StagedOp {
   std::string error;
 };
 
-// One entry of the outbound feed: the customer as HQ now has it.
+// One entry of the outbound feed: the customer as HQ now has it, or (alias set) the
+// news that a terminal's GUID now names another customer (duplicate merge).
 struct FeedEntry {
   std::int64_t seq = 0;
   std::string channel;  // store id the customer belongs to ("" for HQ-created)
   Customer customer;
+  std::optional<Guid> alias;  // when set: `alias` is merged into customer.guid
 };
 
 // The last write HQ applied to one field of a customer: who, when (HLC), and the
@@ -114,6 +117,16 @@ class HqTransaction {
   virtual Status put_sync_status(const SyncStatusRecord& record) = 0;
 
   virtual Result<std::int64_t> append_feed(const Customer& customer, std::string_view channel) = 0;
+  // Publishes that `alias` (a terminal-made GUID) now names `target`.
+  virtual Result<std::int64_t> append_alias(const Guid& alias, const Customer& target,
+                                            std::string_view channel) = 0;
+
+  // Duplicate detection: another customer whose normalized e-mail or phone equals
+  // `c`'s (the keys are maintained by put_customer). nullopt when none.
+  virtual Result<std::optional<Guid>> find_duplicate(const Customer& c) = 0;
+  // GUID aliases (duplicate merge): operations on `alias` reach `target`.
+  virtual Status put_alias(const Guid& alias, const Guid& target) = 0;
+  virtual Result<std::optional<Guid>> alias_target(const Guid& alias) = 0;
 
   virtual Result<std::optional<FieldWrite>> field_write(const Guid& customer, std::string_view key) = 0;
   virtual Status put_field_write(const Guid& customer, std::string_view key, const FieldWrite& w) = 0;

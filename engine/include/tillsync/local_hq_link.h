@@ -10,6 +10,10 @@
 
 namespace tillsync {
 
+// The reply a terminal gets for a pull, built from HQ's result (shared by the ZeroMQ
+// service and the in-process link).
+PullReply to_pull_reply(std::string epoch, PullResult result);
+
 class LocalHqLink final : public HqLink {
  public:
   explicit LocalHqLink(Headquarters& hq) : hq_(&hq) {}
