@@ -670,6 +670,17 @@ TEST_F(StorageSchema, UpgradesAnOlderFileWithOnlyTheNewSteps) {
   EXPECT_EQ(applied(), "1,2,3");
 }
 
+TEST_F(StorageSchema, UpgradeOnOpenMigratesOlderFilesAndRefusesBlankOnes) {
+  EXPECT_EQ(upgrade(*db_, terminal_spec()).code(), Code::not_a_tillsync_database);
+  EXPECT_EQ(query_count(*db_, "PRAGMA user_version"), 0);  // the blank file is untouched
+  ASSERT_OK(migrate(*db_, terminal_spec(1)));
+  reopen();
+  ASSERT_OK(upgrade(*db_, terminal_spec()));
+  EXPECT_EQ(applied(), "1,2,3");
+  ASSERT_OK(check_schema(*db_, terminal_spec()));
+  EXPECT_EQ(upgrade(*db_, hq_spec()).code(), Code::not_a_tillsync_database);
+}
+
 TEST_F(StorageSchema, FailedStepRollsBackThatStepOnly) {
   constexpr Migration broken[] = {
       kMigrations[0],

@@ -348,7 +348,7 @@ Result<std::unique_ptr<ChannelNode>> ChannelNode::create(const std::string& path
   TS_ASSIGN_OR_RETURN(auto version, db->query_int("PRAGMA user_version"));
   if (version.value_or(0) != 0) {
     // Either already a terminal (refuse to overwrite it) or something else entirely.
-    TS_RETURN_IF_ERROR(storage::check_schema(*db, node_db::schema()));
+    TS_RETURN_IF_ERROR(storage::upgrade(*db, node_db::schema()));
     return Status::InvalidInput("db", "db: " + path + " is already an initialized terminal "
                                           "database; refusing to overwrite it");
   }
@@ -364,7 +364,7 @@ Result<std::unique_ptr<ChannelNode>> ChannelNode::create(const std::string& path
 Result<std::unique_ptr<ChannelNode>> ChannelNode::open(const std::string& path,
                                                        const ChannelNodeOptions& options) {
   TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(path, db_options(options, false)));
-  TS_RETURN_IF_ERROR(storage::check_schema(*db, node_db::schema()));
+  TS_RETURN_IF_ERROR(storage::upgrade(*db, node_db::schema()));
   TS_ASSIGN_OR_RETURN(NodeConfig config, node_db::read_config(*db));
   // Resume the HLC above everything this node has issued, whatever the wall clock says.
   TS_ASSIGN_OR_RETURN(std::int64_t last, node_db::get_int(*db, node_db::key::hlc, 0));

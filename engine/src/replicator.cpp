@@ -181,7 +181,7 @@ Result<std::unique_ptr<Replicator>> Replicator::open(const std::string& node_db_
   auto impl = std::make_unique<Impl>();
   storage::DatabaseOptions dbo;
   TS_ASSIGN_OR_RETURN(impl->db, storage::Database::open(node_db_path, dbo));
-  TS_RETURN_IF_ERROR(storage::check_schema(*impl->db, node_db::schema()));
+  TS_RETURN_IF_ERROR(storage::upgrade(*impl->db, node_db::schema()));
   TS_ASSIGN_OR_RETURN(impl->config, node_db::read_config(*impl->db));
   impl->hq = &hq;
   impl->options = options;

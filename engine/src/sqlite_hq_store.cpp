@@ -596,7 +596,7 @@ Status init_sqlite_hq(const std::string& path, std::string_view number_prefix,
   TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(path, db_options(options, true)));
   TS_ASSIGN_OR_RETURN(auto version, db->query_int("PRAGMA user_version"));
   if (version.value_or(0) != 0) {
-    TS_RETURN_IF_ERROR(storage::check_schema(*db, hq_schema()));
+    TS_RETURN_IF_ERROR(storage::upgrade(*db, hq_schema()));
     return Status::InvalidInput("db", "db: " + path +
                                           " is already an initialized HQ database; refusing to "
                                           "overwrite it");
@@ -612,7 +612,7 @@ Status init_sqlite_hq(const std::string& path, std::string_view number_prefix,
 Result<std::unique_ptr<HqStore>> open_sqlite_hq(const std::string& path,
                                                 const SqliteHqOptions& options) {
   TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(path, db_options(options, false)));
-  TS_RETURN_IF_ERROR(storage::check_schema(*db, hq_schema()));
+  TS_RETURN_IF_ERROR(storage::upgrade(*db, hq_schema()));
   TS_ASSIGN_OR_RETURN(auto epoch, meta_get(*db, "epoch"));
   TS_ASSIGN_OR_RETURN(auto prefix, meta_get(*db, "number_prefix"));
   if (!epoch || !prefix)

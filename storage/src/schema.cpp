@@ -60,6 +60,14 @@ Status check_schema(Database& db, const SchemaSpec& spec) {
   return Status::Ok();
 }
 
+Status upgrade(Database& db, const SchemaSpec& spec) {
+  TS_ASSIGN_OR_RETURN(Stamp s, read_stamp(db));
+  if (s.user_version == 0) return check_schema(db, spec);  // blank or foreign: refuse
+  TS_RETURN_IF_ERROR(check_stamp(db, s, spec));
+  TS_RETURN_IF_ERROR(migrate(db, spec));
+  return check_schema(db, spec);
+}
+
 Status migrate(Database& db, const SchemaSpec& spec) {
   TS_ASSIGN_OR_RETURN(Stamp s, read_stamp(db));
   TS_RETURN_IF_ERROR(check_stamp(db, s, spec));

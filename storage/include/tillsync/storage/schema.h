@@ -38,4 +38,9 @@ Status migrate(Database& db, const SchemaSpec& spec);
 // one becomes current through migrate()).
 Status check_schema(Database& db, const SchemaSpec& spec);
 
+// Opening an existing database: refuses a blank file (not_a_tillsync_database), a
+// foreign or newer one as check_schema() does, and brings an older tillsync schema up to
+// date with migrate(). What a node or HQ calls on open, so upgrades are automatic.
+Status upgrade(Database& db, const SchemaSpec& spec);
+
 }  // namespace tillsync::storage
