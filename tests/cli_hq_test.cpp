@@ -223,11 +223,12 @@ class HqCliTest : public ::testing::Test {
 
   // Starts `hq serve` on a free port; its job is parked unless `job_interval_ms` says
   // otherwise, so the tests run the sync job explicitly.
-  void start_hq(const std::string& job_interval_ms = "3600000") {
-    hq_ = std::make_unique<Child>(
-        std::vector<std::string>{"hq", "serve", "--db", hq_db_, "--listen", "tcp://127.0.0.1:*",
-                                 "--job-interval-ms", job_interval_ms},
-        err_file());
+  void start_hq(const std::string& job_interval_ms = "3600000",
+                std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"hq", "serve", "--db", hq_db_, "--listen", "tcp://127.0.0.1:*",
+                                  "--job-interval-ms", job_interval_ms};
+    args.insert(args.end(), extra.begin(), extra.end());
+    hq_ = std::make_unique<Child>(args, err_file());
     auto line = hq_->read_line();
     ASSERT_TRUE(line.has_value()) << "hq serve printed no line; stderr: " << hq_->err();
     const std::string prefix = "listening on ";
@@ -353,25 +354,65 @@ TEST_F(HqCliTest, HqCommandsRefuseNonTillsyncDatabase) {
             "not_found");
 }
 
-TEST_F(HqCliTest, HqServeRefusesPoliciesNotImplemented) {
+TEST_F(HqCliTest, HqServeRefusesBadOptions) {
   init_hq();
-  json err = error_json({"hq", "serve", "--db", hq_db_, "--listen", "tcp://127.0.0.1:*",
-                         "--conflict-policy", "manual"},
-                        3);
-  EXPECT_EQ(err["code"], "feature_disabled");
-  EXPECT_NE(err["message"].get<std::string>().find("lww"), std::string::npos) << err;
-  err = error_json({"hq", "serve", "--db", hq_db_, "--listen", "tcp://127.0.0.1:*",
-                    "--duplicates", "merge"},
-                   3);
-  EXPECT_EQ(err["code"], "feature_disabled");
   EXPECT_EQ(run({"hq", "serve", "--db", hq_db_, "--listen", "tcp://127.0.0.1:*",
                  "--conflict-policy", "coin-toss"})
+                .exit,
+            2);
+  EXPECT_EQ(run({"hq", "serve", "--db", hq_db_, "--listen", "tcp://127.0.0.1:*",
+                 "--duplicates", "maybe"})
                 .exit,
             2);
   EXPECT_EQ(error_json({"hq", "serve", "--db", hq_db_, "--listen", "127.0.0.1:5555"}, 3)["field"],
             "listen");
   EXPECT_EQ(run({"hq", "run-job", "reindex", "--db", hq_db_}).exit, 2);
   EXPECT_EQ(run({"hq", "sync-status", "--db", hq_db_, "--status", "lost"}).exit, 2);
+  EXPECT_EQ(run({"hq", "resolve", "--db", hq_db_, "1", "--keep", "both"}).exit, 2);
+  EXPECT_EQ(error_json({"hq", "resolve", "--db", hq_db_, "7", "--keep", "kept"}, 3)["code"],
+            "not_found");
+  EXPECT_EQ(ok_json({"hq", "conflicts", "--db", hq_db_})["conflicts"].size(), 0u);
+}
+
+TEST_F(HqCliTest, ManualConflictPolicyHoldsEditUntilResolved) {
+  init_hq();
+  start_hq("3600000", {"--conflict-policy", "manual"});
+  init_terminal("S001", {"--async-edits"});
+  init_terminal("S002", {"--async-edits"});
+  json c = create("S001", {"--first-name", "Ada", "--last-name", "Lovelace"});
+  const std::string account = c["account_number"];
+  sync("S002");  // S002 learns the customer
+  ok_json({"store", "edit-customer", "--db", terminal_db("S001"), account, "--set",
+           "email=one@example.com", "--offline"});
+  ok_json({"store", "edit-customer", "--db", terminal_db("S002"), account, "--set",
+           "email=two@example.com", "--offline"});
+  sync("S001");
+  run_job();
+  sync("S002");
+  run_job();
+  json conflicts = ok_json({"hq", "conflicts", "--db", hq_db_})["conflicts"];
+  ASSERT_EQ(conflicts.size(), 1u) << conflicts;
+  EXPECT_EQ(conflicts[0]["status"], "open");
+  EXPECT_EQ(conflicts[0]["field"], "email");
+  EXPECT_EQ(conflicts[0]["kept"], "one@example.com");
+  EXPECT_EQ(conflicts[0]["lost"], "two@example.com");
+  EXPECT_EQ(conflicts[0]["policy"], "manual");
+  EXPECT_EQ(hq_records("conflict").size(), 1u);
+
+  json resolved = ok_json({"hq", "resolve", "--db", hq_db_,
+                           std::to_string(conflicts[0]["id"].get<std::int64_t>()), "--keep", "lost"});
+  EXPECT_EQ(resolved["status"], "resolved");
+  EXPECT_EQ(resolved["kept"], "two@example.com");
+  sync("S001");
+  sync("S002");
+  EXPECT_EQ(ok_json({"store", "show", "--db", terminal_db("S001"), account})["email"],
+            "two@example.com");
+  EXPECT_EQ(ok_json({"store", "digest", "--db", terminal_db("S001")}),
+            ok_json({"hq", "digest", "--db", hq_db_}));
+  EXPECT_EQ(ok_json({"store", "digest", "--db", terminal_db("S002")}),
+            ok_json({"hq", "digest", "--db", hq_db_}));
+  EXPECT_EQ(hq_records("conflict").size(), 0u);
+  stop_hq();
 }
 
 // ---------------------------------------------------------------------------

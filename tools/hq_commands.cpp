@@ -85,8 +85,8 @@ void add_init(CLI::App& hq, Cli& cli) {
 struct ServeOptions {
   std::string db, listen;
   int job_interval_ms = 200;
-  std::string conflict_policy = "lww";
-  std::string duplicates = "flag";
+  std::string conflict_policy;  // empty: keep the policy stored in the HQ database
+  std::string duplicates;
 };
 
 // The running service, for the signal handler (HqService::stop() is an atomic store).
@@ -109,24 +109,13 @@ Status check_listen(const std::string& endpoint) {
 }
 
 int run_serve(const Cli& cli, const ServeOptions& o) {
-  if (o.conflict_policy != "lww") {
-    return cli.fail(Status::FeatureDisabled(
-        "conflict-policy",
-        "--conflict-policy " + o.conflict_policy +
-            " is not available in this version of tillsync: only lww (newest change wins) is "
-            "implemented; hq-wins and manual come with conflict resolution ('tillsync hq "
-            "conflicts' / 'hq resolve')"));
-  }
-  if (o.duplicates != "flag") {
-    return cli.fail(Status::FeatureDisabled(
-        "duplicates",
-        "--duplicates " + o.duplicates +
-            " is not available in this version of tillsync: only flag is implemented; merge "
-            "comes with conflict resolution ('tillsync hq conflicts' / 'hq resolve')"));
-  }
   if (Status s = check_listen(o.listen); !s) return cli.fail(s);
 
-  auto hq = Headquarters::open(o.db);
+  // Given policies are stored in the HQ database, so `hq run-job` applies them too.
+  HqOptions hq_options;
+  if (!o.conflict_policy.empty()) hq_options.conflict_policy = parse_conflict_policy(o.conflict_policy);
+  if (!o.duplicates.empty()) hq_options.duplicate_policy = parse_duplicate_policy(o.duplicates);
+  auto hq = Headquarters::open(o.db, hq_options);
   if (!hq) return cli.fail(hq.status());
 
   install_stop_handlers(&stop_service);
@@ -154,9 +143,13 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
     print_json_line(j);
   } else {
     std::cout << "listening on " << service->endpoint() << std::endl;
+    const auto policy = service->hq().conflict_policy();
+    const auto duplicates = service->hq().duplicate_policy();
     std::cerr << "tillsync: HQ " << o.db << " (epoch " << service->hq().epoch()
               << ") serves terminals; the customer sync job runs every " << o.job_interval_ms
-              << " ms; stop with Ctrl-C or SIGTERM" << std::endl;
+              << " ms; conflicts: " << (policy ? to_string(*policy) : "?")
+              << ", duplicates: " << (duplicates ? to_string(*duplicates) : "?")
+              << "; stop with Ctrl-C or SIGTERM" << std::endl;
   }
 
   Status status = service->run();
@@ -204,15 +197,18 @@ void add_serve(CLI::App& hq, Cli& cli) {
       ->check(CLI::Range(1, 86'400'000))
       ->type_name("MS");
   sub->add_option("--conflict-policy", o->conflict_policy,
-                  "How concurrent edits of the same field are resolved; only lww (newest "
-                  "change wins) is available in this version")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"lww", "hq-wins", "manual"}));
+                  "How concurrent edits of the same field are resolved: lww (newest change "
+                  "wins, the default), hq-wins (back-office edits beat terminal edits) or manual "
+                  "(held for an operator: 'hq conflicts', 'hq resolve'). Stored in the HQ "
+                  "database; omitted: the stored policy")
+      ->check(CLI::IsMember({"lww", "hq-wins", "manual"}))
+      ->type_name("lww|hq-wins|manual");
   sub->add_option("--duplicates", o->duplicates,
                   "What the sync job does with an async customer whose e-mail or phone matches "
-                  "another customer; only flag is available in this version")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"flag", "merge"}));
+                  "another customer: flag (create it and list the pair, the default) or merge "
+                  "(link it to the existing account). Stored in the HQ database")
+      ->check(CLI::IsMember({"flag", "merge"}))
+      ->type_name("flag|merge");
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_serve(cli, *o); });
 }
@@ -258,6 +254,7 @@ Json status_record_json(const SyncStatusRecord& r) {
   j["status"] = std::string(to_string(r.status));
   j["last_error"] = r.last_error.empty() ? Json(nullptr) : Json(r.last_error);
   j["created_at"] = iso8601_utc(r.created_at_ms);
+  j["twin"] = r.twin ? Json(r.twin->to_string()) : Json(nullptr);
   j["updated_at"] = iso8601_utc(r.updated_at_ms);
   return j;
 }
@@ -626,6 +623,102 @@ void add_export(CLI::App& hq, Cli& cli) {
   cli.on_run(*sub, [&cli, o] { return run_export(cli, *o); });
 }
 
+// ---------------------------------------------------------------------------
+// hq conflicts / hq resolve
+
+Json conflict_json(const ConflictRecord& c) {
+  auto write = [](const FieldWrite& w) {
+    Json j;
+    j["node"] = w.node;
+    j["hlc"] = w.hlc.to_string();
+    j["version"] = w.version;
+    return j;
+  };
+  Json j;
+  j["id"] = c.id;
+  j["customer_guid"] = c.customer.to_string();
+  j["field"] = c.field;
+  j["kept"] = c.kept;
+  j["lost"] = c.lost;
+  j["kept_write"] = write(c.kept_write);
+  j["lost_write"] = write(c.lost_write);
+  j["policy"] = std::string(to_string(c.policy));
+  j["outcome"] = c.outcome;
+  j["status"] = c.status;
+  j["created_at"] = iso8601_utc(c.created_at_ms);
+  return j;
+}
+
+int run_conflicts(const Cli& cli, const DbOptions& o) {
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto list = (*hq)->conflicts();
+  if (!list) return cli.fail(list.status());
+  Json arr = Json::array();
+  for (const ConflictRecord& c : *list) arr.push_back(conflict_json(c));
+  Json j;
+  j["conflicts"] = std::move(arr);
+  std::string human;
+  if (list->empty()) {
+    human = "no conflicts journaled\n";
+  } else {
+    human = pad("ID", 6) + pad("STATUS", 10) + pad("FIELD", 16) + pad("KEPT", 24) +
+            pad("LOST", 24) + pad("POLICY", 9) + "CUSTOMER\n";
+    for (const ConflictRecord& c : *list) {
+      human += pad(std::to_string(c.id), 6) + pad(c.status, 10) + pad(c.field, 16) +
+               pad(one_line(c.kept) + " (" + c.kept_write.node + ")", 24) +
+               pad(one_line(c.lost) + " (" + c.lost_write.node + ")", 24) +
+               pad(std::string(to_string(c.policy)), 9) + c.customer.to_string() + "\n";
+    }
+    human += count_text(static_cast<std::int64_t>(list->size()), "conflict", "conflicts") + "\n";
+  }
+  return cli.ok(j, human);
+}
+
+void add_conflicts(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<DbOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "conflicts",
+      "The conflict journal: every pair of concurrent edits of the same field, with both\n"
+      "values, both writers (node, HLC), the policy and the outcome. Open ones (manual\n"
+      "policy) wait for 'hq resolve'.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_conflicts(cli, *o); });
+}
+
+struct ResolveOptions {
+  std::string db, keep;
+  std::int64_t id = 0;
+};
+
+int run_resolve(const Cli& cli, const ResolveOptions& o) {
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto resolved = (*hq)->resolve_conflict(o.id, o.keep == "lost");
+  if (!resolved) return cli.fail(resolved.status());
+  std::string human = "conflict " + std::to_string(o.id) + " resolved: " + resolved->field +
+                      " is now '" + one_line(resolved->kept) +
+                      "'; terminals receive it at their next sync";
+  return cli.ok(conflict_json(*resolved), human);
+}
+
+void add_resolve(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<ResolveOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "resolve",
+      "Settle a conflict held under the manual policy: keep the current value (kept) or\n"
+      "apply the held one (lost), which then reaches every terminal.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("CONFLICT_ID", o->id, "The conflict's id, as listed by 'hq conflicts'")->required();
+  sub->add_option("--keep", o->keep, "Which value stays: kept (current) or lost (the held one)")
+      ->required()
+      ->check(CLI::IsMember({"kept", "lost"}))
+      ->type_name("kept|lost");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_resolve(cli, *o); });
+}
+
 }  // namespace
 
 void add_hq_commands(CLI::App& root, Cli& cli) {
@@ -644,6 +737,8 @@ void add_hq_commands(CLI::App& root, Cli& cli) {
   add_resync(*hq, cli);
   add_digest(*hq, cli);
   add_export(*hq, cli);
+  add_conflicts(*hq, cli);
+  add_resolve(*hq, cli);
 }
 
 }  // namespace tillsync::cli
