@@ -290,5 +290,118 @@ TEST_F(ConflictTest, DuplicateMergeLinksTheGuidToTheExistingAccount) {
   expect_converged();
 }
 
+class RemovalTest : public ConflictTest {
+ protected:
+  std::pair<Guid, Guid> customer_with_address() {
+    NewCustomer in = new_person("Has", "Address");
+    in.addresses.push_back({{}, "", "1 Main St", "Springfield", "", "", "US"});
+    auto out = a->node().create_customer(in);
+    EXPECT_TRUE(out.ok()) << out.status().to_string();
+    sync_all();
+    return {out->customer.guid, out->customer.addresses.at(0).guid};
+  }
+  std::optional<FieldWrite> tombstone(const Guid& c, const Guid& child) {
+    auto h = hq->inspect();
+    auto tx = h->store().begin().value();
+    return tx->tombstone(c, child).value();
+  }
+};
+
+TEST_F(RemovalTest, RemovalConcurrentWithEditWinsAndIsJournaled) {
+  start(ConflictPolicy::lww);
+  auto [g, addr] = customer_with_address();
+  ASSERT_TRUE(a->node().remove_address(g.to_string(), addr).ok());
+  clock_b.advance(10'000'000);  // the edit is even newer: removal still wins
+  ASSERT_TRUE(b->node().update_address(g.to_string(), addr, {{AddressField::city, "Shelbyville"}}).ok());
+  sync_all();
+  EXPECT_TRUE(at_hq(g).addresses.empty());
+  auto j = journal();
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].field, "child:" + addr.to_string());
+  EXPECT_EQ(j[0].kept, "(removed)");
+  EXPECT_EQ(j[0].outcome, "removal wins");
+  EXPECT_EQ(j[0].kept_write.node, "S001/T01");
+  expect_converged();
+  EXPECT_TRUE(b->node().find(g.to_string())->addresses.empty());
+}
+
+TEST_F(RemovalTest, EditAppliedBeforeAConcurrentRemovalStillLoses) {
+  start(ConflictPolicy::lww);
+  auto [g, addr] = customer_with_address();
+  ASSERT_TRUE(b->node().update_address(g.to_string(), addr, {{AddressField::zip, "99999"}}).ok());
+  ASSERT_TRUE(a->node().remove_address(g.to_string(), addr).ok());
+  ASSERT_TRUE(b->sync().ok());  // the edit reaches HQ first
+  ASSERT_TRUE(hq->inspect()->run_sync_job().ok());
+  sync_all();
+  EXPECT_TRUE(at_hq(g).addresses.empty());
+  ASSERT_EQ(journal().size(), 1u);
+  EXPECT_EQ(journal()[0].kept, "(removed)");
+  expect_converged();
+}
+
+TEST_F(RemovalTest, ConcurrentAddressFieldEditsUseLastWriterWins) {
+  start(ConflictPolicy::lww);
+  auto [g, addr] = customer_with_address();
+  ASSERT_TRUE(a->node().update_address(g.to_string(), addr, {{AddressField::street, "2 Main St"}}).ok());
+  ASSERT_TRUE(b->node().update_address(g.to_string(), addr, {{AddressField::street, "3 Main St"},
+                                                             {AddressField::zip, "12345"}}).ok());
+  sync_all();
+  Customer c = at_hq(g);
+  ASSERT_EQ(c.addresses.size(), 1u);
+  EXPECT_EQ(c.addresses[0].street, "3 Main St");  // B is newer
+  EXPECT_EQ(c.addresses[0].zip, "12345");
+  ASSERT_EQ(journal().size(), 1u);
+  EXPECT_EQ(journal()[0].field, "address:" + addr.to_string() + ":street");
+  expect_converged();
+}
+
+TEST_F(RemovalTest, TombstoneKeptUntilEveryTerminalPulledPastIt) {
+  start(ConflictPolicy::lww);
+  auto [g, addr] = customer_with_address();
+  ASSERT_TRUE(a->node().remove_address(g.to_string(), addr).ok());
+  ASSERT_TRUE(a->sync().ok());
+  ASSERT_TRUE(hq->inspect()->run_sync_job().ok());
+  ASSERT_TRUE(a->sync().ok());  // A pulled past the removal; B has not
+  ASSERT_TRUE(hq->inspect()->run_sync_job().ok());
+  EXPECT_TRUE(tombstone(g, addr).has_value());
+  ASSERT_TRUE(b->sync().ok());  // B pulls past it: the removal's news reached everyone
+  ASSERT_TRUE(a->sync().ok());
+  ASSERT_TRUE(b->sync().ok());
+  ASSERT_TRUE(hq->inspect()->run_sync_job().ok());
+  EXPECT_FALSE(tombstone(g, addr).has_value());
+  expect_converged();
+}
+
+TEST_F(RemovalTest, ContactEditsAndRemovals) {
+  start(ConflictPolicy::lww);
+  auto out = a->node().create_customer(new_person("With", "Contact"));
+  ASSERT_TRUE(out.ok());
+  sync_all();
+  const std::string id = out->customer.guid.to_string();
+  auto added = a->node().add_contact(id, ContactKind::phone, "555 0001");
+  ASSERT_TRUE(added.ok()) << added.status().to_string();
+  const Guid contact = added->contacts.at(0).guid;
+  sync_all();
+  ASSERT_EQ(b->node().find(id)->contacts.size(), 1u);
+  ASSERT_TRUE(b->node().update_contact(id, contact, "555 0002").ok());
+  ASSERT_TRUE(a->node().remove_contact(id, contact).ok());
+  sync_all();
+  EXPECT_TRUE(at_hq(out->customer.guid).contacts.empty());
+  ASSERT_EQ(journal().size(), 1u);
+  expect_converged();
+  EXPECT_EQ(a->node().update_contact(id, contact, "x").status().code(), Code::not_found);
+}
+
+TEST_F(RemovalTest, ChildEditsNeedTheirFeatures) {
+  start(ConflictPolicy::lww);
+  NodeConfig cfg = terminal_config("S009", "T01", hq->endpoint());
+  auto plain = std::make_unique<Terminal>(dir.file("plain.db"), cfg, 9);
+  auto out = plain->node().create_customer(new_person("No", "Features"));
+  ASSERT_TRUE(out.ok());
+  const std::string id = out->customer.guid.to_string();
+  EXPECT_EQ(plain->node().remove_address(id, Guid{}).status().code(), Code::feature_disabled);
+  EXPECT_EQ(plain->node().add_contact(id, ContactKind::email, "a@b.co").status().code(), Code::feature_disabled);
+}
+
 }  // namespace
 }  // namespace tillsync

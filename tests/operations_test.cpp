@@ -37,7 +37,9 @@ std::vector<Payload> samples() {
       AddressAdded{c.guid, {g.next(), "delivery", "2 Pier", "Tacoma", "", "", "US"}},
       AddressRemoved{c.guid, g.next()},
       ContactAdded{c.guid, {g.next(), ContactKind::email, "x@y.example"}},
-      ContactRemoved{c.guid, g.next()},
+      ContactRemoved{c.guid, g.next(), 4},
+      AddressUpdated{c.guid, 3, g.next(), {{AddressField::city, "Renton"}, {AddressField::zip, "98055"}}},
+      ContactUpdated{c.guid, 3, g.next(), "555 0102"},
   };
 }
 
@@ -55,8 +57,10 @@ TEST(Operations, EveryKindRoundTrips) {
 TEST(Operations, KindNumbersAreStable) {
   EXPECT_EQ(static_cast<int>(OpKind::customer_create), 1);
   EXPECT_EQ(static_cast<int>(OpKind::contact_remove), 6);
+  EXPECT_EQ(static_cast<int>(OpKind::address_update), 7);
+  EXPECT_EQ(static_cast<int>(OpKind::contact_update), 8);
   EXPECT_FALSE(op_kind_from_int(0).has_value());
-  EXPECT_FALSE(op_kind_from_int(7).has_value());
+  EXPECT_FALSE(op_kind_from_int(9).has_value());
   EXPECT_EQ(op_kind_from_int(2), OpKind::customer_update);
 }
 
@@ -109,7 +113,7 @@ TEST(Operations, RandomGarbageNeverCrashes) {
       bytes[0] = static_cast<char>(kPayloadFormatVersion);
       bytes[1] = 0;
     }
-    auto kind = static_cast<OpKind>(1 + rng() % 6);
+    auto kind = static_cast<OpKind>(1 + rng() % 8);
     auto decoded = decode_payload(kind, bytes);
     if (decoded.ok()) ++accepted;
     else EXPECT_EQ(decoded.status().code(), Code::corrupt_log);

@@ -36,6 +36,19 @@ Status apply_to_customer(Customer& c, const Payload& p, const std::vector<FieldC
     }
   } else if (const auto* gone = std::get_if<ContactRemoved>(&p)) {
     changed = std::erase_if(c.contacts, [&](const Contact& k) { return k.guid == gone->contact; }) > 0;
+  } else if (const auto* au = std::get_if<AddressUpdated>(&p)) {
+    // An edit of an address that is gone (removed) changes nothing: removal wins.
+    for (Address& a : c.addresses) {
+      if (a.guid != au->address) continue;
+      for (const AddressFieldChange& ch : au->changes) address_field(a, ch.field) = ch.value;
+      changed = !au->changes.empty();
+    }
+  } else if (const auto* cu = std::get_if<ContactUpdated>(&p)) {
+    for (Contact& k : c.contacts) {
+      if (k.guid != cu->contact) continue;
+      k.value = cu->value;
+      changed = true;
+    }
   }
   for (const FieldChange& ch : extra) c.get(ch.field) = ch.value;
   changed = changed || !extra.empty();

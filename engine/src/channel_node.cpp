@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <sys/stat.h>
 
+#include "apply.h"
 #include "customer_table.h"
 #include "node_schema.h"
 #include "tillsync/storage/change_log.h"
@@ -319,6 +320,31 @@ struct ChannelNode::Impl {
     return store_from_hq(reply);
   }
 
+  // Applies a child operation locally and logs it, in one transaction.
+  Result<Customer> log_child(Customer current, const Payload& payload) {
+    Customer next = current;
+    TS_RETURN_IF_ERROR(apply_to_customer(next, payload, {}, /*bump_version=*/false));
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_RETURN_IF_ERROR(customers().upsert(txn, next));
+    TS_RETURN_IF_ERROR(log(txn, payload));
+    TS_RETURN_IF_ERROR(txn.commit());
+    return next;
+  }
+
+  Status require_feature(bool on, const char* field, const char* feature) {
+    if (on) return Status::Ok();
+    return Status::FeatureDisabled(field, std::string(field) + ": needs the " + feature +
+                                              " feature on this terminal");
+  }
+
+  template <class T>
+  static Status require_child(const std::vector<T>& items, const Guid& g, const char* what) {
+    for (const T& x : items) {
+      if (x.guid == g) return Status::Ok();
+    }
+    return Status::NotFound(std::string(what) + " " + g.to_string() + " not found on this customer");
+  }
+
   Result<NodeStatus> status() {
     NodeStatus s;
     s.node_id = config.node_id();
@@ -374,6 +400,54 @@ Result<std::unique_ptr<ChannelNode>> ChannelNode::open(const std::string& path,
 }
 
 const NodeConfig& ChannelNode::config() const { return impl_->config; }
+
+Result<Customer> ChannelNode::update_address(std::string_view id, const Guid& address,
+                                             const std::vector<AddressFieldChange>& changes) {
+  TS_RETURN_IF_ERROR(impl_->require_feature(impl_->config.profile.async_customer_addresses,
+                                            "address", "async_customer_addresses"));
+  if (changes.empty()) return Status::InvalidInput("address", "address: no changes given");
+  TS_ASSIGN_OR_RETURN(Customer c, impl_->find(id));
+  TS_RETURN_IF_ERROR(Impl::require_child(c.addresses, address, "address"));
+  return impl_->log_child(c, AddressUpdated{c.guid, c.version, address, changes});
+}
+
+Result<Customer> ChannelNode::remove_address(std::string_view id, const Guid& address) {
+  TS_RETURN_IF_ERROR(impl_->require_feature(impl_->config.profile.async_customer_addresses,
+                                            "address", "async_customer_addresses"));
+  TS_ASSIGN_OR_RETURN(Customer c, impl_->find(id));
+  TS_RETURN_IF_ERROR(Impl::require_child(c.addresses, address, "address"));
+  return impl_->log_child(c, AddressRemoved{c.guid, address, c.version});
+}
+
+Result<Customer> ChannelNode::add_contact(std::string_view id, ContactKind kind, const std::string& value) {
+  TS_RETURN_IF_ERROR(impl_->require_feature(impl_->config.profile.async_customer_edits, "contact",
+                                            "async_customer_edits"));
+  TS_ASSIGN_OR_RETURN(Customer c, impl_->find(id));
+  if (!c.synced()) {
+    TS_RETURN_IF_ERROR(impl_->require_feature(impl_->config.profile.enhanced_async_customer,
+                                              "contact", "enhanced_async_customer"));
+  }
+  Contact k{impl_->guids.next(), kind, value};
+  TS_RETURN_IF_ERROR(validate_contact(k, "contact"));
+  return impl_->log_child(c, ContactAdded{c.guid, k});
+}
+
+Result<Customer> ChannelNode::update_contact(std::string_view id, const Guid& contact,
+                                             const std::string& value) {
+  TS_RETURN_IF_ERROR(impl_->require_feature(impl_->config.profile.async_customer_edits, "contact",
+                                            "async_customer_edits"));
+  TS_ASSIGN_OR_RETURN(Customer c, impl_->find(id));
+  TS_RETURN_IF_ERROR(Impl::require_child(c.contacts, contact, "contact"));
+  return impl_->log_child(c, ContactUpdated{c.guid, c.version, contact, value});
+}
+
+Result<Customer> ChannelNode::remove_contact(std::string_view id, const Guid& contact) {
+  TS_RETURN_IF_ERROR(impl_->require_feature(impl_->config.profile.async_customer_edits, "contact",
+                                            "async_customer_edits"));
+  TS_ASSIGN_OR_RETURN(Customer c, impl_->find(id));
+  TS_RETURN_IF_ERROR(Impl::require_child(c.contacts, contact, "contact"));
+  return impl_->log_child(c, ContactRemoved{c.guid, contact, c.version});
+}
 
 void ChannelNode::attach_hq(HqGateway* hq) { impl_->hq = hq; }
 

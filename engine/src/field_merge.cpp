@@ -9,12 +9,6 @@ constexpr std::string_view kHq = "HQ";
 
 enum class Decision { apply, drop, hold };
 
-struct Planned {
-  FieldChange change;
-  Decision decision = Decision::apply;
-  std::optional<FieldWrite> previous;  // set when the write is concurrent with it
-};
-
 Decision decide(const FieldWrite& incoming, const FieldWrite& stored, ConflictPolicy policy) {
   switch (policy) {
     case ConflictPolicy::manual:
@@ -47,46 +41,92 @@ bool newer(const FieldWrite& a, const FieldWrite& b) {
   return a.node > b.node;
 }
 
+std::string address_key(const Guid& address, AddressField f) {
+  return "address:" + address.to_string() + ":" + std::string(to_string(f));
+}
+
+std::string contact_key(const Guid& contact) { return "contact:" + contact.to_string() + ":value"; }
+
+std::string* value_slot(Customer& c, std::string_view key) {
+  // "<kind>:<36-char guid>:<name>"
+  auto child = [&](std::string_view prefix) -> std::optional<std::pair<Guid, std::string_view>> {
+    if (key.substr(0, prefix.size()) != prefix || key.size() < prefix.size() + 38) return std::nullopt;
+    auto g = Guid::parse(key.substr(prefix.size(), 36));
+    if (!g || key[prefix.size() + 36] != ':') return std::nullopt;
+    return std::make_pair(*g, key.substr(prefix.size() + 37));
+  };
+  if (auto a = child("address:")) {
+    auto f = parse_address_field(a->second);
+    if (!f) return nullptr;
+    for (Address& addr : c.addresses) {
+      if (addr.guid == a->first) return &address_field(addr, *f);
+    }
+    return nullptr;
+  }
+  if (auto k = child("contact:")) {
+    for (Contact& contact : c.contacts) {
+      if (contact.guid == k->first) return &contact.value;
+    }
+    return nullptr;
+  }
+  if (auto f = parse_field(key)) return &c.get(*f);
+  return nullptr;
+}
+
 Result<MergeOutcome> merge_field_changes(HqTransaction& tx, Customer& c,
                                          const std::vector<FieldChange>& changes,
                                          const WriteContext& ctx) {
+  std::vector<ValueChange> values;
+  values.reserve(changes.size());
+  for (const FieldChange& ch : changes) values.push_back({std::string(field_name(ch.field)), ch.value});
+  return merge_values(tx, c, values, ctx);
+}
+
+Result<MergeOutcome> merge_values(HqTransaction& tx, Customer& c,
+                                  const std::vector<ValueChange>& changes, const WriteContext& ctx) {
+  struct Planned {
+    const ValueChange* change;
+    Decision decision = Decision::apply;
+    std::optional<FieldWrite> previous;  // set when the write is concurrent with it
+    std::string current;                 // the value before this write
+  };
   const FieldWrite incoming{ctx.hlc, ctx.node, c.version + 1};
   std::vector<Planned> plan;
   Customer merged = c;
-  for (const FieldChange& ch : changes) {
-    Planned p{ch, Decision::apply, std::nullopt};
-    TS_ASSIGN_OR_RETURN(auto stored, tx.field_write(c.guid, field_name(ch.field)));
+  for (const ValueChange& ch : changes) {
+    std::string* slot = value_slot(merged, ch.key);
+    if (slot == nullptr) continue;
+    Planned p{&ch, Decision::apply, std::nullopt, *slot};
+    TS_ASSIGN_OR_RETURN(auto stored, tx.field_write(c.guid, ch.key));
     const bool concurrent = stored && stored->version > ctx.base_version &&
-                            stored->node != ctx.node && merged.get(ch.field) != ch.value;
+                            stored->node != ctx.node && *slot != ch.value;
     if (concurrent) {
       p.decision = decide(incoming, *stored, ctx.policy);
       p.previous = stored;
     }
-    if (p.decision == Decision::apply) merged.get(ch.field) = ch.value;
+    if (p.decision == Decision::apply) *slot = ch.value;
     plan.push_back(std::move(p));
   }
   TS_RETURN_IF_ERROR(validate_customer(merged));
 
   MergeOutcome out;
   for (const Planned& p : plan) {
-    const std::string key(field_name(p.change.field));
     if (p.decision == Decision::apply) {
       out.changed = true;
-      TS_RETURN_IF_ERROR(tx.put_field_write(c.guid, key, incoming));
+      TS_RETURN_IF_ERROR(tx.put_field_write(c.guid, p.change->key, incoming));
     }
     if (!p.previous) continue;
     ConflictRecord rec;
     rec.customer = c.guid;
-    rec.field = key;
-    const std::string current = c.get(p.change.field);
+    rec.field = p.change->key;
     if (p.decision == Decision::apply) {
-      rec.kept = p.change.value;
-      rec.lost = current;
+      rec.kept = p.change->value;
+      rec.lost = p.current;
       rec.kept_write = incoming;
       rec.lost_write = *p.previous;
     } else {
-      rec.kept = current;
-      rec.lost = p.change.value;
+      rec.kept = p.current;
+      rec.lost = p.change->value;
       rec.kept_write = *p.previous;
       rec.lost_write = incoming;
     }

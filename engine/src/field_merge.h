@@ -23,6 +23,18 @@ struct WriteContext {
   std::int64_t now_ms = 0;
 };
 
+// One value a write changes, by key: a field name ("email"), "address:<guid>:<field>"
+// or "contact:<guid>:value".
+struct ValueChange {
+  std::string key;
+  std::string value;
+};
+
+std::string address_key(const Guid& address, AddressField f);
+std::string contact_key(const Guid& contact);
+// The string `key` names inside `c`; nullptr when it names nothing (a removed child).
+std::string* value_slot(Customer& c, std::string_view key);
+
 struct MergeOutcome {
   bool changed = false;        // at least one field took the new value
   std::int64_t conflicts = 0;  // journal entries written
@@ -35,6 +47,10 @@ struct MergeOutcome {
 Result<MergeOutcome> merge_field_changes(HqTransaction& tx, Customer& c,
                                          const std::vector<FieldChange>& changes,
                                          const WriteContext& ctx);
+// The same for keyed values (children's fields included). Keys naming nothing are
+// skipped.
+Result<MergeOutcome> merge_values(HqTransaction& tx, Customer& c,
+                                  const std::vector<ValueChange>& changes, const WriteContext& ctx);
 
 // True when write `a` beats write `b` under last-writer-wins: (HLC, node) order.
 bool newer(const FieldWrite& a, const FieldWrite& b);

@@ -176,22 +176,119 @@ struct Headquarters::Impl {
                                       " has not been converted at HQ")};
     }
     Customer c = std::move(*have);
+    // Field edits (the customer's, an address's, a contact's) merge per field; adds and
+    // removals of children go through tombstones so a removal is never undone.
+    std::vector<ValueChange> values;
+    std::int64_t base_version = 0;
+    std::optional<Guid> edited_child;
     if (auto* upd = std::get_if<CustomerUpdated>(&p)) {
-      std::vector<FieldChange> changes = upd->changes;
-      changes.insert(changes.end(), fixes.begin(), fixes.end());
-      auto merged = merge(tx, c, changes, rec.hlc, rec.node_id, upd->base_version);
-      if (!merged.ok()) {
-        if (merged.status().code() == Code::internal) return merged.status();
-        return Applied{merged.status()};
-      }
-      if (merged->held > 0) TS_RETURN_IF_ERROR(mark_conflict(tx, c, rec.node_id));
-      if (!merged->changed) return Applied{Status::Ok(), false};
+      for (const FieldChange& ch : upd->changes) values.push_back({std::string(field_name(ch.field)), ch.value});
+      base_version = upd->base_version;
+    } else if (auto* au = std::get_if<AddressUpdated>(&p)) {
+      for (const AddressFieldChange& ch : au->changes) values.push_back({address_key(au->address, ch.field), ch.value});
+      base_version = au->base_version;
+      edited_child = au->address;
+    } else if (auto* cu = std::get_if<ContactUpdated>(&p)) {
+      values.push_back({contact_key(cu->contact), cu->value});
+      base_version = cu->base_version;
+      edited_child = cu->contact;
     } else {
-      Status s = apply_to_customer(c, p, fixes);
-      if (!s.ok()) return Applied{s};
+      TS_ASSIGN_OR_RETURN(Applied a, apply_child(tx, rec, c, p, fixes));
+      if (!a.domain.ok() || !a.converted) return Applied{a.domain, false};
+      TS_RETURN_IF_ERROR(publish(tx, c, channel));
+      return Applied{Status::Ok(), false};
     }
+    if (edited_child) {
+      TS_ASSIGN_OR_RETURN(auto removal, tx.tombstone(c.guid, *edited_child));
+      if (removal) {
+        // Removal wins over an edit of the removed child; a concurrent edit is journaled.
+        if (removal->version > base_version && removal->node != rec.node_id) {
+          TS_RETURN_IF_ERROR(journal_removal(tx, c, *edited_child, "edit of a removed child",
+                                             *removal, FieldWrite{rec.hlc, rec.node_id, c.version}));
+        }
+        return Applied{Status::Ok(), false};
+      }
+    }
+    for (const FieldChange& f : fixes) values.push_back({std::string(field_name(f.field)), f.value});
+    auto merged = merge_values_in(tx, c, values, rec.hlc, rec.node_id, base_version);
+    if (!merged.ok()) {
+      if (merged.status().code() == Code::internal) return merged.status();
+      return Applied{merged.status()};
+    }
+    if (merged->held > 0) TS_RETURN_IF_ERROR(mark_conflict(tx, c, rec.node_id));
+    if (!merged->changed) return Applied{Status::Ok(), false};
     TS_RETURN_IF_ERROR(publish(tx, c, channel));
     return Applied{Status::Ok(), false};
+  }
+
+  // Adds and removals of addresses and contacts. `converted` in the result means "the
+  // customer changed" here.
+  Result<Applied> apply_child(HqTransaction& tx, const LogRecord& rec, Customer& c,
+                              const Payload& p, const std::vector<FieldChange>& fixes) {
+    std::optional<Guid> added;
+    std::optional<Guid> removed;
+    std::vector<std::string> keys;
+    std::int64_t base_version = 0;
+    if (auto* a = std::get_if<AddressAdded>(&p)) added = a->address.guid;
+    if (auto* k = std::get_if<ContactAdded>(&p)) added = k->contact.guid;
+    if (auto* a = std::get_if<AddressRemoved>(&p)) {
+      removed = a->address;
+      base_version = a->base_version;
+      for (auto f : {AddressField::purpose, AddressField::street, AddressField::city,
+                     AddressField::state, AddressField::zip, AddressField::country})
+        keys.push_back(address_key(a->address, f));
+    }
+    if (auto* k = std::get_if<ContactRemoved>(&p)) {
+      removed = k->contact;
+      base_version = k->base_version;
+      keys.push_back(contact_key(k->contact));
+    }
+    if (added) {
+      TS_ASSIGN_OR_RETURN(auto gone, tx.tombstone(c.guid, *added));
+      if (gone) return Applied{Status::Ok(), false};  // never resurrect a removed child
+    }
+    const std::int64_t before = c.version;
+    Status s = apply_to_customer(c, p, fixes);
+    if (!s.ok()) return Applied{s};
+    if (removed) {
+      const FieldWrite removal{rec.hlc, rec.node_id, c.version};
+      // Edits of the child the remover had not seen lose; each is journaled.
+      for (const std::string& key : keys) {
+        TS_ASSIGN_OR_RETURN(auto edit, tx.field_write(c.guid, key));
+        if (edit && edit->version > base_version && edit->node != rec.node_id)
+          TS_RETURN_IF_ERROR(journal_removal(tx, c, *removed, "removal of " + key, removal, *edit));
+      }
+      TS_RETURN_IF_ERROR(tx.put_tombstone(c.guid, *removed, removal));
+    }
+    return Applied{Status::Ok(), c.version != before};
+  }
+
+  // Journals a removal that won over an edit it did not see (or that did not see it).
+  Status journal_removal(HqTransaction& tx, const Customer& c, const Guid& child,
+                         std::string_view what, const FieldWrite& removal, const FieldWrite& edit) {
+    TS_ASSIGN_OR_RETURN(ConflictPolicy p, policy(tx));
+    ConflictRecord rec;
+    rec.customer = c.guid;
+    rec.field = "child:" + child.to_string();
+    rec.kept = "(removed)";
+    rec.lost = std::string(what);
+    rec.kept_write = removal;
+    rec.lost_write = edit;
+    rec.policy = p;
+    rec.outcome = "removal wins";
+    rec.status = "resolved";
+    rec.created_at_ms = now();
+    TS_ASSIGN_OR_RETURN(auto id, tx.add_conflict(rec));
+    (void)id;
+    return Status::Ok();
+  }
+
+  Result<MergeOutcome> merge_values_in(HqTransaction& tx, Customer& c,
+                                       const std::vector<ValueChange>& values, Hlc hlc,
+                                       std::string_view node, std::int64_t base_version) {
+    TS_ASSIGN_OR_RETURN(ConflictPolicy p, policy(tx));
+    WriteContext ctx{hlc, std::string(node), base_version, p, now()};
+    return merge_values(tx, c, values, ctx);
   }
 
   Status record_status(HqTransaction& tx, const LogRecord& rec, const Guid& guid,
@@ -373,6 +470,11 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
   std::optional<std::string> channel;
   if (filtered) channel = channel_of_node(node_id);
   TS_ASSIGN_OR_RETURN(out.entries, impl_->store->feed_after(after, limit, channel, &out.cursor));
+  {
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_RETURN_IF_ERROR(tx->note_pull(node_id, after));
+    TS_RETURN_IF_ERROR(tx->commit());
+  }
   TS_ASSIGN_OR_RETURN(auto stored, impl_->store->setting(kHlcKey));
   out.hq_hlc = Hlc{stored ? std::stoull(*stored) : 0};
   return out;
@@ -393,6 +495,9 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
   TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
   TS_ASSIGN_OR_RETURN(auto left, tx->staged(1));
   report.remaining = left.size();
+  TS_ASSIGN_OR_RETURN(auto collected, tx->collect_tombstones());
+  (void)collected;
+  TS_RETURN_IF_ERROR(tx->commit());
   return report;
 }
 
@@ -457,12 +562,13 @@ Result<ConflictRecord> Headquarters::resolve_conflict(std::int64_t id, bool keep
     return Status(Code::conflict, "conflict " + std::to_string(id) + " is already resolved");
   TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, rec.customer));
   if (keep_lost) {
-    auto field = parse_field(rec.field);
-    if (!field) return Status::Internal("conflict " + std::to_string(id) + " names an unknown field");
     // The operator's choice is a new HQ write that sees the current state.
     TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
     Customer chosen = c;
-    chosen.get(*field) = rec.lost;
+    std::string* slot = value_slot(chosen, rec.field);
+    if (slot == nullptr)
+      return Status::NotFound("conflict " + std::to_string(id) + ": " + rec.field + " no longer exists");
+    *slot = rec.lost;
     TS_RETURN_IF_ERROR(validate_customer(chosen));
     chosen.version = c.version + 1;
     TS_RETURN_IF_ERROR(tx->put_field_write(c.guid, rec.field, FieldWrite{hlc, std::string(kBackOffice), chosen.version}));

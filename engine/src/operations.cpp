@@ -26,6 +26,24 @@ template <class Ar>
 void body(Ar& ar, AddressRemoved& p) {
   codec::guid(ar, p.customer);
   codec::guid(ar, p.address);
+  codec::integer(ar, p.base_version);
+}
+template <class Ar>
+void body(Ar& ar, AddressUpdated& p) {
+  codec::guid(ar, p.customer);
+  codec::integer(ar, p.base_version);
+  codec::guid(ar, p.address);
+  codec::list(ar, p.changes, [](Ar& a, AddressFieldChange& c) {
+    codec::enumeration(a, c.field, AddressField::country);
+    codec::text(a, c.value);
+  });
+}
+template <class Ar>
+void body(Ar& ar, ContactUpdated& p) {
+  codec::guid(ar, p.customer);
+  codec::integer(ar, p.base_version);
+  codec::guid(ar, p.contact);
+  codec::text(ar, p.value);
 }
 template <class Ar>
 void body(Ar& ar, ContactAdded& p) {
@@ -36,10 +54,11 @@ template <class Ar>
 void body(Ar& ar, ContactRemoved& p) {
   codec::guid(ar, p.customer);
   codec::guid(ar, p.contact);
+  codec::integer(ar, p.base_version);
 }
 
 // The Payload alternative for each kind (variant index = kind - 1).
-static_assert(std::variant_size_v<Payload> == 6);
+static_assert(std::variant_size_v<Payload> == 8);
 
 Payload empty_payload(OpKind kind) {
   switch (kind) {
@@ -49,6 +68,8 @@ Payload empty_payload(OpKind kind) {
     case OpKind::address_remove: return AddressRemoved{};
     case OpKind::contact_add: return ContactAdded{};
     case OpKind::contact_remove: return ContactRemoved{};
+    case OpKind::address_update: return AddressUpdated{};
+    case OpKind::contact_update: return ContactUpdated{};
   }
   return CustomerCreated{};
 }
@@ -63,12 +84,14 @@ std::string_view to_string(OpKind k) {
     case OpKind::address_remove: return "address_remove";
     case OpKind::contact_add: return "contact_add";
     case OpKind::contact_remove: return "contact_remove";
+    case OpKind::address_update: return "address_update";
+    case OpKind::contact_update: return "contact_update";
   }
   return "unknown";
 }
 
 std::optional<OpKind> op_kind_from_int(int value) {
-  if (value < 1 || value > 6) return std::nullopt;
+  if (value < 1 || value > 8) return std::nullopt;
   return static_cast<OpKind>(value);
 }
 
@@ -121,6 +144,38 @@ Result<Payload> decode_payload(OpKind kind, std::string_view bytes) {
     return Status::CorruptLog(std::string("trailing bytes after ") +
                               std::string(to_string(kind)) + " payload");
   return p;
+}
+
+std::string_view to_string(AddressField f) {
+  switch (f) {
+    case AddressField::purpose: return "purpose";
+    case AddressField::street: return "street";
+    case AddressField::city: return "city";
+    case AddressField::state: return "state";
+    case AddressField::zip: return "zip";
+    case AddressField::country: return "country";
+  }
+  return "street";
+}
+
+std::optional<AddressField> parse_address_field(std::string_view s) {
+  for (auto f : {AddressField::purpose, AddressField::street, AddressField::city,
+                 AddressField::state, AddressField::zip, AddressField::country}) {
+    if (to_string(f) == s) return f;
+  }
+  return std::nullopt;
+}
+
+std::string& address_field(Address& a, AddressField f) {
+  switch (f) {
+    case AddressField::purpose: return a.purpose;
+    case AddressField::street: return a.street;
+    case AddressField::city: return a.city;
+    case AddressField::state: return a.state;
+    case AddressField::zip: return a.zip;
+    case AddressField::country: return a.country;
+  }
+  return a.street;
 }
 
 std::string encode_customer(const Customer& c) { return encode_payload(CustomerCreated{c}); }

@@ -33,7 +33,7 @@ void log_record(Ar& ar, LogRecord& r) {
   codec::integer(ar, r.seq);
   codec::guid(ar, r.op_id);
   codec::guid(ar, r.entity);
-  codec::enumeration(ar, r.kind, OpKind::contact_remove);
+  codec::enumeration(ar, r.kind, OpKind::contact_update);
   if constexpr (codec::loading<Ar>()) {
     if (static_cast<int>(r.kind) < 1) throw codec::DecodeError("operation kind out of range");
   }

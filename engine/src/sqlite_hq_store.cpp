@@ -148,12 +148,29 @@ ALTER TABLE sync_status ADD COLUMN twin BLOB;
 ALTER TABLE feed ADD COLUMN alias BLOB;
 )sql";
 
+constexpr std::string_view kTombstoneSchema = R"sql(
+CREATE TABLE tombstones (
+  customer BLOB    NOT NULL,
+  child    BLOB    NOT NULL,
+  hlc      INTEGER NOT NULL,
+  node     TEXT    NOT NULL,
+  version  INTEGER NOT NULL,
+  feed_seq INTEGER NOT NULL,
+  PRIMARY KEY (customer, child)
+) STRICT;
+CREATE TABLE node_pulls (
+  node_id TEXT PRIMARY KEY,
+  cursor  INTEGER NOT NULL
+) STRICT;
+)sql";
+
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 3> migrations{{
+  static const std::array<storage::Migration, 4> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
       {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
       {3, "HQ: duplicate detection keys and GUID aliases", kDuplicateSchema},
+      {4, "HQ: tombstones of removed addresses and contacts, nodes' pull cursors", kTombstoneSchema},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
   return spec;
@@ -462,6 +479,43 @@ class SqliteHqTransaction final : public HqTransaction {
   }
   Result<std::optional<std::string>> setting(std::string_view key) override {
     return meta_get(db_, key);
+  }
+  Result<std::optional<FieldWrite>> tombstone(const Guid& customer, const Guid& child) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT hlc, node, version FROM tombstones WHERE customer = ?1 AND child = ?2"));
+    st.bind_blob(1, customer.raw()).bind_blob(2, child.raw());
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return std::optional<FieldWrite>{};
+    return std::optional<FieldWrite>{FieldWrite{Hlc{static_cast<std::uint64_t>(st.column_int64(0))},
+                                                st.column_text(1), st.column_int64(2)}};
+  }
+  Status put_tombstone(const Guid& customer, const Guid& child, const FieldWrite& w) override {
+    TS_ASSIGN_OR_RETURN(auto seq, db_.query_int("SELECT coalesce(max(seq), 0) FROM feed"));
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT OR REPLACE INTO tombstones(customer, child, hlc, node, version, feed_seq) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6)"));
+    st.bind_blob(1, customer.raw()).bind_blob(2, child.raw());
+    st.bind(3, static_cast<std::int64_t>(w.hlc.value)).bind(4, w.node).bind(5, w.version);
+    // +1: the feed entry publishing the removal is appended after this call.
+    st.bind(6, seq.value_or(0) + 1);
+    return st.run();
+  }
+  Status note_pull(std::string_view node, std::int64_t cursor) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT INTO node_pulls(node_id, cursor) VALUES(?1, ?2) "
+        "ON CONFLICT(node_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)"));
+    st.bind(1, node).bind(2, cursor);
+    return st.run();
+  }
+  Result<std::int64_t> collect_tombstones() override {
+    // Every node HQ knows (it pushed or pulled) must have pulled past the removal.
+    TS_RETURN_IF_ERROR(db_.exec(
+        "DELETE FROM tombstones WHERE NOT EXISTS ("
+        "  SELECT 1 FROM node_cursors c LEFT JOIN node_pulls p ON p.node_id = c.node_id"
+        "  WHERE p.cursor IS NULL OR p.cursor < tombstones.feed_seq)"
+        " AND NOT EXISTS (SELECT 1 FROM node_pulls p WHERE p.cursor < tombstones.feed_seq)"));
+    TS_ASSIGN_OR_RETURN(auto n, db_.query_int("SELECT changes()"));
+    return n.value_or(0);
   }
   Status put_setting(std::string_view key, std::string_view value) override {
     return meta_put(db_, key, value);

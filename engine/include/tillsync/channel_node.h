@@ -122,6 +122,17 @@ class ChannelNode {
   // D7.
   Result<Customer> issue_loyalty_card(std::string_view id, CallOptions call = {});
 
+  // Edits and removals of addresses (need async_customer_addresses) and secondary
+  // contacts (need async_customer_edits; on a pending customer also
+  // enhanced_async_customer). They are logged and replicated; removals leave tombstones
+  // at HQ, and a removal concurrent with an edit wins and is journaled there.
+  Result<Customer> update_address(std::string_view id, const Guid& address,
+                                  const std::vector<AddressFieldChange>& changes);
+  Result<Customer> remove_address(std::string_view id, const Guid& address);
+  Result<Customer> add_contact(std::string_view id, ContactKind kind, const std::string& value);
+  Result<Customer> update_contact(std::string_view id, const Guid& contact, const std::string& value);
+  Result<Customer> remove_contact(std::string_view id, const Guid& contact);
+
   Result<Customer> find(std::string_view id);
   // Case-insensitive match on names, e-mail, phone, account number and GUID; an empty
   // text lists every customer. Ordered by display name, then GUID.

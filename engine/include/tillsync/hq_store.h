@@ -135,6 +135,15 @@ class HqTransaction {
   virtual Status update_conflict(const ConflictRecord& c) = 0;
   virtual Result<std::int64_t> open_conflicts(const Guid& customer) = 0;
 
+  // Tombstones of removed addresses and contacts: a late edit or add of a removed child
+  // cannot bring it back. Kept until every terminal HQ knows has pulled past them.
+  virtual Result<std::optional<FieldWrite>> tombstone(const Guid& customer, const Guid& child) = 0;
+  virtual Status put_tombstone(const Guid& customer, const Guid& child, const FieldWrite& removal) = 0;
+  // Records how far `node` has pulled the feed (for tombstone collection).
+  virtual Status note_pull(std::string_view node, std::int64_t cursor) = 0;
+  // Deletes tombstones every known node has pulled past; returns how many.
+  virtual Result<std::int64_t> collect_tombstones() = 0;
+
   // HQ's persisted settings (HLC, policies), by key.
   virtual Result<std::optional<std::string>> setting(std::string_view key) = 0;
   virtual Status put_setting(std::string_view key, std::string_view value) = 0;

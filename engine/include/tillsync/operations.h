@@ -28,6 +28,8 @@ enum class OpKind : std::uint8_t {
   address_remove = 4,
   contact_add = 5,
   contact_remove = 6,
+  address_update = 7,
+  contact_update = 8,
 };
 std::string_view to_string(OpKind k);
 std::optional<OpKind> op_kind_from_int(int value);
@@ -54,6 +56,7 @@ struct AddressAdded {
 struct AddressRemoved {
   Guid customer;
   Guid address;
+  std::int64_t base_version = 0;  // customer version the remover had seen
   bool operator==(const AddressRemoved&) const = default;
 };
 struct ContactAdded {
@@ -64,11 +67,40 @@ struct ContactAdded {
 struct ContactRemoved {
   Guid customer;
   Guid contact;
+  std::int64_t base_version = 0;
   bool operator==(const ContactRemoved&) const = default;
 };
 
+enum class AddressField : std::uint8_t { purpose, street, city, state, zip, country };
+std::string_view to_string(AddressField f);
+std::optional<AddressField> parse_address_field(std::string_view s);
+std::string& address_field(Address& a, AddressField f);
+
+struct AddressFieldChange {
+  AddressField field = AddressField::street;
+  std::string value;
+  bool operator==(const AddressFieldChange&) const = default;
+};
+// Edits of an existing address, field by field.
+struct AddressUpdated {
+  Guid customer;
+  std::int64_t base_version = 0;
+  Guid address;
+  std::vector<AddressFieldChange> changes;
+  bool operator==(const AddressUpdated&) const = default;
+};
+// A new value for a secondary e-mail or phone.
+struct ContactUpdated {
+  Guid customer;
+  std::int64_t base_version = 0;
+  Guid contact;
+  std::string value;
+  bool operator==(const ContactUpdated&) const = default;
+};
+
+// Alternatives in OpKind order (index = kind - 1).
 using Payload = std::variant<CustomerCreated, CustomerUpdated, AddressAdded, AddressRemoved,
-                             ContactAdded, ContactRemoved>;
+                             ContactAdded, ContactRemoved, AddressUpdated, ContactUpdated>;
 
 OpKind kind_of(const Payload& p);
 // The customer an operation is about (the log's `entity` column).
