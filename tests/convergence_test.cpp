@@ -37,7 +37,7 @@ constexpr std::array<Field, 4> kEditable{Field::last_name, Field::middle_name, F
 struct WriteRecord {
   std::string node;  // "HQ" for back-office edits
   Guid customer;
-  Field field;
+  std::string key;  // field name, or "<address guid>:<address field>"
   std::string value;
   std::set<std::uint64_t> seen;  // ids of writes the editor had seen
   std::optional<Hlc> hlc;        // known for terminal writes
@@ -91,6 +91,18 @@ struct Sim {
     }
   }
 
+  // The value a write's key has in HQ's copy of the customer (nullopt: child gone).
+  static std::optional<std::string> value_at(const Customer& c, const std::string& key) {
+    if (auto f = parse_field(key)) return c.get(*f);
+    const auto colon = key.find(':');
+    auto g = Guid::parse(key.substr(0, colon));
+    auto f = parse_address_field(key.substr(colon + 1));
+    for (Address a : c.addresses) {
+      if (g && f && a.guid == *g) return address_field(a, *f);
+    }
+    return std::nullopt;
+  }
+
   std::string next_value(Field f) {
     ++counter;
     switch (f) {
@@ -123,7 +135,26 @@ struct Sim {
     auto edited = t.node->edit_customer(g.to_string(), {{f, value}});
     ASSERT_TRUE(edited.ok()) << edited.status().to_string();
     auto last = t.node->read_log(t.node->status()->last_seq - 1, 1).value().at(0);
-    WriteRecord w{t.id, g, f, value, t.pulled_view, last.hlc};
+    WriteRecord w{t.id, g, std::string(field_name(f)), value, t.pulled_view, last.hlc};
+    w.seen.insert(t.own.begin(), t.own.end());
+    const std::uint64_t id = record(std::move(w));
+    t.own.push_back(id);
+    t.seq_to_write[last.seq] = id;
+  }
+
+  void edit_address(Terminal& t) {
+    if (t.known.empty()) return create(t);
+    const Guid g = t.known[rng() % t.known.size()];
+    Customer c = t.node->find(g.to_string()).value();
+    if (c.addresses.empty()) return add_address(t);
+    const Guid a = c.addresses[rng() % c.addresses.size()].guid;
+    constexpr std::array<AddressField, 3> kFields{AddressField::street, AddressField::city, AddressField::zip};
+    const AddressField f = kFields[rng() % kFields.size()];
+    std::string value = "A" + std::to_string(++counter);
+    auto r = t.node->update_address(g.to_string(), a, {{f, value}});
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    auto last = t.node->read_log(t.node->status()->last_seq - 1, 1).value().at(0);
+    WriteRecord w{t.id, g, a.to_string() + ":" + std::string(to_string(f)), value, t.pulled_view, last.hlc};
     w.seen.insert(t.own.begin(), t.own.end());
     const std::uint64_t id = record(std::move(w));
     t.own.push_back(id);
@@ -147,9 +178,10 @@ struct Sim {
     auto r = hq->edit_customer(c.guid.to_string(), {{f, value}});
     ASSERT_TRUE(r.ok()) << r.status().to_string();
     std::set<std::uint64_t> seen(applied.begin(), applied.end());
-    const std::uint64_t id = record({"HQ", c.guid, f, value, std::move(seen), std::nullopt});
+    const std::string key(field_name(f));
+    const std::uint64_t id = record({"HQ", c.guid, key, value, std::move(seen), std::nullopt});
     applied.insert(id);
-    stored[{c.guid, f}] = id;
+    stored[{c.guid, key}] = id;
   }
 
   void sync(Terminal& t) {
@@ -191,21 +223,22 @@ struct Sim {
   void oracle_apply(std::uint64_t id) {
     const WriteRecord& w = writes[id];
     applied.insert(id);
-    const auto key = std::make_pair(w.customer, w.field);
+    const auto key = std::make_pair(w.customer, w.key);
     auto it = stored.find(key);
     const bool concurrent = it != stored.end() && writes[it->second].node != w.node &&
                             !w.seen.count(it->second);
     Customer at_hq = hq->customers(w.customer.to_string()).value().at(0);
+    const std::optional<std::string> now = value_at(at_hq, w.key);
     if (concurrent) {
       ++expected_conflicts;
       last_step_conflict = true;
       const WriteRecord& s = writes[it->second];
       if (s.hlc) {  // both HLCs known: check last-writer-wins picked the newer one
         const bool incoming_newer = *w.hlc != *s.hlc ? *w.hlc > *s.hlc : w.node > s.node;
-        EXPECT_EQ(at_hq.get(w.field) == w.value, incoming_newer);
+        EXPECT_EQ(now == w.value, incoming_newer);
       }
     }
-    if (at_hq.get(w.field) == w.value) stored[key] = id;
+    if (now == w.value) stored[key] = id;
   }
 
   void run_job() {
@@ -220,7 +253,7 @@ struct Sim {
   std::vector<Terminal> terminals;
   std::vector<WriteRecord> writes;
   std::set<std::uint64_t> applied;
-  std::map<std::pair<Guid, Field>, std::uint64_t> stored;
+  std::map<std::pair<Guid, std::string>, std::uint64_t> stored;
   std::int64_t expected_conflicts = 0;
   bool last_step_conflict = false;
   int counter = 0;
@@ -235,14 +268,15 @@ std::int64_t run_history(std::uint64_t seed) {
   for (int i = 0; i < steps && !::testing::Test::HasFatalFailure(); ++i) {
     auto& t = sim.terminals[sim.rng() % sim.terminals.size()];
     t.clock->advance(static_cast<std::int64_t>(sim.rng() % 100));
-    switch (sim.rng() % 10) {
+    switch (sim.rng() % 12) {
       case 0: sim.create(t); break;
       case 1: case 2: case 3: sim.edit(t); break;
       case 4: sim.add_address(t); break;
-      case 5: sim.back_office_edit(); break;
-      case 6: case 7: sim.sync(t); break;
-      case 8: sim.run_job(); break;
-      case 9: t.link->set_up(!t.link->up()); break;  // go offline / come back
+      case 5: sim.edit_address(t); break;
+      case 6: sim.back_office_edit(); break;
+      case 7: case 8: case 9: sim.sync(t); break;
+      case 10: sim.run_job(); break;
+      case 11: t.link->set_up(!t.link->up()); break;  // go offline / come back
     }
   }
   // Heal every partition and sync until quiet: two rounds of push, job, pull.
