@@ -73,13 +73,11 @@ std::string* value_slot(Customer& c, std::string_view key) {
   return nullptr;
 }
 
-Result<MergeOutcome> merge_field_changes(HqTransaction& tx, Customer& c,
-                                         const std::vector<FieldChange>& changes,
-                                         const WriteContext& ctx) {
+std::vector<ValueChange> field_values(const std::vector<FieldChange>& changes) {
   std::vector<ValueChange> values;
   values.reserve(changes.size());
   for (const FieldChange& ch : changes) values.push_back({std::string(field_name(ch.field)), ch.value});
-  return merge_values(tx, c, values, ctx);
+  return values;
 }
 
 Result<MergeOutcome> merge_values(HqTransaction& tx, Customer& c,

@@ -41,14 +41,13 @@ struct MergeOutcome {
   std::int64_t held = 0;       // changes held for an operator (manual policy)
 };
 
-// Applies `changes` to `c` under `ctx`. Validates the resulting customer first: on a
-// domain error nothing is written and `c` is unchanged. Otherwise writes the field
-// states and journal entries in `tx` and bumps `c.version` when something changed.
-Result<MergeOutcome> merge_field_changes(HqTransaction& tx, Customer& c,
-                                         const std::vector<FieldChange>& changes,
-                                         const WriteContext& ctx);
-// The same for keyed values (children's fields included). Keys naming nothing are
-// skipped.
+// Customer field changes as keyed values.
+std::vector<ValueChange> field_values(const std::vector<FieldChange>& changes);
+
+// Applies `changes` to `c` under `ctx`; keys naming nothing (a removed child) are
+// skipped. Validates the resulting customer first: on a domain error nothing is written
+// and `c` is unchanged. Otherwise writes the per-key write states and journal entries in
+// `tx` and bumps `c.version` when something changed.
 Result<MergeOutcome> merge_values(HqTransaction& tx, Customer& c,
                                   const std::vector<ValueChange>& changes, const WriteContext& ctx);
 

@@ -54,13 +54,12 @@ struct Headquarters::Impl {
     return v ? parse_conflict_policy(*v).value_or(ConflictPolicy::lww) : ConflictPolicy::lww;
   }
 
-  // Merges field changes into `c` under the HQ's policy and records the outcome for the
-  // customer's status row (a held change puts it in status `conflict`).
-  Result<MergeOutcome> merge(HqTransaction& tx, Customer& c, const std::vector<FieldChange>& changes,
+  // Merges keyed value changes into `c` under HQ's conflict policy (field_merge.h).
+  Result<MergeOutcome> merge(HqTransaction& tx, Customer& c, const std::vector<ValueChange>& values,
                              Hlc hlc, std::string_view node, std::int64_t base_version) {
     TS_ASSIGN_OR_RETURN(ConflictPolicy p, policy(tx));
     WriteContext ctx{hlc, std::string(node), base_version, p, now()};
-    return merge_field_changes(tx, c, changes, ctx);
+    return merge_values(tx, c, values, ctx);
   }
 
   Status mark_conflict(HqTransaction& tx, const Customer& c, std::string_view node) {
@@ -182,7 +181,7 @@ struct Headquarters::Impl {
     std::int64_t base_version = 0;
     std::optional<Guid> edited_child;
     if (auto* upd = std::get_if<CustomerUpdated>(&p)) {
-      for (const FieldChange& ch : upd->changes) values.push_back({std::string(field_name(ch.field)), ch.value});
+      values = field_values(upd->changes);
       base_version = upd->base_version;
     } else if (auto* au = std::get_if<AddressUpdated>(&p)) {
       for (const AddressFieldChange& ch : au->changes) values.push_back({address_key(au->address, ch.field), ch.value});
@@ -209,8 +208,8 @@ struct Headquarters::Impl {
         return Applied{Status::Ok(), false};
       }
     }
-    for (const FieldChange& f : fixes) values.push_back({std::string(field_name(f.field)), f.value});
-    auto merged = merge_values_in(tx, c, values, rec.hlc, rec.node_id, base_version);
+    for (ValueChange& v : field_values(fixes)) values.push_back(std::move(v));
+    auto merged = merge(tx, c, values, rec.hlc, rec.node_id, base_version);
     if (!merged.ok()) {
       if (merged.status().code() == Code::internal) return merged.status();
       return Applied{merged.status()};
@@ -283,13 +282,7 @@ struct Headquarters::Impl {
     return Status::Ok();
   }
 
-  Result<MergeOutcome> merge_values_in(HqTransaction& tx, Customer& c,
-                                       const std::vector<ValueChange>& values, Hlc hlc,
-                                       std::string_view node, std::int64_t base_version) {
-    TS_ASSIGN_OR_RETURN(ConflictPolicy p, policy(tx));
-    WriteContext ctx{hlc, std::string(node), base_version, p, now()};
-    return merge_values(tx, c, values, ctx);
-  }
+
 
   Status record_status(HqTransaction& tx, const LogRecord& rec, const Guid& guid,
                        const std::optional<std::string>& account, SyncStatus status,
@@ -393,7 +386,7 @@ Result<Customer> Headquarters::rts_edit(std::string_view node_id, const Guid& gu
   TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
   TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
   TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
-  TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, c, changes, hlc, node_id, base_version));
+  TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, c, field_values(changes), hlc, node_id, base_version));
   if (m.held > 0) TS_RETURN_IF_ERROR(impl_->mark_conflict(*tx, c, node_id));
   if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
   TS_RETURN_IF_ERROR(tx->commit());
@@ -514,7 +507,7 @@ Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vec
   // A back-office edit sees HQ's current state: it is never concurrent with what HQ
   // has applied, only with channel edits still on their way.
   TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
-  TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, *c, changes, hlc, kBackOffice, c->version));
+  TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, *c, field_values(changes), hlc, kBackOffice, c->version));
   if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(*tx, *c, {}));
   TS_RETURN_IF_ERROR(tx->commit());
   return std::move(*c);
