@@ -13,6 +13,7 @@ packages=(
   libgtest-dev libgmock-dev
   libcli11-dev nlohmann-json3-dev
   libbenchmark-dev
+  clang libclang-rt-14-dev  # libFuzzer targets (tests/fuzz), run by .ci/run
 )
 
 missing=()

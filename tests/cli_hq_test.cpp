@@ -108,6 +108,7 @@ class Child {
 
   // Sends `sig` and waits for the exit; returns the exit code (128+N for a signal, -1
   // when it did not exit in time).
+  void signal(int sig) { ::kill(pid_, sig); }
   int signal_and_wait(int sig) {
     ::kill(pid_, sig);
     return wait();
@@ -794,6 +795,64 @@ TEST_F(HqCliTest, DemoNarratesForStoreIt) {
     EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
   }
   EXPECT_TRUE(r.err.empty()) << r.err;
+}
+
+// ---------------------------------------------------------------------------
+// CurveZMQ: keygen, hq serve --keys --allowlist, store init --keys --hq-public-key
+
+TEST_F(HqCliTest, CurveKeysAllowlistAndRevocationBySighup) {
+  const std::string hq_keys = dir_.file("hq-keys"), t_keys = dir_.file("t01-keys"),
+                    rogue_keys = dir_.file("rogue-keys");
+  json k = ok_json({"keygen", "--out", hq_keys});
+  EXPECT_EQ(k["public_key"].get<std::string>().size(), 40u);
+  EXPECT_EQ(std::filesystem::status(hq_keys + "/secret.key").permissions() &
+                std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  EXPECT_EQ(error_json({"keygen", "--out", hq_keys}, 3)["code"], "invalid_input");  // no overwrite
+  const std::string t_pub = ok_json({"keygen", "--out", t_keys})["public_key"];
+  ok_json({"keygen", "--out", rogue_keys});
+  const std::string allowlist = dir_.file("allowlist");
+  std::ofstream(allowlist) << "# admitted terminals\nS001/T01 " << t_pub << "\n";
+
+  init_hq();
+  ASSERT_NO_FATAL_FAILURE(start_hq("3600000", {"--keys", hq_keys, "--allowlist", allowlist}));
+  const std::string hq_pub = hq_keys + "/public.key";
+  init_terminal("S001", {"--keys", t_keys, "--hq-public-key", hq_pub, "--rts-timeout-ms", "1000"});
+  json c = create("S001", {"--first-name", "Ada", "--last-name", "Lovelace"});
+  EXPECT_EQ(c["mode"], "sync");
+  EXPECT_TRUE(is_account_number(c["account_number"]));
+  EXPECT_EQ(sync("S001")["pending_ops"], 0);
+
+  // A terminal whose key is not on the allowlist: HQ unreachable, nothing written.
+  init_terminal("S002", {"--keys", rogue_keys, "--hq-public-key", hq_pub, "--rts-timeout-ms", "300"});
+  EXPECT_EQ(create("S002", {"--first-name", "Rogue", "--last-name", "Device"})["mode"], "async");
+  EXPECT_EQ(error_json({"store", "sync", "--db", terminal_db("S002"), "--once"}, 4)["code"],
+            "hq_unreachable");
+  // Keys given by halves are refused at init.
+  EXPECT_EQ(error_json({"store", "init", "--db", dir_.file("half.db"), "--store", "S003",
+                        "--terminal", "T01", "--hq", endpoint_, "--keys", t_keys},
+                       3)["code"],
+            "invalid_input");
+
+  // Revocation: empty the allowlist, SIGHUP; S001 is locked out without a restart.
+  std::ofstream(allowlist, std::ios::trunc) << "# nobody\n";
+  hq_->signal(SIGHUP);
+  int exit = 0;
+  for (int i = 0; i < 20 && exit != 4; ++i) {
+    exit = run({"store", "sync", "--db", terminal_db("S001"), "--once", "--json"}).exit;
+  }
+  EXPECT_EQ(exit, 4);
+  EXPECT_EQ(hq_customers().size(), 1u);
+  stop_hq();
+  EXPECT_EQ(hq_->err().find("PLAINTEXT"), std::string::npos) << hq_->err();
+  EXPECT_NE(hq_->err().find("allowlist reloaded"), std::string::npos) << hq_->err();
+}
+
+TEST_F(HqCliTest, ServeWithoutKeysWarnsAboutPlaintext) {
+  init_hq();
+  ASSERT_NO_FATAL_FAILURE(start_hq());
+  stop_hq();
+  EXPECT_NE(hq_->err().find("PLAINTEXT"), std::string::npos) << hq_->err();
 }
 
 }  // namespace

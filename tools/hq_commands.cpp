@@ -18,6 +18,7 @@
 #include "tillsync/headquarters.h"
 #include "tillsync/hq_service.h"
 #include "tillsync/hq_store.h"
+#include "tillsync/transport/socket.h"
 
 namespace tillsync::cli {
 namespace {
@@ -87,6 +88,7 @@ struct ServeOptions {
   int job_interval_ms = 200;
   std::string conflict_policy;  // empty: keep the policy stored in the HQ database
   std::string duplicates;
+  std::string keys, allowlist;  // CurveZMQ: HQ's key directory, the terminals' allowlist
 };
 
 // The running service, for the signal handler (HqService::stop() is an atomic store).
@@ -95,6 +97,11 @@ static_assert(std::atomic<HqService*>::is_always_lock_free);
 
 void stop_service() {
   if (HqService* service = g_service.load()) service->stop();
+}
+
+// SIGHUP: reload the allowlist at the service's next turn (an atomic store).
+extern "C" void on_sighup(int) {
+  if (HqService* service = g_service.load()) service->request_reload();
 }
 
 Status check_listen(const std::string& endpoint) {
@@ -115,10 +122,26 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
   HqOptions hq_options;
   if (!o.conflict_policy.empty()) hq_options.conflict_policy = parse_conflict_policy(o.conflict_policy);
   if (!o.duplicates.empty()) hq_options.duplicate_policy = parse_duplicate_policy(o.duplicates);
+  if (o.keys.empty() != o.allowlist.empty()) {
+    return cli.fail(Status::InvalidInput(
+        "keys", "--keys and --allowlist go together: HQ's key pair and the terminals it admits"));
+  }
+  std::optional<transport::KeyPair> keys;
+  if (!o.keys.empty()) {
+    auto loaded = transport::load_key_pair(o.keys);
+    if (!loaded) return cli.fail(loaded.status());
+    keys = *loaded;
+  }
   auto hq = Headquarters::open(o.db, hq_options);
   if (!hq) return cli.fail(hq.status());
 
   install_stop_handlers(&stop_service);
+  {
+    struct sigaction action {};
+    action.sa_handler = on_sighup;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGHUP, &action, nullptr);
+  }
   std::unique_ptr<HqService> service;
   {
     // ZeroMQ's threads start in here; they must not take SIGINT/SIGTERM from us.
@@ -126,12 +149,22 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
     HqServiceOptions options;
     options.listen = o.listen;
     options.job_interval_ms = o.job_interval_ms;
+    options.curve = keys;
+    options.allowlist_file = o.allowlist;
     auto started = HqService::start(std::move(hq).value(), options);
     if (!started) return cli.fail(started.status());
     service = std::move(started).value();
     g_service.store(service.get());
   }
   if (stop_requested()) service->stop();
+  if (!keys) {
+    std::cerr << "tillsync: WARNING: no --keys/--allowlist: traffic is PLAINTEXT and "
+                 "UNAUTHENTICATED; anyone who can reach "
+              << service->endpoint()
+              << " can read it and act as any terminal. Use 'tillsync keygen' and "
+                 "'hq serve --keys DIR --allowlist FILE' outside a lab."
+              << std::endl;
+  }
 
   if (cli.json) {
     Json j;
@@ -140,6 +173,7 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
     j["db"] = o.db;
     j["epoch"] = service->hq().epoch();
     j["job_interval_ms"] = o.job_interval_ms;
+    j["encrypted"] = keys.has_value();
     print_json_line(j);
   } else {
     std::cout << "listening on " << service->endpoint() << std::endl;
@@ -209,6 +243,14 @@ void add_serve(CLI::App& hq, Cli& cli) {
                   "(link it to the existing account). Stored in the HQ database")
       ->check(CLI::IsMember({"flag", "merge"}))
       ->type_name("flag|merge");
+  sub->add_option("--keys", o->keys,
+                  "Directory with HQ's CurveZMQ key pair (from 'tillsync keygen'): traffic is "
+                  "encrypted and only terminals of --allowlist get in")
+      ->type_name("DIR");
+  sub->add_option("--allowlist", o->allowlist,
+                  "File of admitted terminals, one 'NODE_ID PUBLIC_KEY' per line ('#' starts a "
+                  "comment). SIGHUP reloads it: a removed key is locked out at once")
+      ->type_name("FILE");
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_serve(cli, *o); });
 }
@@ -719,9 +761,37 @@ void add_resolve(CLI::App& hq, Cli& cli) {
   cli.on_run(*sub, [&cli, o] { return run_resolve(cli, *o); });
 }
 
+// ---------------------------------------------------------------------------
+// keygen (a top-level command; it lives here with the HQ side of CurveZMQ)
+
+void add_keygen(CLI::App& root, Cli& cli) {
+  auto out = std::make_shared<std::string>();
+  CLI::App* sub = root.add_subcommand(
+      "keygen",
+      "Write a new CurveZMQ key pair to DIR/public.key and DIR/secret.key (mode 0600),\n"
+      "for HQ (hq serve --keys) or a terminal (store init --keys). Never overwrites keys.");
+  sub->add_option("--out", *out, "Directory for the key pair (created if needed)")
+      ->required()
+      ->type_name("DIR");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, out] {
+    auto keys = transport::generate_key_pair();
+    if (!keys) return cli.fail(keys.status());
+    if (Status s = transport::save_key_pair(*keys, *out); !s) return cli.fail(s);
+    const std::string pub = (std::filesystem::path(*out) / "public.key").string();
+    Json j;
+    j["public_key"] = keys->public_key;
+    j["public_key_file"] = pub;
+    j["secret_key_file"] = (std::filesystem::path(*out) / "secret.key").string();
+    return cli.ok(j, "wrote " + pub + " and secret.key (keep it secret); public key: " +
+                         keys->public_key);
+  });
+}
+
 }  // namespace
 
 void add_hq_commands(CLI::App& root, Cli& cli) {
+  add_keygen(root, cli);
   CLI::App* hq = root.add_subcommand(
       "hq",
       "Commands for the head office (HQ): set up and serve HQ, run the customer sync job,\n"

@@ -4,6 +4,8 @@
 #include "cli_common.h"
 #include "demo.h"
 #include "hq_commands.h"
+#include "netsim_command.h"
+#include "replay_command.h"
 #include "store_commands.h"
 
 int main(int argc, char** argv) {
@@ -25,5 +27,7 @@ int main(int argc, char** argv) {
   add_hq_commands(app, cli);
   add_store_commands(app, cli);
   add_demo_command(app, cli);
+  add_netsim_command(app, cli);
+  add_replay_command(app, cli);
   return cli.run(app, argc, argv);
 }

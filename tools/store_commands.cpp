@@ -18,6 +18,7 @@
 #include "tillsync/domain.h"
 #include "tillsync/hq_client.h"
 #include "tillsync/replicator.h"
+#include "tillsync/transport/socket.h"
 #include "tillsync/validation.h"
 
 namespace tillsync::cli {
@@ -54,8 +55,12 @@ Result<Session> open_session(const std::string& db, bool offline) {
   TS_ASSIGN_OR_RETURN(session.node, ChannelNode::open(db));
   const NodeConfig& config = session.node->config();
   if (!offline && config.hq_endpoint) {
-    // A connection that cannot even be set up leaves HQ unreachable for this command.
-    if (auto client = HqClient::connect(*config.hq_endpoint, config.rts_timeout_ms)) {
+    // A connection that cannot even be set up (also: unusable CurveZMQ keys) leaves HQ
+    // unreachable for this command, so creation still falls back to async (D4).
+    auto keys = load_curve_keys(config);
+    if (!keys) std::cerr << "tillsync: warning: " << one_line(keys.status().message()) << std::endl;
+    if (!keys) return session;
+    if (auto client = HqClient::connect(*config.hq_endpoint, config.rts_timeout_ms, *keys)) {
       session.client = std::move(client).value();
       session.node->attach_hq(session.client.get());
     }
@@ -99,6 +104,7 @@ Json status_json(const NodeStatus& s, const NodeConfig& config) {
   j["last_seq"] = s.last_seq;
   j["hq"] = config.hq_endpoint ? Json(*config.hq_endpoint) : Json(nullptr);
   j["rts_timeout_ms"] = config.rts_timeout_ms;
+  j["encrypted"] = config.key_dir.has_value();
   j["profile"] = profile_json(config.profile);
   j["default_customer"] = default_customer_json(config.default_customer);
   return j;
@@ -151,6 +157,7 @@ struct InitOptions {
   bool async_mode = false, filter = false, enhanced = false, async_addresses = false,
        async_edits = false;
   int rts_timeout_ms = 2000;
+  std::string keys, hq_public_key;  // CurveZMQ: key directory, file with HQ's public key
   DefaultCustomer dc;
   std::string dc_type = "person";
   CLI::Option* hq_opt = nullptr;
@@ -167,6 +174,20 @@ int run_init(const Cli& cli, const InitOptions& o) {
     config.hq_endpoint = o.hq;
   }
   config.rts_timeout_ms = o.rts_timeout_ms;
+  if (o.keys.empty() != o.hq_public_key.empty()) {
+    return cli.fail(Status::InvalidInput(
+        "keys", "--keys and --hq-public-key go together: the terminal's key pair and HQ's public key"));
+  }
+  if (!o.keys.empty()) {
+    // Checked now, so a typo shows at installation rather than as an unreachable HQ.
+    if (auto k = transport::load_key_pair(o.keys); !k) return cli.fail(k.status());
+    auto hq_key = transport::load_public_key(o.hq_public_key);
+    if (!hq_key) return cli.fail(hq_key.status());
+    std::error_code ec;
+    const auto dir = std::filesystem::absolute(o.keys, ec);
+    config.key_dir = ec ? o.keys : dir.string();
+    config.hq_public_key = *hq_key;
+  }
   config.profile.async_customer_creation = o.async_mode;
   config.profile.filter_shared_customer_tables = o.filter;
   config.profile.enhanced_async_customer = o.enhanced;
@@ -253,6 +274,14 @@ void add_init(CLI::App& store, Cli& cli) {
       ->capture_default_str()
       ->check(CLI::Range(1, 600000))
       ->type_name("MS");
+  sub->add_option("--keys", o->keys,
+                  "Directory with this terminal's CurveZMQ key pair (from 'tillsync keygen'); "
+                  "the connection to HQ is then encrypted and authenticated. Needs "
+                  "--hq-public-key; register DIR/public.key in HQ's allowlist")
+      ->type_name("DIR");
+  sub->add_option("--hq-public-key", o->hq_public_key,
+                  "File with HQ's CurveZMQ public key (HQ's public.key); needs --keys")
+      ->type_name("FILE");
   sub->add_option("--default-customer-type", o->dc_type, "Default customer: type of new customers")
       ->capture_default_str()
       ->check(CLI::IsMember({"person", "organization"}));
@@ -809,7 +838,9 @@ int run_sync(const Cli& cli, const SyncOptions& o) {
   {
     // ZeroMQ's threads start in here; SIGINT/SIGTERM must reach this thread.
     BlockStopSignals block;
-    auto connected = HqClient::connect(*config.hq_endpoint, config.rts_timeout_ms);
+    auto keys = load_curve_keys(config);
+    if (!keys) return cli.fail(keys.status());
+    auto connected = HqClient::connect(*config.hq_endpoint, config.rts_timeout_ms, *keys);
     if (!connected) {
       return cli.fail(explain_sync_failure(
           **node, Status::HqUnreachable("cannot connect to HQ at " + *config.hq_endpoint + ": " +

@@ -34,13 +34,29 @@ struct HqClient::Impl {
   }
 };
 
+Result<std::optional<HqCurveKeys>> load_curve_keys(const NodeConfig& config) {
+  if (!config.key_dir && !config.hq_public_key) return std::optional<HqCurveKeys>{};
+  if (!config.key_dir || !config.hq_public_key)
+    return Status::InvalidInput("keys", "CurveZMQ needs both the terminal's key directory and HQ's public key");
+  if (!transport::is_z85_key(*config.hq_public_key))
+    return Status::InvalidInput("hq_public_key", "HQ's public key is not a CurveZMQ key (40 Z85 characters)");
+  TS_ASSIGN_OR_RETURN(transport::KeyPair keys, transport::load_key_pair(*config.key_dir));
+  return std::optional<HqCurveKeys>{HqCurveKeys{keys.public_key, keys.secret_key, *config.hq_public_key}};
+}
+
 HqClient::HqClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HqClient::~HqClient() = default;
 
-Result<std::unique_ptr<HqClient>> HqClient::connect(const std::string& endpoint, int timeout_ms) {
+Result<std::unique_ptr<HqClient>> HqClient::connect(const std::string& endpoint, int timeout_ms,
+                                                    const std::optional<HqCurveKeys>& curve) {
   auto impl = std::make_unique<Impl>();
-  TS_ASSIGN_OR_RETURN(auto client,
-                      transport::Client::connect(impl->context, endpoint, {.timeout_ms = timeout_ms}));
+  transport::ClientOptions options;
+  options.timeout_ms = timeout_ms;
+  if (curve) {
+    options.curve = transport::KeyPair{curve->public_key, curve->secret_key};
+    options.server_public_key = curve->hq_public_key;
+  }
+  TS_ASSIGN_OR_RETURN(auto client, transport::Client::connect(impl->context, endpoint, options));
   impl->client.emplace(std::move(client));
   return std::unique_ptr<HqClient>(new HqClient(std::move(impl)));
 }

@@ -1,6 +1,9 @@
 #include "tillsync/hq_service.h"
 
 #include <chrono>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include "protocol.h"
 #include "tillsync/local_hq_link.h"
@@ -22,6 +25,35 @@ Status check_node(const Msg& m) {
 
 }  // namespace
 
+Result<Allowlist> load_allowlist(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) return Status::InvalidInput("allowlist", "cannot read allowlist file " + file);
+  Allowlist list;
+  std::map<std::string, std::string> owners;  // key -> node
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.size() > 1000)
+      return Status::InvalidInput("allowlist", file + ":" + std::to_string(number) + ": line too long");
+    std::istringstream words(line);
+    std::string node, key, extra;
+    if (!(words >> node) || node[0] == '#') continue;
+    const std::string where = file + ":" + std::to_string(number) + ": ";
+    if (!(words >> key) || (words >> extra))
+      return Status::InvalidInput("allowlist", where + "expected 'NODE_ID PUBLIC_KEY'");
+    if (node.size() > 65 || node.find('/') == std::string::npos)
+      return Status::InvalidInput("allowlist", where + "'" + node + "' is not a STORE/TERMINAL node id");
+    if (!transport::is_z85_key(key))
+      return Status::InvalidInput("allowlist", where + "not a CurveZMQ public key (40 Z85 characters)");
+    if (!list.emplace(node, key).second)
+      return Status::InvalidInput("allowlist", where + node + " is listed twice");
+    if (!owners.emplace(key, node).second)
+      return Status::InvalidInput("allowlist", where + "the key of " + node + " is also given to " + owners[key]);
+  }
+  return list;
+}
+
 struct HqService::Impl {
   std::unique_ptr<Headquarters> hq;
   HqServiceOptions options;
@@ -30,6 +62,32 @@ struct HqService::Impl {
   std::atomic<bool> stopping{false};
   HqServiceStats stats;
   SteadyClock::time_point next_job = SteadyClock::now();
+  std::map<std::string, std::string> node_by_key;  // the allowlist, by key
+  std::atomic<bool> reload_requested{false};
+
+  void set_allowlist(const Allowlist& list) {
+    node_by_key.clear();
+    for (const auto& [node, key] : list) node_by_key.emplace(key, node);
+  }
+
+  bool authorize(const std::string& key, std::string* node) const {
+    auto it = node_by_key.find(key);
+    if (it == node_by_key.end()) return false;
+    *node = it->second;
+    return true;
+  }
+
+  // With CURVE, a request must claim the node its key authenticated (ping may claim none).
+  template <class Msg>
+  Status check_identity(const transport::Request& req, const Msg& m, bool may_be_anonymous = false) {
+    if (!options.curve) return Status::Ok();
+    if (m.node == req.authenticated_node || (may_be_anonymous && m.node.empty())) return Status::Ok();
+    ++stats.unauthorized;
+    std::cerr << "tillsync: refused request type " << int{req.frame.type} << ": connection authenticated as "
+              << req.authenticated_node << " claimed node '" << m.node.substr(0, 80) << "'" << std::endl;
+    return Status(Code::unauthorized, "node " + req.authenticated_node +
+                                          " may not act as node '" + m.node.substr(0, 80) + "'");
+  }
 
   // Handles one request; returns the reply (type, body) or a domain error to send back.
   Result<std::pair<std::uint8_t, std::string>> handle(const transport::Request& req) {
@@ -44,46 +102,54 @@ struct HqService::Impl {
     switch (static_cast<MsgType>(req.frame.type)) {
       case MsgType::ping: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Ping>(body));
+        TS_RETURN_IF_ERROR(check_identity(req, m, /*may_be_anonymous=*/true));
         return reply(MsgType::ping, protocol::encode(protocol::Pong{hq->epoch()}));
       }
       case MsgType::rts_create: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsCreate>(body));
         TS_RETURN_IF_ERROR(check_node(m));
+        TS_RETURN_IF_ERROR(check_identity(req, m));
         return customer_reply(MsgType::rts_create, hq->rts_create(m.node, m.customer));
       }
       case MsgType::rts_edit: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsEdit>(body));
         TS_RETURN_IF_ERROR(check_node(m));
+        TS_RETURN_IF_ERROR(check_identity(req, m));
         return customer_reply(MsgType::rts_edit,
                               hq->rts_edit(m.node, m.customer, m.base_version, m.changes));
       }
       case MsgType::rts_add_address: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsAddAddress>(body));
         TS_RETURN_IF_ERROR(check_node(m));
+        TS_RETURN_IF_ERROR(check_identity(req, m));
         return customer_reply(MsgType::rts_add_address,
                               hq->rts_add_address(m.node, m.customer, m.address));
       }
       case MsgType::rts_issue_loyalty_card: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsIssueLoyaltyCard>(body));
         TS_RETURN_IF_ERROR(check_node(m));
+        TS_RETURN_IF_ERROR(check_identity(req, m));
         return customer_reply(MsgType::rts_issue_loyalty_card,
                               hq->rts_issue_loyalty_card(m.node, m.customer));
       }
       case MsgType::search: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Search>(body));
         TS_RETURN_IF_ERROR(check_node(m));
+        TS_RETURN_IF_ERROR(check_identity(req, m));
         TS_ASSIGN_OR_RETURN(auto found, hq->search(m.text));
         return reply(MsgType::search, protocol::encode(protocol::CustomersReply{std::move(found)}));
       }
       case MsgType::push: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Push>(body));
         TS_RETURN_IF_ERROR(check_node(m));
+        TS_RETURN_IF_ERROR(check_identity(req, m));
         TS_ASSIGN_OR_RETURN(PushResult r, hq->push(m.node, m.records));
         return reply(MsgType::push, protocol::encode(protocol::PushAck{hq->epoch(), r.acked_seq}));
       }
       case MsgType::pull: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Pull>(body));
         TS_RETURN_IF_ERROR(check_node(m));
+        TS_RETURN_IF_ERROR(check_identity(req, m));
         const std::uint32_t limit = std::clamp<std::uint32_t>(m.limit, 1, 5000);
         TS_ASSIGN_OR_RETURN(PullResult r, hq->pull(m.node, m.after, limit, m.filtered));
         PullReply p = to_pull_reply(hq->epoch(), std::move(r));
@@ -137,7 +203,19 @@ Result<std::unique_ptr<HqService>> HqService::start(std::unique_ptr<Headquarters
   auto impl = std::make_unique<Impl>();
   impl->hq = std::move(hq);
   impl->options = options;
-  TS_ASSIGN_OR_RETURN(auto server, transport::Server::bind(impl->context, options.listen));
+  transport::ServerOptions server_options;
+  if (options.curve) {
+    if (!options.allowlist_file.empty()) {
+      TS_ASSIGN_OR_RETURN(impl->options.allowlist, load_allowlist(options.allowlist_file));
+    }
+    impl->set_allowlist(impl->options.allowlist);
+    server_options.curve = options.curve;
+    Impl* self = impl.get();
+    server_options.authorize = [self](const std::string& key, std::string* node) {
+      return self->authorize(key, node);
+    };
+  }
+  TS_ASSIGN_OR_RETURN(auto server, transport::Server::bind(impl->context, options.listen, server_options));
   impl->server.emplace(std::move(server));
   impl->next_job = SteadyClock::now() + std::chrono::milliseconds(options.job_interval_ms);
   return std::unique_ptr<HqService>(new HqService(std::move(impl)));
@@ -145,8 +223,34 @@ Result<std::unique_ptr<HqService>> HqService::start(std::unique_ptr<Headquarters
 
 const std::string& HqService::endpoint() const { return impl_->server->endpoint(); }
 
+Status HqService::reload_allowlist() {
+  if (impl_->options.allowlist_file.empty())
+    return Status::InvalidInput("allowlist", "no allowlist file to reload");
+  TS_ASSIGN_OR_RETURN(Allowlist list, load_allowlist(impl_->options.allowlist_file));
+  impl_->options.allowlist = list;
+  impl_->set_allowlist(list);
+  return Status::Ok();
+}
+
+void HqService::set_allowlist(Allowlist allowlist) {
+  impl_->set_allowlist(allowlist);
+  impl_->options.allowlist = std::move(allowlist);
+}
+
+void HqService::request_reload() { impl_->reload_requested.store(true); }
+
+bool HqService::curve_enabled() const { return impl_->options.curve.has_value(); }
+
 Status HqService::run() {
   while (!impl_->stopping.load()) {
+    if (impl_->reload_requested.exchange(false)) {
+      if (Status s = reload_allowlist(); s)
+        std::cerr << "tillsync: allowlist reloaded: " << impl_->options.allowlist.size()
+                  << " terminal(s) admitted" << std::endl;
+      else
+        std::cerr << "tillsync: allowlist NOT reloaded, the previous one stays in force: "
+                  << s.message() << std::endl;
+    }
     TS_RETURN_IF_ERROR(impl_->serve_once(std::min(50, impl_->options.job_interval_ms)));
   }
   return Status::Ok();

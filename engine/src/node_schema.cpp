@@ -102,6 +102,8 @@ Status write_config(storage::Transaction& txn, const NodeConfig& config) {
   TS_RETURN_IF_ERROR(put(txn, "terminal_id", config.terminal_id));
   TS_RETURN_IF_ERROR(put(txn, "hq_endpoint", config.hq_endpoint.value_or("")));
   TS_RETURN_IF_ERROR(put_int(txn, "rts_timeout_ms", config.rts_timeout_ms));
+  TS_RETURN_IF_ERROR(put(txn, "curve.key_dir", config.key_dir.value_or("")));
+  TS_RETURN_IF_ERROR(put(txn, "curve.hq_public_key", config.hq_public_key.value_or("")));
   for (const auto& s : kProfile) TS_RETURN_IF_ERROR(put(txn, s.key, config.profile.*s.member ? "1" : "0"));
   TS_RETURN_IF_ERROR(put(txn, "default.type", to_string(config.default_customer.type)));
   for (const auto& s : kDefaults) TS_RETURN_IF_ERROR(put(txn, s.key, config.default_customer.*s.member));
@@ -130,6 +132,11 @@ Result<NodeConfig> read_config(storage::Database& db) {
   if (!hq.empty()) c.hq_endpoint = hq;
   TS_ASSIGN_OR_RETURN(std::int64_t timeout, get_int(db, "rts_timeout_ms", 2000));
   c.rts_timeout_ms = static_cast<int>(timeout);
+  // Optional (databases made before CurveZMQ support have neither).
+  TS_ASSIGN_OR_RETURN(auto key_dir, get(db, "curve.key_dir"));
+  if (key_dir && !key_dir->empty()) c.key_dir = *key_dir;
+  TS_ASSIGN_OR_RETURN(auto hq_key, get(db, "curve.hq_public_key"));
+  if (hq_key && !hq_key->empty()) c.hq_public_key = *hq_key;
   for (const auto& s : kProfile) {
     TS_ASSIGN_OR_RETURN(std::string v, text(s.key));
     c.profile.*s.member = v == "1";

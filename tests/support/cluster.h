@@ -45,6 +45,7 @@ class HqProcess {
     service_.reset();
   }
   bool running() const { return service_ != nullptr; }
+  HqService& service() { return *service_; }
   const std::string& endpoint() const { return endpoint_; }
   const std::string& db() const { return db_; }
   HqServiceOptions& options() { return options_; }
@@ -103,7 +104,9 @@ class Terminal {
  private:
   void connect() {
     if (node_->config().hq_endpoint) {
-      auto c = HqClient::connect(*node_->config().hq_endpoint, node_->config().rts_timeout_ms);
+      auto keys = load_curve_keys(node_->config());
+      ASSERT_TRUE(keys.ok()) << keys.status().to_string();
+      auto c = HqClient::connect(*node_->config().hq_endpoint, node_->config().rts_timeout_ms, *keys);
       ASSERT_TRUE(c.ok()) << c.status().to_string();
       client_ = std::move(c).value();
       node_->attach_hq(client_.get());

@@ -1,6 +1,14 @@
 #include "tillsync/transport/socket.h"
 
+#include <sys/stat.h>
+
+#include <array>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <system_error>
 #include <vector>
 #include <zmq.hpp>
 
@@ -33,6 +41,84 @@ Status decode_error(std::string_view body) {
   return {*code, std::string(body.substr(nl + 1))};
 }
 
+// ---- CurveZMQ keys -------------------------------------------------------------------
+
+bool curve_available() { return zmq_has("curve") != 0; }
+
+bool is_z85_key(std::string_view text) {
+  if (text.size() != 40) return false;
+  static constexpr std::string_view kZ85 =
+      "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+  return text.find_first_not_of(kZ85) == std::string_view::npos;
+}
+
+Result<KeyPair> generate_key_pair() {
+  std::array<char, 41> pub{};
+  std::array<char, 41> sec{};
+  if (zmq_curve_keypair(pub.data(), sec.data()) != 0)
+    return Status::Internal(std::string("cannot generate a CurveZMQ key pair: ") + zmq_strerror(errno));
+  return KeyPair{std::string(pub.data(), 40), std::string(sec.data(), 40)};
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+Result<std::string> read_key_file(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Status::InvalidInput("keys", "cannot read key file " + file.string());
+  std::string text;
+  char c;
+  while (text.size() <= 200 && in.get(c)) text.push_back(c);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' '))
+    text.pop_back();
+  if (!is_z85_key(text))
+    return Status::InvalidInput("keys", file.string() + " does not hold a CurveZMQ key (40 Z85 characters)");
+  return text;
+}
+
+Status write_key_file(const fs::path& file, const std::string& key, mode_t mode) {
+  // O_EXCL semantics: never overwrite a key; the mode is set before the key is written.
+  std::FILE* f = std::fopen(file.c_str(), "wx");
+  if (f == nullptr)
+    return Status::InvalidInput("keys", "cannot create " + file.string() + ": " + std::strerror(errno));
+  const bool chmod_ok = ::chmod(file.c_str(), mode) == 0;
+  const std::string line = key + "\n";
+  const bool ok = chmod_ok && std::fwrite(line.data(), 1, line.size(), f) == line.size();
+  if (std::fclose(f) != 0 || !ok) return Status::Internal("cannot write " + file.string());
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status save_key_pair(const KeyPair& keys, const std::string& dir) {
+  if (!is_z85_key(keys.public_key) || !is_z85_key(keys.secret_key))
+    return Status::InvalidInput("keys", "not a CurveZMQ key pair");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::InvalidInput("keys", "cannot create directory " + dir + ": " + ec.message());
+  const fs::path pub = fs::path(dir) / "public.key";
+  const fs::path sec = fs::path(dir) / "secret.key";
+  if (fs::exists(pub, ec) || fs::exists(sec, ec))
+    return Status::InvalidInput("keys", dir + " already holds a key pair; refusing to overwrite it");
+  TS_RETURN_IF_ERROR(write_key_file(sec, keys.secret_key, 0600));
+  return write_key_file(pub, keys.public_key, 0644);
+}
+
+Result<KeyPair> load_key_pair(const std::string& dir) {
+  KeyPair keys;
+  TS_ASSIGN_OR_RETURN(keys.public_key, read_key_file(fs::path(dir) / "public.key"));
+  TS_ASSIGN_OR_RETURN(keys.secret_key, read_key_file(fs::path(dir) / "secret.key"));
+  // The public key must belong to the secret key.
+  std::array<char, 41> derived{};
+  if (zmq_curve_public(derived.data(), keys.secret_key.c_str()) != 0 ||
+      keys.public_key != std::string(derived.data(), 40))
+    return Status::InvalidInput("keys", dir + ": public.key does not match secret.key");
+  return keys;
+}
+
+Result<std::string> load_public_key(const std::string& file) { return read_key_file(file); }
+
 namespace {
 
 void configure(zmq::socket_t& s) {
@@ -62,6 +148,11 @@ struct Client::Impl {
     try {
       socket.emplace(*ctx, zmq::socket_type::dealer);
       configure(*socket);
+      if (options.curve) {
+        socket->set(zmq::sockopt::curve_serverkey, options.server_public_key);
+        socket->set(zmq::sockopt::curve_publickey, options.curve->public_key);
+        socket->set(zmq::sockopt::curve_secretkey, options.curve->secret_key);
+      }
       // Queue only on completed connections, so a send to a dead HQ times out instead
       // of sitting in a buffer and being delivered much later.
       socket->set(zmq::sockopt::immediate, 1);
@@ -91,6 +182,13 @@ Client::~Client() = default;
 
 Result<Client> Client::connect(Context& context, const std::string& endpoint,
                                const ClientOptions& options) {
+  if (options.curve) {
+    if (!curve_available()) return Status::Internal("this libzmq was built without CURVE support");
+    if (!is_z85_key(options.curve->public_key) || !is_z85_key(options.curve->secret_key))
+      return Status::InvalidInput("keys", "the terminal's CurveZMQ key pair is malformed");
+    if (!is_z85_key(options.server_public_key))
+      return Status::InvalidInput("hq_public_key", "HQ's public key is missing or malformed");
+  }
   auto impl = std::make_unique<Impl>();
   impl->ctx = &context.impl().ctx;
   impl->endpoint = endpoint;
@@ -145,6 +243,43 @@ struct Server::Impl {
   zmq::socket_t socket;
   std::string endpoint;
   ServerStats stats;
+  ServerOptions options;
+  std::optional<zmq::socket_t> zap;  // the ZAP handler (REP), with CURVE only
+
+  // Answers one ZAP request: admits the client key when authorize() accepts it. The
+  // user id carries "<node id> <client key>" so receive() can re-check the key per message.
+  void answer_zap() {
+    std::vector<zmq::message_t> parts;
+    for (;;) {
+      zmq::message_t part;
+      if (!zap->recv(part, zmq::recv_flags::dontwait)) break;
+      const bool more = part.more();
+      if (parts.size() < 8) parts.push_back(std::move(part));
+      if (!more) break;
+    }
+    if (parts.empty()) return;
+    // version, request id, domain, address, identity, mechanism, credentials...
+    std::string request_id = parts.size() > 1 ? parts[1].to_string() : std::string();
+    std::string status = "400", text = "not authorized", user;
+    if (parts.size() >= 7 && parts[0].to_string_view() == "1.0" &&
+        parts[5].to_string_view() == "CURVE" && parts[6].size() == 32) {
+      std::array<char, 41> z85{};
+      zmq_z85_encode(z85.data(), static_cast<const std::uint8_t*>(parts[6].data()), 32);
+      const std::string key(z85.data(), 40);
+      std::string node;
+      if (options.authorize && options.authorize(key, &node) && !node.empty()) {
+        status = "200";
+        text = "OK";
+        user = node + " " + key;
+      }
+    }
+    if (status != "200") ++stats.handshakes_refused;
+    const std::array<std::string, 6> reply{"1.0", request_id, status, text, user, ""};
+    for (std::size_t i = 0; i < reply.size(); ++i) {
+      zap->send(zmq::buffer(reply[i]),
+                i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+  }
 };
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -152,10 +287,33 @@ Server::Server(Server&&) noexcept = default;
 Server& Server::operator=(Server&&) noexcept = default;
 Server::~Server() = default;
 
-Result<Server> Server::bind(Context& context, const std::string& endpoint) {
+Result<Server> Server::bind(Context& context, const std::string& endpoint,
+                            const ServerOptions& options) {
+  if (options.curve) {
+    if (!curve_available()) return Status::Internal("this libzmq was built without CURVE support");
+    if (!is_z85_key(options.curve->public_key) || !is_z85_key(options.curve->secret_key))
+      return Status::InvalidInput("keys", "HQ's CurveZMQ key pair is malformed");
+    if (!options.authorize)
+      return Status::InvalidInput("allowlist", "a CURVE server needs an authorize callback");
+  }
+  auto impl = std::make_unique<Impl>(Impl{zmq::socket_t(context.impl().ctx, zmq::socket_type::router), {}, {}, options, {}});
+  if (options.curve) {
+    try {
+      // The ZAP handler must be bound before the server socket accepts connections.
+      impl->zap.emplace(context.impl().ctx, zmq::socket_type::rep);
+      impl->zap->set(zmq::sockopt::linger, 0);
+      impl->zap->bind("inproc://zeromq.zap.01");
+    } catch (const zmq::error_t& e) {
+      return Status::InvalidInput("keys", std::string("cannot start the ZAP handler: ") + e.what());
+    }
+  }
   try {
-    auto impl = std::make_unique<Impl>(Impl{zmq::socket_t(context.impl().ctx, zmq::socket_type::router), {}, {}});
     configure(impl->socket);
+    if (options.curve) {
+      impl->socket.set(zmq::sockopt::curve_server, 1);
+      impl->socket.set(zmq::sockopt::curve_secretkey, options.curve->secret_key);
+      impl->socket.set(zmq::sockopt::zap_domain, "tillsync");
+    }
     impl->socket.bind(endpoint);
     impl->endpoint = impl->socket.get(zmq::sockopt::last_endpoint);
     return Server(std::move(impl));
@@ -172,9 +330,13 @@ Result<std::optional<Request>> Server::receive(int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   try {
     for (;;) {
-      zmq::pollitem_t item{s.socket.handle(), 0, ZMQ_POLLIN, 0};
-      if (zmq::poll(&item, 1, std::chrono::milliseconds(remaining_ms(deadline))) == 0)
+      std::array<zmq::pollitem_t, 2> items{{{s.socket.handle(), 0, ZMQ_POLLIN, 0},
+                                            {s.zap ? s.zap->handle() : nullptr, 0, ZMQ_POLLIN, 0}}};
+      const std::size_t n = s.zap ? 2 : 1;
+      if (zmq::poll(items.data(), n, std::chrono::milliseconds(remaining_ms(deadline))) == 0)
         return std::optional<Request>{};
+      if (n == 2 && (items[1].revents & ZMQ_POLLIN) != 0) s.answer_zap();
+      if ((items[0].revents & ZMQ_POLLIN) == 0) continue;
       std::vector<zmq::message_t> parts;
       for (;;) {
         zmq::message_t part;
@@ -189,6 +351,21 @@ Result<std::optional<Request>> Server::receive(int timeout_ms) {
         continue;
       }
       Request req;
+      if (s.options.curve) {
+        // "<node id> <key>" set by answer_zap(); re-checked so a revocation takes effect
+        // on connections made before it.
+        const char* user = zmq_msg_gets(parts[1].handle(), "User-Id");
+        const std::string_view uid = user != nullptr ? std::string_view(user) : std::string_view();
+        const auto sp = uid.rfind(' ');
+        std::string node;
+        if (sp == std::string_view::npos ||
+            !s.options.authorize(std::string(uid.substr(sp + 1)), &node) || node.empty() ||
+            node != uid.substr(0, sp)) {
+          ++s.stats.revoked;
+          continue;  // dropped: the client times out (hq_unreachable) and reconnects
+        }
+        req.authenticated_node = std::move(node);
+      }
       req.peer = parts[0].to_string();
       Frame header;
       auto frame = decode_frame(parts[1].to_string_view(), &header);

@@ -35,6 +35,11 @@ struct NodeConfig {
   std::string terminal_id;  // e.g. "T01"
   std::optional<std::string> hq_endpoint;  // nullopt: no HQ, always offline
   int rts_timeout_ms = 2000;               // bound on every request to HQ
+  // CurveZMQ (both or neither): the directory with this terminal's key pair
+  // (public.key, secret.key; see `tillsync keygen`) and HQ's public key (Z85 text).
+  // Unset: plaintext connection to HQ.
+  std::optional<std::string> key_dir;
+  std::optional<std::string> hq_public_key;
   FunctionalityProfile profile;
   DefaultCustomer default_customer;
 

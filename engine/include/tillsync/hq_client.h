@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tillsync/channel_node.h"
 #include "tillsync/hq_gateway.h"
 #include "tillsync/operations.h"
 #include "tillsync/status.h"
@@ -45,9 +46,23 @@ struct PullReply {
   std::vector<std::pair<Guid, Guid>> aliases;
 };
 
+// CurveZMQ settings of a terminal: its own key pair and HQ's public key (Z85).
+struct HqCurveKeys {
+  std::string public_key;
+  std::string secret_key;
+  std::string hq_public_key;
+};
+
+// The CurveZMQ keys a terminal's configuration names: nullopt when it has none;
+// invalid_input when only one half is set or the key files are missing or malformed.
+Result<std::optional<HqCurveKeys>> load_curve_keys(const NodeConfig& config);
+
 class HqClient final : public HqGateway, public HqLink {
  public:
-  static Result<std::unique_ptr<HqClient>> connect(const std::string& endpoint, int timeout_ms);
+  // With `curve`, the connection is encrypted and authenticated; HQ refusing the key
+  // shows as hq_unreachable (the handshake never completes).
+  static Result<std::unique_ptr<HqClient>> connect(const std::string& endpoint, int timeout_ms,
+                                                   const std::optional<HqCurveKeys>& curve = std::nullopt);
   ~HqClient() override;
 
   // Probes HQ once (bounded by the timeout) when nothing is known yet; afterwards the

@@ -9,16 +9,33 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "tillsync/headquarters.h"
 #include "tillsync/status.h"
+#include "tillsync/transport/socket.h"
 
 namespace tillsync {
 
+// The terminals HQ admits with CurveZMQ: node id ("STORE/TERMINAL") -> Z85 public key.
+using Allowlist = std::map<std::string, std::string>;
+// Reads an allowlist file: one "NODE_ID PUBLIC_KEY" per line; blank lines and lines
+// starting with '#' are ignored. invalid_input (naming the line) for a malformed line,
+// a node listed twice or a key given to two nodes.
+Result<Allowlist> load_allowlist(const std::string& file);
+
 struct HqServiceOptions {
   std::string listen = "tcp://127.0.0.1:*";
+  // Set: the socket runs CurveZMQ with this key pair and admits only the terminals of
+  // the allowlist; every request must then claim the node it authenticated as, or it is
+  // refused with `unauthorized` (logged on stderr, nothing written).
+  // Not set: plaintext and unauthenticated (for tests and closed lab networks).
+  std::optional<transport::KeyPair> curve{};
+  std::string allowlist_file{};  // with curve: read at start and by reload_allowlist()
+  Allowlist allowlist{};         // with curve and no allowlist_file: the allowlist
   int job_interval_ms = 200;  // the sync job runs at least this often while serving
   // Test hook (fault injection): called after a request was handled and committed;
   // returning true drops the reply, as if the network lost it.
@@ -29,6 +46,7 @@ struct HqServiceStats {
   std::uint64_t requests = 0;
   std::uint64_t malformed = 0;
   std::uint64_t rejected = 0;  // requests answered with an error
+  std::uint64_t unauthorized = 0;  // of those: a node claimed another node's identity
   std::uint64_t job_runs = 0;
 };
 
@@ -47,6 +65,15 @@ class HqService {
   // Serves requests for up to `timeout_ms` or until one was handled; runs the job when
   // due. For tests that drive HQ step by step in one thread.
   Status serve_once(int timeout_ms);
+
+  // Rereads options.allowlist_file (keeps the current allowlist when that fails).
+  // Connections of removed keys stop being served at once. Call from the serving thread.
+  Status reload_allowlist();
+  // Replaces the allowlist (embedders and tests). Call from the serving thread.
+  void set_allowlist(Allowlist allowlist);
+  // Async-signal-safe (SIGHUP): run() reloads the allowlist file at its next turn.
+  void request_reload();
+  bool curve_enabled() const;
 
   Headquarters& hq();
   HqServiceStats stats() const;

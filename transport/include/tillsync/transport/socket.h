@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,8 +43,35 @@ class Context {
   std::unique_ptr<Impl> impl_;
 };
 
+// ---- CurveZMQ keys ----------------------------------------------------------------------
+// A CurveZMQ key pair, both keys as 40-character Z85 text.
+struct KeyPair {
+  std::string public_key;
+  std::string secret_key;
+  bool operator==(const KeyPair&) const = default;
+};
+
+// True when the linked libzmq supports CURVE.
+bool curve_available();
+// True for a 40-character Z85 string (a CurveZMQ key).
+bool is_z85_key(std::string_view text);
+// A fresh key pair (zmq_curve_keypair). internal when libzmq has no CURVE support.
+Result<KeyPair> generate_key_pair();
+// DIR/public.key and DIR/secret.key, one Z85 key each (a trailing newline is written).
+// save creates DIR if needed; the secret key file gets mode 0600, and an existing key
+// pair is never overwritten (invalid_input). load: invalid_input for missing or
+// malformed files.
+Status save_key_pair(const KeyPair& keys, const std::string& dir);
+Result<KeyPair> load_key_pair(const std::string& dir);
+// A file holding one Z85 public key (e.g. HQ's public.key).
+Result<std::string> load_public_key(const std::string& file);
+
 struct ClientOptions {
   int timeout_ms = 2000;  // default bound on one call: send, wait, receive
+  // Set: the connection is encrypted and authenticated with CurveZMQ; the client proves
+  // `curve` and accepts only a server holding the secret of `server_public_key`.
+  std::optional<KeyPair> curve{};
+  std::string server_public_key{};  // Z85; required with `curve`
 };
 
 class Client {
@@ -72,18 +100,37 @@ class Client {
 struct Request {
   std::string peer;  // ZeroMQ routing id of the sender
   Frame frame;
+  // With CURVE: the node id the authorize callback gave the sender's key (checked again
+  // for every message, so a revoked key stops working at once). Empty without CURVE.
+  std::string authenticated_node{};
+};
+
+struct ServerOptions {
+  // Set: the socket is a CurveZMQ server and every connection must pass `authorize`
+  // (required then) in the ZAP handshake. The Server runs the ZAP handler itself on
+  // "inproc://zeromq.zap.01" of its Context, inside receive(): at most one CURVE
+  // Server per Context, and handshakes progress only while receive() is waiting.
+  std::optional<KeyPair> curve{};
+  // Given a client's Z85 public key: true to admit it, setting *node_id_out to the node
+  // id it authenticates. Called from receive(), in the server's thread.
+  std::function<bool(const std::string& client_public_key_z85, std::string* node_id_out)> authorize{};
 };
 
 struct ServerStats {
   std::uint64_t requests = 0;             // well-formed requests handed to the caller
   std::uint64_t malformed = 0;            // dropped: not a tillsync frame
   std::uint64_t unsupported_version = 0;  // answered with unsupported_version
+  std::uint64_t handshakes_refused = 0;   // CURVE: keys the authorize callback refused
+  std::uint64_t revoked = 0;              // CURVE: messages dropped, key no longer admitted
 };
 
 class Server {
  public:
   // Binds `endpoint`; "tcp://127.0.0.1:*" picks a free port (see endpoint()).
-  static Result<Server> bind(Context& context, const std::string& endpoint);
+  // invalid_input for a bad endpoint or CURVE options (bad key, no authorize callback,
+  // or another CURVE Server already in this Context).
+  static Result<Server> bind(Context& context, const std::string& endpoint,
+                             const ServerOptions& options = {});
   Server(Server&&) noexcept;
   Server& operator=(Server&&) noexcept;
   ~Server();

@@ -1,0 +1,218 @@
+// Crash tests with real processes: `tillsync hq serve` and terminal commands
+// (`store create-customer`, `store sync --once`) run as child processes of the real
+// binary (TILLSYNC_BIN) and are SIGKILLed at seeded points: during creation (also
+// during the RTS call, before or after HQ's commit), during push and pull, and HQ itself
+// while it handles requests or runs its sync job (--job-interval-ms 20). Killed HQs are
+// restarted on the same port. At the end everything is synced and checked: zero lost
+// (every creation that reported success exists everywhere) and zero duplicated
+// customers, equal digests, every status row converted.
+//
+// Kill points are chosen by a seeded generator as delays after the child started (0-40
+// ms), so which instruction a kill hits depends on the machine: a failure prints the
+// seed, and re-running it retries the same schedule, not necessarily the same
+// interleaving. TILLSYNC_CRASH_SEED picks the seed, TILLSYNC_CRASH_ROUNDS the number of
+// rounds (the `soak` label runs thousands).
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+namespace {
+
+using nlohmann::json;
+using tillsync::testing::Process;
+using tillsync::testing::TempDir;
+
+std::uint64_t env_number(const char* name, std::uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+class CrashProcessTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Process> spawn(const std::vector<std::string>& args) {
+    return std::make_unique<Process>(TILLSYNC_BIN, args, dir_.file("err-" + std::to_string(runs_++) + ".txt"));
+  }
+
+  // Runs to the end; returns exit code and stdout.
+  std::pair<int, std::string> run(const std::vector<std::string>& args) {
+    auto p = spawn(args);
+    const int code = p->wait();
+    return {code, p->out() + (code == 0 ? "" : "\nstderr: " + p->err())};
+  }
+
+  json run_json(std::vector<std::string> args) {
+    args.emplace_back("--json");
+    auto [code, out] = run(args);
+    EXPECT_EQ(code, 0) << out;
+    try {
+      return json::parse(out);
+    } catch (const std::exception&) {
+      ADD_FAILURE() << "not JSON: " << out;
+      return json::object();
+    }
+  }
+
+  void start_hq(const std::string& listen) {
+    hq_ = spawn({"hq", "serve", "--db", hq_db_, "--listen", listen, "--job-interval-ms", "20"});
+    auto line = hq_->read_line();
+    ASSERT_TRUE(line.has_value()) << "hq serve printed nothing: " << hq_->err();
+    ASSERT_EQ(line->rfind("listening on ", 0), 0u) << *line;
+    endpoint_ = line->substr(13);
+  }
+
+  void kill_hq() {
+    hq_->kill_and_wait();
+    hq_.reset();
+    ++kills_;
+  }
+
+  // Runs `args` and SIGKILLs it `delay_ms` after the start unless it finished first.
+  // Returns its exit code (137 when killed).
+  int run_and_maybe_kill(const std::vector<std::string>& args, int delay_ms) {
+    auto p = spawn(args);
+    int code = p->wait(delay_ms);
+    if (code == -1) {
+      code = p->kill_and_wait();
+      ++kills_;
+    }
+    return code;
+  }
+
+  std::string terminal_db(int i) const { return dir_.file("t" + std::to_string(i) + ".db"); }
+
+  json customers_of(const std::vector<std::string>& args) {
+    auto j = run_json(args);
+    return j.contains("customers") ? j["customers"] : json::array();
+  }
+
+  TempDir dir_;
+  std::string hq_db_ = dir_.file("hq.db");
+  std::unique_ptr<Process> hq_;
+  std::string endpoint_;
+  int runs_ = 0;
+  int kills_ = 0;
+};
+
+TEST_F(CrashProcessTest, KilledHqAndTerminalsLoseNothingAndDoubleNothing) {
+  const std::uint64_t seed = env_number("TILLSYNC_CRASH_SEED", 1);
+  const std::uint64_t rounds = env_number("TILLSYNC_CRASH_ROUNDS", 120);
+  SCOPED_TRACE("crash seed " + std::to_string(seed) + ", " + std::to_string(rounds) +
+               " rounds (re-run: TILLSYNC_CRASH_SEED=" + std::to_string(seed) +
+               " TILLSYNC_CRASH_ROUNDS=" + std::to_string(rounds) + ")");
+  std::mt19937_64 rng(seed);
+
+  run_json({"hq", "init", "--db", hq_db_});
+  ASSERT_NO_FATAL_FAILURE(start_hq("tcp://127.0.0.1:*"));
+  const std::string endpoint = endpoint_;
+  // S001 creates asynchronously; S002 in sync mode (RTS, with async fallback).
+  run_json({"store", "init", "--db", terminal_db(0), "--store", "S001", "--terminal", "T01", "--hq",
+            endpoint, "--async-mode", "--rts-timeout-ms", "300"});
+  run_json({"store", "init", "--db", terminal_db(1), "--store", "S002", "--terminal", "T01", "--hq",
+            endpoint, "--rts-timeout-ms", "300"});
+
+  std::map<std::string, int> confirmed;  // customer first name -> terminal that reported success
+  for (std::uint64_t round = 0; round < rounds && !HasFatalFailure(); ++round) {
+    const int t = static_cast<int>(rng() % 2);
+    // One round in four lets the command finish, so work gets done between the kills.
+    const bool let_finish = rng() % 4 == 0;
+    const int delay = let_finish ? Process::kDefaultTimeoutMs : static_cast<int>(rng() % 40);
+    const std::uint64_t action = rng() % 10;
+    if (!hq_) {
+      ASSERT_NO_FATAL_FAILURE(start_hq(endpoint));
+    }
+    if (action < 5) {
+      const std::string name = "K" + std::to_string(round);
+      const int code = run_and_maybe_kill({"store", "create-customer", "--db", terminal_db(t),
+                                           "--first-name", name, "--last-name", "Crash"},
+                                          delay);
+      if (code == 0) {
+        confirmed[name] = t;
+      } else {
+        EXPECT_EQ(code, 128 + SIGKILL) << "create " << name;
+      }
+    } else if (action < 8) {
+      const int code = run_and_maybe_kill({"store", "sync", "--db", terminal_db(t), "--once"}, delay);
+      EXPECT_TRUE(code == 0 || code == 4 || code == 128 + SIGKILL) << "sync exit " << code;
+    } else if (action < 9) {
+      kill_hq();  // while it serves or runs the job
+    } else {
+      // HQ dies under a running sync.
+      auto sync = spawn({"store", "sync", "--db", terminal_db(t), "--once"});
+      (void)sync->wait(std::min(delay, 40));
+      kill_hq();
+      const int code = sync->wait();
+      EXPECT_TRUE(code == 0 || code == 4) << "sync exit " << code << ": " << sync->err();
+    }
+  }
+  if (!hq_) {
+    ASSERT_NO_FATAL_FAILURE(start_hq(endpoint));
+  }
+
+  // Settle: push everything, let HQ convert (run the job explicitly), pull everything.
+  for (int t = 0; t < 2; ++t) {
+    bool done = false;
+    for (int attempt = 0; attempt < 20 && !done; ++attempt) {
+      auto [code, out] = run({"store", "sync", "--db", terminal_db(t), "--once", "--json"});
+      done = code == 0 && json::parse(out)["pending_ops"] == 0;
+    }
+    ASSERT_TRUE(done) << "terminal " << t << " cannot push its log";
+  }
+  ASSERT_EQ(hq_->signal_and_wait(SIGTERM), 0) << hq_->err();
+  hq_.reset();
+  run_json({"hq", "run-job", "sync-customers", "--db", hq_db_});
+  ASSERT_NO_FATAL_FAILURE(start_hq(endpoint));
+  for (int t = 0; t < 2; ++t) run_json({"store", "sync", "--db", terminal_db(t), "--once"});
+  ASSERT_EQ(hq_->signal_and_wait(SIGTERM), 0) << hq_->err();
+  hq_.reset();
+
+  // Zero duplicated: every name once at HQ; zero lost: every confirmed name there.
+  json at_hq = customers_of({"hq", "customers", "--db", hq_db_});
+  std::set<std::string> names, guids;
+  for (const auto& c : at_hq) {
+    EXPECT_TRUE(names.insert(c["first_name"].get<std::string>()).second) << "duplicated: " << c.dump();
+    guids.insert(c["guid"].get<std::string>());
+    EXPECT_TRUE(c["account_number"].is_string()) << c.dump();
+  }
+  for (const auto& [name, t] : confirmed) {
+    EXPECT_TRUE(names.count(name)) << "lost: " << name << " of terminal " << t;
+  }
+  const json hq_digest = run_json({"hq", "digest", "--db", hq_db_});
+  for (int t = 0; t < 2; ++t) {
+    json mine = customers_of({"store", "customers", "--db", terminal_db(t)});
+    std::set<std::string> their_guids;
+    for (const auto& c : mine) {
+      EXPECT_TRUE(their_guids.insert(c["guid"].get<std::string>()).second) << c.dump();
+      EXPECT_EQ(c["sync_state"], "synced") << c.dump();
+    }
+    EXPECT_EQ(their_guids, guids) << "terminal " << t;
+    EXPECT_EQ(run_json({"store", "digest", "--db", terminal_db(t)})["digest"], hq_digest["digest"]);
+    EXPECT_EQ(run_json({"store", "status", "--db", terminal_db(t)})["pending_ops"], 0);
+  }
+  for (const auto& r : run_json({"hq", "sync-status", "--db", hq_db_})["records"]) {
+    EXPECT_EQ(r["status"], "converted") << r.dump();
+  }
+  RecordProperty("kill_points", kills_);
+  RecordProperty("confirmed_customers", static_cast<int>(confirmed.size()));
+  std::printf("%llu rounds: %d processes SIGKILLed, %zu creations confirmed, %zu customers at HQ\n",
+              static_cast<unsigned long long>(rounds), kills_, confirmed.size(), names.size());
+  // The normal suite must reach at least 50 kill points.
+  if (rounds >= 120) {
+    EXPECT_GE(kills_, 50);
+  }
+}
+
+}  // namespace
