@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "support/cluster.h"
+#include "tillsync/storage/database.h"
 #include "tillsync/transport/socket.h"
 
 namespace tillsync {
@@ -390,6 +391,24 @@ TEST_F(ReplicationTest, TwentyTerminalsSyncingAtOnceConverge) {
   const auto d = hq_digest();
   EXPECT_EQ(d.customers, 200u);
   for (auto& t : terminals) EXPECT_EQ(t->node().digest()->hex, d.hex);
+}
+
+TEST_F(ReplicationTest, AnInternalFailureOfOneRequestDoesNotStopHq) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true}, 15'000);
+  ASSERT_TRUE(t->node().create_customer(new_person("Busy", "Database")).ok());
+  {
+    // Another process holds HQ's write lock past SQLite's busy timeout (5 s).
+    auto blocker = storage::Database::open(hq->db()).value();
+    ASSERT_TRUE(blocker->exec("BEGIN IMMEDIATE").ok());
+    auto refused = t->sync();
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), Code::internal);  // answered, not a timeout
+    ASSERT_TRUE(blocker->exec("ROLLBACK").ok());
+  }
+  ASSERT_TRUE(hq->running());
+  auto ok = t->sync();
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->pushed, 1);
 }
 
 TEST_F(ReplicationTest, MalformedFramesAreDroppedAndHonestTerminalsServed) {

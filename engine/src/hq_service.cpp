@@ -166,7 +166,14 @@ struct HqService::Impl {
     next_job = SteadyClock::now() + std::chrono::milliseconds(options.job_interval_ms);
     ++stats.job_runs;
     auto report = hq->run_sync_job();
-    if (!report.ok()) return report.status();
+    if (!report.ok()) {
+      // A failed pass (e.g. the database busy beyond its timeout) is retried at the next
+      // interval; HQ keeps serving meanwhile.
+      ++stats.job_failures;
+      std::cerr << "tillsync: customer sync job failed, retrying in " << options.job_interval_ms
+                << " ms: " << report.status().to_string() << std::endl;
+      return Status::Ok();
+    }
     // Work left over (a large backlog): run again without waiting.
     if (report->remaining > 0) next_job = SteadyClock::now();
     return Status::Ok();
@@ -182,7 +189,11 @@ struct HqService::Impl {
       const bool drop = options.drop_reply && options.drop_reply(req.frame.type);
       if (!result.ok()) {
         ++stats.rejected;
-        if (result.status().code() == Code::internal) return result.status();
+        // An internal failure of one request (a busy database, say) is answered and
+        // logged; it does not stop HQ serving every other terminal.
+        if (result.status().code() == Code::internal)
+          std::cerr << "tillsync: request type " << int{req.frame.type}
+                    << " failed: " << result.status().to_string() << std::endl;
         if (!drop) TS_RETURN_IF_ERROR(server->reply_error(req, result.status()));
       } else if (!drop) {
         TS_RETURN_IF_ERROR(server->reply(req, result->first, result->second));
