@@ -305,6 +305,70 @@ TEST_F(ReplicationTest, FilteredTerminalGetsOnlyItsOwnChannelsCustomers) {
   EXPECT_EQ(shared->node().search("").value().size(), 2u);  // D5 off: everything
 }
 
+TEST_F(ReplicationTest, SqlMetacharactersInEveryTextFieldRoundTrip) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true, .enhanced_async_customer = true});
+  const std::string evil = "x'); DROP TABLE customers; -- \"%_\\ \u00e9";
+  NewCustomer in;
+  in.first_name = "F" + evil;
+  in.middle_name = "M" + evil;
+  in.last_name = "L" + evil;
+  in.title = "T" + evil;
+  in.email = "o'brien+%_@example.com";
+  in.phone = "+1 (555) 0100";
+  in.language = "G" + evil;
+  in.currency = "C" + evil;
+  in.customer_group = "K" + evil;
+  in.receipt_option = "R" + evil;
+  in.receipt_email = "x'y@example.com";
+  in.affiliations = {"A" + evil};
+  in.secondary_emails = {"%'_@example.org"};
+  in.addresses.push_back({{}, "P" + evil, "S" + evil, "Y" + evil, "E" + evil, "Z" + evil, "US"});
+  auto out = t->node().create_customer(in);
+  ASSERT_TRUE(out.ok()) << out.status().to_string();
+  ASSERT_TRUE(t->sync().ok());
+  run_job();
+  ASSERT_TRUE(t->sync().ok());
+  auto local = t->node().find(out->customer.guid.to_string());
+  ASSERT_TRUE(local.ok());
+  auto at_hq = hq->inspect()->customers(out->customer.guid.to_string()).value();
+  ASSERT_EQ(at_hq.size(), 1u);
+  for (const Customer* c : {&*local, &at_hq[0]}) {
+    EXPECT_EQ(c->first_name, in.first_name);
+    EXPECT_EQ(c->middle_name, in.middle_name);
+    EXPECT_EQ(c->last_name, in.last_name);
+    EXPECT_EQ(c->title, in.title);
+    EXPECT_EQ(c->email, in.email);
+    EXPECT_EQ(c->language, in.language);
+    EXPECT_EQ(c->currency, in.currency);
+    EXPECT_EQ(c->customer_group, in.customer_group);
+    EXPECT_EQ(c->receipt_option, in.receipt_option);
+    EXPECT_EQ(c->receipt_email, in.receipt_email);
+    EXPECT_EQ(c->affiliations, in.affiliations);
+    ASSERT_EQ(c->contacts.size(), 1u);
+    EXPECT_EQ(c->contacts[0].value, in.secondary_emails[0]);
+    ASSERT_EQ(c->addresses.size(), 1u);
+    EXPECT_EQ(c->addresses[0].purpose, in.addresses[0].purpose);
+    EXPECT_EQ(c->addresses[0].street, in.addresses[0].street);
+    EXPECT_EQ(c->addresses[0].city, in.addresses[0].city);
+    EXPECT_EQ(c->addresses[0].state, in.addresses[0].state);
+    EXPECT_EQ(c->addresses[0].zip, in.addresses[0].zip);
+  }
+  EXPECT_EQ(t->node().search("DROP TABLE").value().size(), 1u);
+  EXPECT_EQ(hq_customer_count(), 1u);  // the tables are all still there
+  EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+}
+
+TEST_F(ReplicationTest, FilteredNodeCannotLaterAskForTheUnfilteredFeed) {
+  auto own = terminal("S001", "T01", {.filter_shared_customer_tables = true});
+  ASSERT_TRUE(own->sync().ok());  // registers S001/T01 for filtered pulls
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  auto unfiltered = client->pull("S001/T01", 0, 100, /*filtered=*/false);
+  ASSERT_FALSE(unfiltered.ok());
+  EXPECT_EQ(unfiltered.status().code(), Code::unauthorized);
+  EXPECT_TRUE(client->pull("S001/T01", 0, 100, /*filtered=*/true).ok());
+  EXPECT_TRUE(client->pull("S003/T01", 0, 100, /*filtered=*/false).ok());  // never filtered
+}
+
 TEST_F(ReplicationTest, FailedRecordIsReportedAndFixedWithResync) {
   auto t = terminal("S001", "T01", {.async_customer_creation = true});
   auto out = t->node().create_customer(new_person("Bad", "Mail"));

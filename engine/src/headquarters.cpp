@@ -462,12 +462,18 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
   PullResult out;
   std::optional<std::string> channel;
   if (filtered) channel = channel_of_node(node_id);
-  TS_ASSIGN_OR_RETURN(out.entries, impl_->store->feed_after(after, limit, channel, &out.cursor));
   {
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-    TS_RETURN_IF_ERROR(tx->note_pull(node_id, after));
+    TS_ASSIGN_OR_RETURN(bool registered_filtered, tx->note_pull(node_id, after, filtered));
     TS_RETURN_IF_ERROR(tx->commit());
+    // A node that ever pulled with offline data exclusion stays excluded: a till
+    // reconfigured (or stolen) cannot ask for other channels' customers.
+    if (registered_filtered && !filtered)
+      return Status(Code::unauthorized, "node " + std::string(node_id) +
+                                            " is registered for filtered pulls (offline data "
+                                            "exclusion); an unfiltered pull is refused");
   }
+  TS_ASSIGN_OR_RETURN(out.entries, impl_->store->feed_after(after, limit, channel, &out.cursor));
   TS_ASSIGN_OR_RETURN(auto stored, impl_->store->setting(kHlcKey));
   out.hq_hlc = Hlc{stored ? std::stoull(*stored) : 0};
   return out;

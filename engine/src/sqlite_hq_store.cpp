@@ -166,11 +166,13 @@ CREATE TABLE node_pulls (
 
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 4> migrations{{
+  static const std::array<storage::Migration, 5> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
       {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
       {3, "HQ: duplicate detection keys and GUID aliases", kDuplicateSchema},
       {4, "HQ: tombstones of removed addresses and contacts, nodes' pull cursors", kTombstoneSchema},
+      {5, "HQ: nodes registered for filtered pulls (D5)",
+       "ALTER TABLE node_pulls ADD COLUMN filtered INTEGER NOT NULL DEFAULT 0;"},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
   return spec;
@@ -500,12 +502,17 @@ class SqliteHqTransaction final : public HqTransaction {
     st.bind(6, seq.value_or(0) + 1);
     return st.run();
   }
-  Status note_pull(std::string_view node, std::int64_t cursor) override {
+  Result<bool> note_pull(std::string_view node, std::int64_t cursor, bool filtered) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "INSERT INTO node_pulls(node_id, cursor) VALUES(?1, ?2) "
-        "ON CONFLICT(node_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)"));
-    st.bind(1, node).bind(2, cursor);
-    return st.run();
+        "INSERT INTO node_pulls(node_id, cursor, filtered) VALUES(?1, ?2, ?3) "
+        "ON CONFLICT(node_id) DO UPDATE SET cursor = max(cursor, excluded.cursor), "
+        "filtered = max(filtered, excluded.filtered)"));
+    st.bind(1, node).bind(2, cursor).bind(3, std::int64_t{filtered ? 1 : 0});
+    TS_RETURN_IF_ERROR(st.run());
+    TS_ASSIGN_OR_RETURN(auto q, db_.prepare("SELECT filtered FROM node_pulls WHERE node_id = ?1"));
+    q.bind(1, node);
+    TS_ASSIGN_OR_RETURN(bool row, q.step());
+    return row && q.column_int64(0) != 0;
   }
   Result<std::int64_t> collect_tombstones() override {
     // Every node HQ knows (it pushed or pulled) must have pulled past the removal.

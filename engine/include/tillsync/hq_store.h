@@ -139,8 +139,10 @@ class HqTransaction {
   // cannot bring it back. Kept until every terminal HQ knows has pulled past them.
   virtual Result<std::optional<FieldWrite>> tombstone(const Guid& customer, const Guid& child) = 0;
   virtual Status put_tombstone(const Guid& customer, const Guid& child, const FieldWrite& removal) = 0;
-  // Records how far `node` has pulled the feed (for tombstone collection).
-  virtual Status note_pull(std::string_view node, std::int64_t cursor) = 0;
+  // Records how far `node` has pulled the feed (for tombstone collection) and returns
+  // whether the node is registered for filtered pulls (offline data exclusion, D5). The
+  // first pull registers the node's choice; a node registered as filtered stays so.
+  virtual Result<bool> note_pull(std::string_view node, std::int64_t cursor, bool filtered) = 0;
   // Deletes tombstones every known node has pulled past; returns how many.
   virtual Result<std::int64_t> collect_tombstones() = 0;
 
