@@ -740,6 +740,50 @@ TEST_F(CliTest, CliExportLogWritesReadableCapture) {
   EXPECT_EQ(count, last_seq);
 }
 
+TEST_F(CliTest, CliReplayOfExportedLogGivesTheTerminalsDigest) {
+  init({"--async-mode", "--async-edits", "--async-addresses"});
+  std::string guid = create_person()["guid"];
+  create({"--org-name", "Contoso Ltd", "--email", "buyer@contoso.example"});
+  ok_json({"store", "edit-customer", "--db", db_, guid, "--set", "last_name=Smythe"});
+  ok_json({"store", "add-address", "--db", db_, guid, "--address", "1 Main St;Springfield;IL;62701;US"});
+  const std::string out = dir_.file("t01.tslog");
+  ok_json({"store", "export-log", "--db", db_, "--out", out});
+
+  json verified = ok_json({"replay", out, "--verify"});
+  EXPECT_EQ(verified["records"], 4);
+  json replayed = ok_json({"replay", out, "--shuffle-seed", "7"});
+  EXPECT_EQ(replayed["records"], 4);
+  EXPECT_EQ(replayed["customers"], 2);
+  EXPECT_EQ(replayed["failed"], 0);
+  // Account numbers are not part of the digest: the replayed HQ matches the terminal.
+  EXPECT_EQ(replayed["digest"], ok_json({"store", "digest", "--db", db_})["digest"]);
+
+  const std::string hq_db = dir_.file("replayed-hq.db");
+  json into = ok_json({"replay", out, "--hq-db", hq_db});
+  EXPECT_EQ(into["customers"], 2);
+  EXPECT_EQ(ok_json({"hq", "digest", "--db", hq_db})["digest"], replayed["digest"]);
+
+  // A flipped bit: corrupt_log with the offset, exit 3, nothing applied.
+  std::string bytes;
+  {
+    std::ifstream in(out, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
+  const std::string bad = dir_.file("bad.tslog");
+  {
+    std::ofstream o(bad, std::ios::binary);
+    o << bytes;
+  }
+  const std::string untouched = dir_.file("untouched-hq.db");
+  json err = error_json({"replay", bad, "--hq-db", untouched}, 3);
+  EXPECT_EQ(err["code"], "corrupt_log");
+  EXPECT_NE(err["message"].get<std::string>().find("offset"), std::string::npos) << err;
+  if (std::filesystem::exists(untouched)) {
+    EXPECT_EQ(ok_json({"hq", "customers", "--db", untouched})["customers"].size(), 0u);
+  }
+}
+
 TEST_F(CliTest, CliExportLogOfEmptyTerminal) {
   init();
   std::string out = dir_.file("empty.tslog");
