@@ -50,7 +50,8 @@ void write_bytes(const std::string& path, std::string_view bytes) {
 
 // Writes `records` as a finished capture whose header names `node` and `first_seq`.
 void write_capture(const std::string& path, const std::string& node,
-                   const std::vector<LogRecord>& records, std::optional<std::int64_t> first_seq = {}) {
+                   const std::vector<LogRecord>& records,
+                   std::optional<std::int64_t> first_seq = {}) {
   CaptureHeader header;
   header.node_id = node;
   header.first_seq = first_seq.value_or(records.empty() ? 0 : records.front().seq);
@@ -147,7 +148,8 @@ class ReplayLiveTest : public ::testing::Test {
     o.job_interval_ms = 3'600'000;  // parked: the test runs the job
     hq = std::make_unique<HqProcess>(dir.file("live-hq.db"), o);
     hq->start();
-    const std::pair<std::string, std::string> ids[] = {{"S001", "T01"}, {"S001", "T02"}, {"S002", "T01"}};
+    const std::pair<std::string, std::string> ids[] = {
+        {"S001", "T01"}, {"S001", "T02"}, {"S002", "T01"}};
     std::uint64_t seed = 11;
     for (const auto& [store, terminal] : ids) {
       terminals.push_back(std::make_unique<Terminal>(
@@ -198,23 +200,36 @@ class ReplayLiveTest : public ::testing::Test {
     for (std::size_t i = 0; i < terminals.size(); ++i) {
       for (int k = 0; k < 4; ++k) {
         const std::string name = "N" + std::to_string(i) + std::to_string(k);
-        c.push_back(create(i, "First" + name, "Last" + name,
-                           k % 2 == 0 ? "p" + name + "@example.com" : "",
-                           k == 1 ? std::optional<Address>(address(name + " Main St")) : std::nullopt));
+        c.push_back(
+            create(i, "First" + name, "Last" + name, k % 2 == 0 ? "p" + name + "@example.com" : "",
+                   k == 1 ? std::optional<Address>(address(name + " Main St")) : std::nullopt));
       }
     }
-    edit(0, c[0], Field::phone, "+1 555 0100");  // still pending: an async edit of an async customer
+    edit(0, c[0], Field::phone,
+         "+1 555 0100");  // still pending: an async edit of an async customer
     ASSERT_NO_FATAL_FAILURE(sync_all());
 
-    edit(1, c[0], Field::email, "moved@example.com");   // T02 edits T01's customer
-    add_address(2, c[5], "2 Cross Rd");                 // S002 adds to S001/T02's customer
-    edit(0, c[2], Field::title, "Dr");                  // concurrent edits of one field:
-    edit(2, c[2], Field::title, "Prof");                //   both offline, newest wins
+    edit(1, c[0], Field::email, "moved@example.com");  // T02 edits T01's customer
+    add_address(2, c[5], "2 Cross Rd");                // S002 adds to S001/T02's customer
+    edit(0, c[2], Field::title, "Dr");                 // concurrent edits of one field:
+    edit(2, c[2], Field::title, "Prof");               //   both offline, newest wins
     add_address(0, c[0], "3 Own Way");
     c.push_back(create(1, "Late", "Comer", "late@example.com"));
     ASSERT_NO_FATAL_FAILURE(sync_all());
 
     edit(0, c[9], Field::last_name, "Renamed");  // T01 edits S002's customer
+    {
+      // T01 removes the address S002 added to S001/T02's customer; T02 adds a contact.
+      auto shown = t(0).find(c[5].to_string());
+      ASSERT_TRUE(shown.ok()) << shown.status().to_string();
+      auto added = std::find_if(shown->addresses.begin(), shown->addresses.end(),
+                                [](const Address& a) { return a.street == "2 Cross Rd"; });
+      ASSERT_NE(added, shown->addresses.end());
+      auto removed = t(0).remove_address(c[5].to_string(), added->guid);
+      ASSERT_TRUE(removed.ok()) << removed.status().to_string();
+      auto contact = t(1).add_contact(c[0].to_string(), ContactKind::phone, "+1 555 0199");
+      ASSERT_TRUE(contact.ok()) << contact.status().to_string();
+    }
     edit(2, c[12], Field::phone, "+44 20 7946 0000");
     c.push_back(create(2, "Last", "One"));
     ASSERT_NO_FATAL_FAILURE(sync_all());
@@ -387,7 +402,8 @@ class ReplayCaptureTest : public ::testing::Test {
       a_guids.push_back(out->customer.guid);
     }
     ASSERT_TRUE(a->edit_customer(a_guids[0].to_string(), {{Field::email, "a0@example.com"}}).ok());
-    for (int i = 0; i < 3; ++i) ASSERT_TRUE(b->create_customer(new_person("B" + std::to_string(i), "Beta")).ok());
+    for (int i = 0; i < 3; ++i)
+      ASSERT_TRUE(b->create_customer(new_person("B" + std::to_string(i), "Beta")).ok());
     a_log = whole_log(*a);
     ASSERT_EQ(a_log.size(), 7u);
     good = dir.file("a.tslog");
@@ -460,7 +476,8 @@ class ReplayCaptureTest : public ::testing::Test {
 
 TEST_F(ReplayCaptureTest, VerifyCountsRecordsAndWritesNothing) {
   const std::string before = read_bytes(good);
-  std::vector<std::filesystem::path> listing_before(std::filesystem::directory_iterator(dir.path()), {});
+  std::vector<std::filesystem::path> listing_before(std::filesystem::directory_iterator(dir.path()),
+                                                    {});
   std::vector<std::pair<std::uint64_t, std::uint64_t>> calls;
   ReplayOptions o;
   o.progress = [&](std::uint64_t done, std::uint64_t total) { calls.emplace_back(done, total); };
@@ -478,7 +495,8 @@ TEST_F(ReplayCaptureTest, VerifyCountsRecordsAndWritesNothing) {
   EXPECT_EQ(v->nodes[1].records, 3);
 
   EXPECT_EQ(read_bytes(good), before);
-  std::vector<std::filesystem::path> listing_after(std::filesystem::directory_iterator(dir.path()), {});
+  std::vector<std::filesystem::path> listing_after(std::filesystem::directory_iterator(dir.path()),
+                                                   {});
   EXPECT_EQ(listing_after.size(), listing_before.size());
 
   const std::uint64_t total = std::filesystem::file_size(good) + std::filesystem::file_size(other);
@@ -524,7 +542,8 @@ TEST_F(ReplayCaptureTest, FileCutBetweenRecordsIsCorrupt) {
 }
 
 TEST_F(ReplayCaptureTest, FlippedBitIsCorruptAndAppliesNothing) {
-  const auto path = damaged("flipped.tslog", [&](std::string& bytes) { bytes[offsets[2] + 30] ^= 0x04; });
+  const auto path =
+      damaged("flipped.tslog", [&](std::string& bytes) { bytes[offsets[2] + 30] ^= 0x04; });
   expect_refused({other, path}, Code::corrupt_log, offsets[2], 3, "checksum mismatch");
 }
 
@@ -582,7 +601,8 @@ TEST_F(ReplayCaptureTest, GapBetweenCapturesOfOneNodeIsCorrupt) {
   auto r = replay_captures({second, first}, *hq, {});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::corrupt_log);
-  EXPECT_NE(r.status().message().find("seqs 3..4 missing"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("seqs 3..4 missing"), std::string::npos)
+      << r.status().message();
   EXPECT_NE(r.status().message().find("record 1"), std::string::npos) << r.status().message();
   EXPECT_EQ(hq->customers("")->size(), 0u);
   EXPECT_TRUE(hq->sync_status(std::nullopt)->empty());
@@ -609,7 +629,8 @@ TEST_F(ReplayCaptureTest, CaptureStartingPastWhatHqHasIsCorrupt) {
 }
 
 TEST_F(ReplayCaptureTest, SkipCorruptGoesPastAFlippedBitAndReportsIt) {
-  const auto path = damaged("flipped.tslog", [&](std::string& bytes) { bytes[offsets[2] + 30] ^= 0x04; });
+  const auto path =
+      damaged("flipped.tslog", [&](std::string& bytes) { bytes[offsets[2] + 30] ^= 0x04; });
   auto hq = fresh_hq("skip.db");
   ReplayOptions o;
   o.skip_corrupt = true;
@@ -625,7 +646,7 @@ TEST_F(ReplayCaptureTest, SkipCorruptGoesPastAFlippedBitAndReportsIt) {
   EXPECT_EQ(s->customers, 8);
   EXPECT_EQ(s->failed, 0);
   EXPECT_TRUE(hq->customers(a_guids[2].to_string())->empty());  // the skipped create
-  EXPECT_EQ(hq->customers("a0@example.com")->size(), 1u);      // the edit after it applied
+  EXPECT_EQ(hq->customers("a0@example.com")->size(), 1u);       // the edit after it applied
 
   // HQ refuses gaps, so the pushed seqs were renumbered densely.
   auto received = hq->store().received("S001/T01", 0, 100).value();
@@ -660,7 +681,8 @@ TEST_F(ReplayCaptureTest, SkipCorruptFindsTheNextRecordAfterADamagedLength) {
 }
 
 TEST_F(ReplayCaptureTest, SkipCorruptKeepsTheIntactPrefixOfATruncatedFile) {
-  const auto path = damaged("truncated.tslog", [&](std::string& bytes) { bytes.resize(offsets[4] + 10); });
+  const auto path =
+      damaged("truncated.tslog", [&](std::string& bytes) { bytes.resize(offsets[4] + 10); });
   auto hq = fresh_hq("prefix.db");
   ReplayOptions o;
   o.skip_corrupt = true;

@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
-#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,7 +61,9 @@ class ScratchDir {
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
-  std::string file(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
+  std::string file(const std::string& name) const {
+    return (std::filesystem::path(path_) / name).string();
+  }
 
  private:
   explicit ScratchDir(std::string path) : path_(std::move(path)) {}
@@ -79,7 +80,8 @@ class RemoveOnFailure {
   ~RemoveOnFailure() {
     if (path_.empty()) return;
     std::error_code ec;
-    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) std::filesystem::remove(path_ + suffix, ec);
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+      std::filesystem::remove(path_ + suffix, ec);
   }
   void dismiss() { path_.clear(); }
 
@@ -127,7 +129,8 @@ class ProgressBar {
     const std::uint64_t file_done = verify_only_ ? done : (second_half ? done - total / 2 : done);
     const int filled = percent * kProgressBarWidth / 100;
     std::string text = "[" + std::string(static_cast<std::size_t>(filled), '#') +
-                       std::string(static_cast<std::size_t>(kProgressBarWidth - filled), '.') + "] ";
+                       std::string(static_cast<std::size_t>(kProgressBarWidth - filled), '.') +
+                       "] ";
     text += (percent < 10 ? "  " : percent < 100 ? " " : "") + std::to_string(percent) + "%  ";
     text += mib(file_done) + "/" + mib(file_bytes) + " MiB  ";
     text += verify_only_ || !second_half ? "verifying" : "replaying";
@@ -217,7 +220,9 @@ std::string nodes_table(const std::vector<ReplayNode>& nodes) {
 
 std::string issues_text(const std::vector<ReplayIssue>& issues) {
   if (issues.empty()) return {};
-  std::string t = "\nskipped (--skip-corrupt): " + count_text(static_cast<std::int64_t>(issues.size()), "problem", "problems") + "\n";
+  std::string t = "\nskipped (--skip-corrupt): " +
+                  count_text(static_cast<std::int64_t>(issues.size()), "problem", "problems") +
+                  "\n";
   for (const ReplayIssue& i : issues) {
     t += "  " + one_line(i.status.message()) + " (" + std::string(i.status.code_name()) + ")\n";
   }
@@ -231,11 +236,13 @@ int report_verify(const Cli& cli, const ReplayCliOptions& o, const ReplaySummary
   j["intact"] = s.issues.empty();
   j["nodes"] = nodes_json(s.nodes);
   j["issues"] = issues_json(s.issues);
-  std::string human = "verified " + count_text(static_cast<std::int64_t>(o.files.size()), "capture file", "capture files") +
-                      ": " + count_text(s.records, "record", "records") +
-                      (s.issues.empty() ? " intact" : " intact, damaged parts skipped") +
-                      " (framing, checksums, sequence numbers, payloads)\n\n" + nodes_table(s.nodes) +
-                      issues_text(s.issues);
+  std::string human =
+      "verified " +
+      count_text(static_cast<std::int64_t>(o.files.size()), "capture file", "capture files") +
+      ": " + count_text(s.records, "record", "records") +
+      (s.issues.empty() ? " intact" : " intact, damaged parts skipped") +
+      " (framing, checksums, sequence numbers, payloads)\n\n" + nodes_table(s.nodes) +
+      issues_text(s.issues);
   return cli.ok(j, human);
 }
 
@@ -255,13 +262,15 @@ int report_replay(const Cli& cli, const ReplayCliOptions& o, const ReplaySummary
   j["nodes"] = nodes_json(s.nodes);
   j["issues"] = issues_json(s.issues);
 
-  std::string human = "replayed " +
-                      count_text(static_cast<std::int64_t>(o.files.size()), "capture file", "capture files") +
-                      " into " +
-                      (given(o.hq_db_opt) ? "HQ database " + o.hq_db
-                                          : std::string("a temporary HQ database (now deleted)"));
+  std::string human =
+      "replayed " +
+      count_text(static_cast<std::int64_t>(o.files.size()), "capture file", "capture files") +
+      " into " +
+      (given(o.hq_db_opt) ? "HQ database " + o.hq_db
+                          : std::string("a temporary HQ database (now deleted)"));
   if (given(o.until_opt)) human += ", each node up to seq " + std::to_string(o.until_seq);
-  if (given(o.seed_opt)) human += ", interleaving with shuffle seed " + std::to_string(o.shuffle_seed);
+  if (given(o.seed_opt))
+    human += ", interleaving with shuffle seed " + std::to_string(o.shuffle_seed);
   human += "\n\n" + nodes_table(s.nodes) + "\n";
   human += "records:     " + std::to_string(s.records) + "\n";
   human += "customers:   " + std::to_string(s.customers) + " in the resulting HQ database\n";
@@ -282,10 +291,16 @@ int run_replay(const Cli& cli, const ReplayCliOptions& o) {
   if (o.verify) {
     for (const CLI::Option* opt : {o.hq_db_opt, o.until_opt, o.seed_opt}) {
       if (given(opt)) {
-        return cli.usage(opt->get_name() + " cannot be combined with --verify, which only checks "
-                                           "the captures and writes nothing");
+        return cli.usage(opt->get_name() +
+                         " cannot be combined with --verify, which only checks "
+                         "the captures and writes nothing");
       }
     }
+  }
+
+  if (given(o.until_opt) && o.until_seq < 1) {
+    return cli.usage("--until-seq must be a sequence number of 1 or more, got " +
+                     std::to_string(o.until_seq));
   }
 
   ReplayOptions options;
@@ -295,7 +310,9 @@ int run_replay(const Cli& cli, const ReplayCliOptions& o) {
   std::optional<ProgressBar> bar;
   if (::isatty(STDOUT_FILENO) == 1 && input_bytes(o.files) > kProgressBarMinBytes) {
     bar.emplace(o.verify);
-    options.progress = [&bar](std::uint64_t done, std::uint64_t total) { bar->update(done, total); };
+    options.progress = [&bar](std::uint64_t done, std::uint64_t total) {
+      bar->update(done, total);
+    };
   }
 
   if (o.verify) {
@@ -336,16 +353,14 @@ void add_replay_command(CLI::App& root, Cli& cli) {
       "them through HQ's ingestion and customer sync job to see what HQ makes of them.");
   sub->add_option("files", o->files, "Capture files to check or replay (one or more)")
       ->required()
-      ->type_name("FILE.tslog...");
-  o->hq_db_opt = sub->add_option(
-                        "--hq-db", o->hq_db,
-                        "HQ database to replay into: created when missing, else continued "
-                        "(default: a temporary database, deleted afterwards)")
+      ->type_name("FILE.tslog");
+  o->hq_db_opt = sub->add_option("--hq-db", o->hq_db,
+                                 "HQ database to replay into: created when missing, else continued "
+                                 "(default: a temporary database, deleted afterwards)")
                      ->type_name("OUT.db");
   o->until_opt = sub->add_option("--until-seq", o->until_seq,
                                  "Stop each node after this sequence number of its log")
-                     ->type_name("N")
-                     ->check(CLI::Range(std::int64_t{1}, std::numeric_limits<std::int64_t>::max()));
+                     ->type_name("N");
   sub->add_flag("--verify", o->verify,
                 "Only check the captures (framing, checksums, sequence numbers, payloads); "
                 "writes nothing");

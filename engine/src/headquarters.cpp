@@ -494,8 +494,12 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
   TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
   TS_ASSIGN_OR_RETURN(auto left, tx->staged(1));
   report.remaining = left.size();
-  TS_ASSIGN_OR_RETURN(auto collected, tx->collect_tombstones());
-  (void)collected;
+  // Only with nothing staged: a staged edit of a removed child must still meet its
+  // tombstone (and be journaled) even if every node has pulled past the removal.
+  if (left.empty()) {
+    TS_ASSIGN_OR_RETURN(auto collected, tx->collect_tombstones());
+    (void)collected;
+  }
   TS_RETURN_IF_ERROR(tx->commit());
   return report;
 }

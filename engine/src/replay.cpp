@@ -149,7 +149,8 @@ class Salvager {
       return out;
     }
     const std::string body = read(pos + kFrameHeaderLength, length);
-    if (body.size() != length || crc32c(body) != get_le<std::uint32_t>(std::string_view(head).substr(4))) {
+    if (body.size() != length ||
+        crc32c(body) != get_le<std::uint32_t>(std::string_view(head).substr(4))) {
       out.problem = "record checksum mismatch";
       return out;
     }
@@ -337,7 +338,8 @@ class CaptureSource {
         *pos_ += f.size;
         return std::optional<Framed>{std::move(out)};
       }
-      report(*pos_, number_, Status::CorruptLog(corrupt_prefix(path_) + f.problem + where(*pos_, number_)));
+      report(*pos_, number_,
+             Status::CorruptLog(corrupt_prefix(path_) + f.problem + where(*pos_, number_)));
       ++number_;
       pos_ = *pos_ >= size_ ? std::nullopt : salvager_->past(*pos_);
     }
@@ -367,7 +369,8 @@ class CaptureSource {
     if (entity_of(*payload) != r.entity) {
       return Status::CorruptLog(corrupt_prefix(path_) + "record seq " + std::to_string(r.seq) +
                                 " names customer " + r.entity.to_string() +
-                                " but its payload is about " + entity_of(*payload).to_string() + at);
+                                " but its payload is about " + entity_of(*payload).to_string() +
+                                at);
     }
     if (r.seq > expected_) {
       Status gap = Status::CorruptLog(
@@ -400,7 +403,8 @@ class CaptureSource {
 
 class Progress {
  public:
-  Progress(const ReplayOptions& options, std::uint64_t total) : fn_(options.progress), total_(total) {}
+  Progress(const ReplayOptions& options, std::uint64_t total)
+      : fn_(options.progress), total_(total) {}
   void report(std::uint64_t done) {
     if (!fn_) return;
     done = std::min(done, total_);
@@ -581,7 +585,8 @@ class Replayer {
   // next record is not older, and a node's records only get newer.
   bool oldest(std::size_t node, Hlc hlc) const {
     for (std::size_t i = 0; i < nodes_.size(); ++i) {
-      if (i != node && !nodes_[i].buffer.empty() && nodes_[i].buffer.front().hlc < hlc) return false;
+      if (i != node && !nodes_[i].buffer.empty() && nodes_[i].buffer.front().hlc < hlc)
+        return false;
     }
     return true;
   }
@@ -590,7 +595,8 @@ class Replayer {
   // a terminal only edits another terminal's customer after HQ has converted it and
   // the terminal has pulled it, so HQ never sees that order. Creates happen before
   // everything that depends on them in HLC order, which resolves the remaining case.
-  Result<Gate> gate(std::size_t node, const LogRecord& r, const std::unordered_set<Guid>& chunk_creates,
+  Result<Gate> gate(std::size_t node, const LogRecord& r,
+                    const std::unordered_set<Guid>& chunk_creates,
                     std::unique_ptr<HqTransaction>& lookup) {
     if (r.kind == OpKind::customer_create || chunk_creates.contains(r.entity)) return Gate::go;
     if (auto it = pending_creates_.find(r.entity); it != pending_creates_.end()) {
@@ -662,6 +668,11 @@ class Replayer {
       summary_.updated += static_cast<std::int64_t>(report.applied - report.converted);
       summary_.failed += static_cast<std::int64_t>(report.failed);
       if (report.remaining == 0) break;
+      if (report.applied + report.failed == 0) {
+        return Status::Internal(
+            "HQ's customer sync job leaves operations staged without "
+            "applying any; the replay stops");
+      }
     }
     pending_creates_.clear();
     return Status::Ok();
@@ -768,9 +779,10 @@ Result<std::vector<NodeStream>> plan_nodes(const std::vector<FileInfo>& infos, H
   TS_ASSIGN_OR_RETURN(auto tx, hq.store().begin());
   std::vector<NodeStream> out;
   for (auto& [id, n] : by_node) {
-    std::stable_sort(n.segments.begin(), n.segments.end(), [](const FileInfo* a, const FileInfo* b) {
-      return a->first_seq != b->first_seq ? a->first_seq < b->first_seq : a->order < b->order;
-    });
+    std::stable_sort(
+        n.segments.begin(), n.segments.end(), [](const FileInfo* a, const FileInfo* b) {
+          return a->first_seq != b->first_seq ? a->first_seq < b->first_seq : a->order < b->order;
+        });
     TS_ASSIGN_OR_RETURN(std::int64_t cursor, tx->node_cursor(id));
     n.next_push_seq = cursor + 1;
     if (!options.skip_corrupt) {
@@ -782,7 +794,9 @@ Result<std::vector<NodeStream>> plan_nodes(const std::vector<FileInfo>& infos, H
           const std::string before =
               previous ? "the capture '" + previous->path + "' ends at seq " +
                              std::to_string(previous->last_seq)
-                       : "HQ has " + (cursor == 0 ? std::string("nothing") : "seqs up to " + std::to_string(cursor)) +
+                       : "HQ has " +
+                             (cursor == 0 ? std::string("nothing")
+                                          : "seqs up to " + std::to_string(cursor)) +
                              " from node " + id;
           return Status::CorruptLog(
               corrupt_prefix(f->path) + "sequence gap between captures of node " + id + ": " +

@@ -67,14 +67,14 @@ struct ReplaySummary {
   // until_seq, without records that overlapping captures of a node repeat).
   std::int64_t records = 0;
   // The rest is set by replay_captures only.
-  std::int64_t customers = 0;   // customers in the resulting HQ database
-  std::int64_t created = 0;     // async creates converted by the sync job
-  std::int64_t updated = 0;     // other operations the sync job applied
-  std::int64_t conflicts = 0;   // conflict journal entries written during the replay
-  std::int64_t duplicates = 0;  // status-view rows in status `duplicate` (whole database)
-  std::int64_t failed = 0;      // operations the sync job marked failed
-  std::string digest;           // content digest of the resulting HQ database
-  std::vector<ReplayNode> nodes;  // ordered by node id
+  std::int64_t customers = 0;       // customers in the resulting HQ database
+  std::int64_t created = 0;         // async creates converted by the sync job
+  std::int64_t updated = 0;         // other operations the sync job applied
+  std::int64_t conflicts = 0;       // conflict journal entries written during the replay
+  std::int64_t duplicates = 0;      // status-view rows in status `duplicate` (whole database)
+  std::int64_t failed = 0;          // operations the sync job marked failed
+  std::string digest;               // content digest of the resulting HQ database
+  std::vector<ReplayNode> nodes;    // ordered by node id
   std::vector<ReplayIssue> issues;  // skip_corrupt only; in file order
 };
 
