@@ -41,6 +41,7 @@ struct WriteRecord {
   std::string value;
   std::set<std::uint64_t> seen;  // ids of writes the editor had seen
   std::optional<Hlc> hlc;        // known for terminal writes
+  std::optional<Guid> removes = std::nullopt;  // set for an address removal (key: its GUID)
 };
 
 struct Sim {
@@ -161,6 +162,22 @@ struct Sim {
     t.seq_to_write[last.seq] = id;
   }
 
+  void remove_address(Terminal& t) {
+    if (t.known.empty()) return create(t);
+    const Guid g = t.known[rng() % t.known.size()];
+    Customer c = t.node->find(g.to_string()).value();
+    if (c.addresses.empty()) return add_address(t);
+    const Guid a = c.addresses[rng() % c.addresses.size()].guid;
+    auto r = t.node->remove_address(g.to_string(), a);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    auto last = t.node->read_log(t.node->status()->last_seq - 1, 1).value().at(0);
+    WriteRecord w{t.id, g, a.to_string(), "", t.pulled_view, last.hlc, a};
+    w.seen.insert(t.own.begin(), t.own.end());
+    const std::uint64_t id = record(std::move(w));
+    t.own.push_back(id);
+    t.seq_to_write[last.seq] = id;
+  }
+
   void add_address(Terminal& t) {
     if (t.known.empty()) return create(t);
     const Guid g = t.known[rng() % t.known.size()];
@@ -211,18 +228,39 @@ struct Sim {
       const std::int64_t seq = ++t.applied_seq;
       auto it = t.seq_to_write.find(seq);
       if (it != t.seq_to_write.end()) oracle_apply(it->second);
-      EXPECT_EQ(hq->conflicts().value().size(), journal_before + (last_step_conflict ? 1 : 0))
+      EXPECT_EQ(hq->conflicts().value().size(), journal_before + step_conflicts)
           << "seed step: journal differs from oracle after " << t.id << " seq " << seq;
-      last_step_conflict = false;
+      step_conflicts = 0;
       return true;
     }
     ADD_FAILURE() << "HQ applied an operation the oracle did not expect";
     return false;
   }
 
+  // A concurrent pair the journal must show.
+  void expect_conflict() {
+    ++expected_conflicts;
+    ++step_conflicts;
+  }
+
   void oracle_apply(std::uint64_t id) {
     const WriteRecord& w = writes[id];
     applied.insert(id);
+    const std::string address = w.key.substr(0, w.key.find(':'));
+    if (w.removes) {
+      // The removal wins; every edit of the address it had not seen is journaled.
+      for (const auto& [k, sid] : stored) {
+        if (k.first != w.customer || k.second.rfind(address + ":", 0) != 0) continue;
+        if (writes[sid].node != w.node && !w.seen.count(sid)) expect_conflict();
+      }
+      removed[{w.customer, address}] = id;
+      return;
+    }
+    if (auto r = removed.find({w.customer, address}); r != removed.end()) {
+      // An edit of a removed address is dropped, journaled when it had not seen the removal.
+      if (writes[r->second].node != w.node && !w.seen.count(r->second)) expect_conflict();
+      return;
+    }
     const auto key = std::make_pair(w.customer, w.key);
     auto it = stored.find(key);
     const bool concurrent = it != stored.end() && writes[it->second].node != w.node &&
@@ -230,8 +268,7 @@ struct Sim {
     Customer at_hq = hq->customers(w.customer.to_string()).value().at(0);
     const std::optional<std::string> now = value_at(at_hq, w.key);
     if (concurrent) {
-      ++expected_conflicts;
-      last_step_conflict = true;
+      expect_conflict();
       const WriteRecord& s = writes[it->second];
       if (s.hlc) {  // both HLCs known: check last-writer-wins picked the newer one
         const bool incoming_newer = *w.hlc != *s.hlc ? *w.hlc > *s.hlc : w.node > s.node;
@@ -254,8 +291,9 @@ struct Sim {
   std::vector<WriteRecord> writes;
   std::set<std::uint64_t> applied;
   std::map<std::pair<Guid, std::string>, std::uint64_t> stored;
+  std::map<std::pair<Guid, std::string>, std::uint64_t> removed;  // (customer, address) -> removal
   std::int64_t expected_conflicts = 0;
-  bool last_step_conflict = false;
+  std::size_t step_conflicts = 0;
   int counter = 0;
 };
 
@@ -268,15 +306,16 @@ std::int64_t run_history(std::uint64_t seed) {
   for (int i = 0; i < steps && !::testing::Test::HasFatalFailure(); ++i) {
     auto& t = sim.terminals[sim.rng() % sim.terminals.size()];
     t.clock->advance(static_cast<std::int64_t>(sim.rng() % 100));
-    switch (sim.rng() % 12) {
+    switch (sim.rng() % 13) {
       case 0: sim.create(t); break;
       case 1: case 2: case 3: sim.edit(t); break;
       case 4: sim.add_address(t); break;
       case 5: sim.edit_address(t); break;
-      case 6: sim.back_office_edit(); break;
-      case 7: case 8: case 9: sim.sync(t); break;
-      case 10: sim.run_job(); break;
-      case 11: t.link->set_up(!t.link->up()); break;  // go offline / come back
+      case 6: sim.remove_address(t); break;
+      case 7: sim.back_office_edit(); break;
+      case 8: case 9: case 10: sim.sync(t); break;
+      case 11: sim.run_job(); break;
+      case 12: t.link->set_up(!t.link->up()); break;  // go offline / come back
     }
   }
   // Heal every partition and sync until quiet: two rounds of push, job, pull.
