@@ -202,7 +202,8 @@ TEST_F(CrashProcessTest, KilledHqAndTerminalsLoseNothingAndDoubleNothing) {
     EXPECT_EQ(run_json({"store", "digest", "--db", terminal_db(t)})["digest"], hq_digest["digest"]);
     EXPECT_EQ(run_json({"store", "status", "--db", terminal_db(t)})["pending_ops"], 0);
   }
-  for (const auto& r : run_json({"hq", "sync-status", "--db", hq_db_})["records"]) {
+  const json status = run_json({"hq", "sync-status", "--db", hq_db_});  // outlives the loop
+  for (const auto& r : status["records"]) {
     EXPECT_EQ(r["status"], "converted") << r.dump();
   }
   RecordProperty("kill_points", kills_);
