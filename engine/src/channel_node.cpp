@@ -479,9 +479,11 @@ Result<std::vector<Customer>> ChannelNode::search(std::string_view text) {
 Result<NodeStatus> ChannelNode::status() { return impl_->status(); }
 
 Result<ContentDigest> ChannelNode::digest() {
-  TS_ASSIGN_OR_RETURN(auto all, impl_->customers().all_by_guid());
   DigestBuilder b;
-  for (const Customer& c : all) b.add(c);
+  TS_RETURN_IF_ERROR(impl_->customers().for_each_by_guid([&b](const Customer& c) {
+    b.add(c);
+    return Status::Ok();
+  }));
   return b.finish();
 }
 

@@ -256,6 +256,22 @@ Result<std::vector<Customer>> CustomerTable::all_by_guid() {
   return load_rows(st);
 }
 
+Status CustomerTable::for_each_by_guid(const std::function<Status(const Customer&)>& fn) {
+  constexpr std::int64_t kPage = 1000;
+  std::optional<Guid> after;
+  for (;;) {
+    // Two statements, so each page is a range scan of the primary key.
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(select_sql(after ? "WHERE guid > ?2 ORDER BY guid LIMIT ?1"
+                                                               : "ORDER BY guid LIMIT ?1")));
+    st.bind(1, kPage);
+    if (after) st.bind_blob(2, after->raw());
+    TS_ASSIGN_OR_RETURN(auto page, load_rows(st));
+    for (const Customer& c : page) TS_RETURN_IF_ERROR(fn(c));
+    if (static_cast<std::int64_t>(page.size()) < kPage) return Status::Ok();
+    after = page.back().guid;
+  }
+}
+
 Result<std::int64_t> CustomerTable::count() {
   TS_ASSIGN_OR_RETURN(auto n, db_->query_int("SELECT count(*) FROM customers"));
   return n.value_or(0);

@@ -3,6 +3,7 @@
 // write customers the same way. All writes take the caller's open Transaction.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -88,6 +89,9 @@ class CustomerTable {
   Result<std::vector<Customer>> search(std::string_view text);
   // Every customer in ascending GUID order (for digests).
   Result<std::vector<Customer>> all_by_guid();
+  // The same, streamed: pages of 1000 customers, so memory stays bounded whatever the
+  // table's size. Stops at the first error `fn` returns.
+  Status for_each_by_guid(const std::function<Status(const Customer&)>& fn);
   Result<std::int64_t> count();
 
  private:

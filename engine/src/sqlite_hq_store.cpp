@@ -53,6 +53,12 @@ std::optional<DuplicatePolicy> parse_duplicate_policy(std::string_view s) {
   return std::nullopt;
 }
 
+Status HqStore::for_each_customer_by_guid(const std::function<Status(const Customer&)>& fn) {
+  TS_ASSIGN_OR_RETURN(auto all, all_customers_by_guid());
+  for (const Customer& c : all) TS_RETURN_IF_ERROR(fn(c));
+  return Status::Ok();
+}
+
 namespace {
 
 // PRAGMA application_id of HQ databases: "TSYH".
@@ -600,6 +606,12 @@ class SqliteHqStore final : public HqStore {
   }
   Result<std::vector<Customer>> all_customers_by_guid() override {
     return CustomerTable(*db_).all_by_guid();
+  }
+  Status for_each_customer_by_guid(const std::function<Status(const Customer&)>& fn) override {
+    // One read transaction: every page comes from the same snapshot.
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db_, storage::Transaction::Mode::deferred));
+    TS_RETURN_IF_ERROR(CustomerTable(*db_).for_each_by_guid(fn));
+    return txn.commit();
   }
   Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) override {
     TS_ASSIGN_OR_RETURN(auto st, db_->prepare(

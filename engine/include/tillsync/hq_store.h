@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -171,6 +172,10 @@ class HqStore {
                                                     std::int64_t* cursor_out) = 0;
   virtual Result<std::vector<Customer>> search(std::string_view text) = 0;
   virtual Result<std::vector<Customer>> all_customers_by_guid() = 0;
+  // Every customer in ascending GUID order, streamed to `fn` from one snapshot, so a
+  // digest of a large HQ needs bounded memory. Stops at the first error `fn` returns.
+  // The default calls all_customers_by_guid(); backends override it to page.
+  virtual Status for_each_customer_by_guid(const std::function<Status(const Customer&)>& fn);
   virtual Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) = 0;
   virtual Result<std::vector<ConflictRecord>> conflicts() = 0;
   virtual Result<std::optional<std::string>> setting(std::string_view key) = 0;
