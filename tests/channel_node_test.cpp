@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <map>
 
 #include "support/temp_dir.h"
@@ -700,6 +701,25 @@ TEST_F(NodeTest, DigestEqualForSameContentAndChangesWithContent) {
   EXPECT_NE(d1->hex, d0->hex);
   EXPECT_EQ(d1->customers, 1u);
   EXPECT_EQ(d1->hex.size(), 40u);
+}
+
+// The digest streams customers in pages of 1000: across page boundaries it must see
+// each customer exactly once, in GUID order, exactly like a digest of the whole list.
+TEST_F(NodeTest, DigestOverSeveralPagesEqualsDigestOfTheWholeTable) {
+  auto node = make({.async_customer_creation = true});
+  for (int i = 0; i < 2345; ++i) {
+    ASSERT_TRUE(node->create_customer(person("P" + std::to_string(i), "Paged")).ok());
+  }
+  auto all = node->search("");
+  ASSERT_TRUE(all.ok());
+  std::sort(all->begin(), all->end(), [](const Customer& a, const Customer& b) { return a.guid < b.guid; });
+  DigestBuilder whole;
+  for (const Customer& c : *all) whole.add(c);
+  const ContentDigest expected = whole.finish();
+  auto streamed = node->digest();
+  ASSERT_TRUE(streamed.ok()) << streamed.status().to_string();
+  EXPECT_EQ(streamed->customers, 2345u);
+  EXPECT_EQ(*streamed, expected);
 }
 
 }  // namespace
