@@ -84,6 +84,9 @@ struct ChannelNode::Impl {
   HybridLogicalClock hlc;
   GuidGenerator guids;
 
+  // Time-ordered, so this node's GUIDs land at the right edge of every GUID index.
+  Guid new_guid() { return guids.next_time_ordered(clock->now_ms()); }
+
   Impl(std::unique_ptr<storage::Database> d, NodeConfig c, const ChannelNodeOptions& o, Hlc last)
       : db(std::move(d)),
         config(std::move(c)),
@@ -131,7 +134,7 @@ struct ChannelNode::Impl {
       hlc = HybridLogicalClock(*clock, Hlc{static_cast<std::uint64_t>(persisted)});
     const Hlc ts = hlc.now();
     storage::LogRow row;
-    row.op_id = std::string(guids.next().raw());
+    row.op_id = std::string(new_guid().raw());
     row.entity = std::string(entity_of(payload).raw());
     row.kind = static_cast<int>(kind_of(payload));
     row.hlc = ts.value;
@@ -154,7 +157,7 @@ struct ChannelNode::Impl {
   Customer build(const NewCustomer& in) {
     const DefaultCustomer& d = config.default_customer;
     Customer c;
-    c.guid = guids.next();
+    c.guid = new_guid();
     if (in.type) {
       c.type = *in.type;
     } else if (!in.org_name.empty()) {
@@ -178,10 +181,10 @@ struct ChannelNode::Impl {
     // D11: the template's receipt e-mail only when none was given.
     c.receipt_email = in.receipt_email && !in.receipt_email->empty() ? *in.receipt_email : d.receipt_email;
     c.affiliations = in.affiliations;
-    for (const auto& e : in.secondary_emails) c.contacts.push_back({guids.next(), ContactKind::email, e});
-    for (const auto& p : in.secondary_phones) c.contacts.push_back({guids.next(), ContactKind::phone, p});
+    for (const auto& e : in.secondary_emails) c.contacts.push_back({new_guid(), ContactKind::email, e});
+    for (const auto& p : in.secondary_phones) c.contacts.push_back({new_guid(), ContactKind::phone, p});
     for (Address a : in.addresses) {
-      a.guid = guids.next();
+      a.guid = new_guid();
       if (a.purpose.empty()) a.purpose = default_purpose(c.type);
       c.addresses.push_back(std::move(a));
     }
@@ -286,7 +289,7 @@ struct ChannelNode::Impl {
     TS_ASSIGN_OR_RETURN(Customer current, find(id));
     if (address.purpose.empty()) address.purpose = default_purpose(current.type);
     TS_RETURN_IF_ERROR(validate_address(address, "address"));
-    address.guid = guids.next();
+    address.guid = new_guid();
 
     if (config.profile.async_customer_addresses) {
       TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
@@ -427,7 +430,7 @@ Result<Customer> ChannelNode::add_contact(std::string_view id, ContactKind kind,
     TS_RETURN_IF_ERROR(impl_->require_feature(impl_->config.profile.enhanced_async_customer,
                                               "contact", "enhanced_async_customer"));
   }
-  Contact k{impl_->guids.next(), kind, value};
+  Contact k{impl_->new_guid(), kind, value};
   TS_RETURN_IF_ERROR(validate_contact(k, "contact"));
   return impl_->log_child(c, ContactAdded{c.guid, k});
 }

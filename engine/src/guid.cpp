@@ -64,4 +64,18 @@ Guid GuidGenerator::next() {
   return g;
 }
 
+Guid GuidGenerator::next_time_ordered(std::int64_t unix_ms) {
+  constexpr std::uint64_t kMax48 = (std::uint64_t{1} << 48) - 1;
+  const std::uint64_t ms = unix_ms < 0 ? 0 : std::min(static_cast<std::uint64_t>(unix_ms), kMax48);
+  const std::uint64_t hi = rng_();
+  const std::uint64_t lo = rng_();
+  Guid g;
+  for (int i = 0; i < 6; ++i) g.bytes[i] = static_cast<std::uint8_t>(ms >> (8 * (5 - i)));
+  for (int i = 6; i < 8; ++i) g.bytes[i] = static_cast<std::uint8_t>(hi >> (8 * (i - 6)));
+  for (int i = 8; i < 16; ++i) g.bytes[i] = static_cast<std::uint8_t>(lo >> (8 * (i - 8)));
+  g.bytes[6] = static_cast<std::uint8_t>(0x70 | (g.bytes[6] & 0x0F));  // version 7
+  g.bytes[8] = static_cast<std::uint8_t>(0x80 | (g.bytes[8] & 0x3F));  // variant 10xx
+  return g;
+}
+
 }  // namespace tillsync

@@ -1,7 +1,11 @@
 // 128-bit identifiers of customers, addresses, contacts and operations.
 //
-// Generated as random (version 4) UUIDs from an injected, seedable source so tests are
-// deterministic. A Guid is a plain value, safe to copy between threads.
+// Generated from an injected, seedable source so tests are deterministic: random
+// (version 4) UUIDs, or time-ordered ones (version 7, RFC 9562) whose first 48 bits are
+// a Unix time in milliseconds. Terminals use version 7 for customers, children and
+// operations: GUIDs made one after another sort together, so the databases' GUID
+// indexes grow at their right edge instead of touching a random page per insert.
+// A Guid is a plain value, safe to copy between threads.
 #pragma once
 
 #include <array>
@@ -31,12 +35,15 @@ struct Guid {
   auto operator<=>(const Guid&) const = default;
 };
 
-// Produces v4 GUIDs with Boost.Uuid. Not thread-safe: one generator per thread/owner.
+// Produces GUIDs. Not thread-safe: one generator per thread/owner.
 class GuidGenerator {
  public:
   // seed == nullopt: seeded from std::random_device (production).
   explicit GuidGenerator(std::optional<std::uint64_t> seed = std::nullopt);
+  // Version 4: 122 random bits (Boost.Uuid).
   Guid next();
+  // Version 7: `unix_ms` (clamped to 48 bits) then 74 random bits.
+  Guid next_time_ordered(std::int64_t unix_ms);
 
  private:
   std::mt19937_64 rng_;
