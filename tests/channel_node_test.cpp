@@ -613,7 +613,6 @@ TEST_F(NodeTest, SearchMatchesNamesEmailPhoneAccountAndGuidCaseInsensitively) {
   EXPECT_EQ(names("EXAMPLE.com"), std::vector<std::string>{"Ada"});
   EXPECT_EQ(names("7946"), std::vector<std::string>{"Ada"});
   EXPECT_EQ(names(ada->customer.account_number->substr(3)), std::vector<std::string>{"Ada"});
-  // The random tail of the GUID (its head is the creation time, shared by both).
   EXPECT_EQ(names(grace->customer.guid.to_string().substr(24)), std::vector<std::string>{"Grace"});
   EXPECT_EQ(names("%"), std::vector<std::string>{});  // LIKE metacharacters are literal
   EXPECT_EQ(names("").size(), 2u);

@@ -1,6 +1,7 @@
 #include "tillsync/headquarters.h"
 
 #include <algorithm>
+#include <map>
 #include <random>
 
 #include "apply.h"
@@ -36,6 +37,23 @@ struct Headquarters::Impl {
   std::unique_ptr<HqStore> store;
   PhysicalClock* clock;
   HqOptions options;
+  // Pulls: each node's registration (true: filtered, D5) and the pull cursor last
+  // written for it, as this process knows them. A pull cursor only decides when
+  // tombstones may go, so it is written when a node has caught up (a pull that returns
+  // less than a full page, with a cursor beyond the one written) instead of in a write
+  // transaction for every page of a long download. The store keeps the maximum.
+  std::map<std::string, bool, std::less<>> pull_registration{};
+  std::map<std::string, std::int64_t, std::less<>> noted_pull{};
+
+  Result<bool> note_pull(std::string_view node, std::int64_t after, bool filtered) {
+    TS_ASSIGN_OR_RETURN(auto tx, store->begin());
+    TS_ASSIGN_OR_RETURN(bool registered, tx->note_pull(node, after, filtered));
+    TS_RETURN_IF_ERROR(tx->commit());
+    pull_registration[std::string(node)] = registered;
+    std::int64_t& noted = noted_pull[std::string(node)];
+    noted = std::max(noted, after);
+    return registered;
+  }
 
   std::int64_t now() { return clock->now_ms(); }
 
@@ -462,18 +480,26 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
   PullResult out;
   std::optional<std::string> channel;
   if (filtered) channel = channel_of_node(node_id);
-  {
-    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-    TS_ASSIGN_OR_RETURN(bool registered_filtered, tx->note_pull(node_id, after, filtered));
-    TS_RETURN_IF_ERROR(tx->commit());
-    // A node that ever pulled with offline data exclusion stays excluded: a till
-    // reconfigured (or stolen) cannot ask for other channels' customers.
-    if (registered_filtered && !filtered)
-      return Status(Code::unauthorized, "node " + std::string(node_id) +
-                                            " is registered for filtered pulls (offline data "
-                                            "exclusion); an unfiltered pull is refused");
+  auto known = impl_->pull_registration.find(node_id);
+  // First pull of this node here, or a node becoming filtered: registered at once.
+  const bool registering = known == impl_->pull_registration.end() || (!known->second && filtered);
+  bool registered_filtered = false;
+  if (registering) {
+    TS_ASSIGN_OR_RETURN(registered_filtered, impl_->note_pull(node_id, after, filtered));
+  } else {
+    registered_filtered = known->second;
   }
+  // A node that ever pulled with offline data exclusion stays excluded: a till
+  // reconfigured (or stolen) cannot ask for other channels' customers.
+  if (registered_filtered && !filtered)
+    return Status(Code::unauthorized, "node " + std::string(node_id) +
+                                          " is registered for filtered pulls (offline data "
+                                          "exclusion); an unfiltered pull is refused");
   TS_ASSIGN_OR_RETURN(out.entries, impl_->store->feed_after(after, limit, channel, &out.cursor));
+  if (!registering && out.entries.size() < limit && after > impl_->noted_pull[std::string(node_id)]) {
+    TS_ASSIGN_OR_RETURN(bool still_filtered, impl_->note_pull(node_id, after, registered_filtered));
+    (void)still_filtered;
+  }
   TS_ASSIGN_OR_RETURN(auto stored, impl_->store->setting(kHlcKey));
   out.hq_hlc = Hlc{stored ? std::stoull(*stored) : 0};
   return out;

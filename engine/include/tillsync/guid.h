@@ -2,9 +2,10 @@
 //
 // Generated from an injected, seedable source so tests are deterministic: random
 // (version 4) UUIDs, or time-ordered ones (version 7, RFC 9562) whose first 48 bits are
-// a Unix time in milliseconds. Terminals use version 7 for customers, children and
-// operations: GUIDs made one after another sort together, so the databases' GUID
-// indexes grow at their right edge instead of touching a random page per insert.
+// a Unix time in milliseconds. Customers, addresses and contacts get version 4 GUIDs
+// (DESIGN.md §3); terminals give their operations version 7 ids: ids made one after
+// another sort together, so HQ's op_id index grows at its right edge instead of
+// touching a random page per staged operation.
 // A Guid is a plain value, safe to copy between threads.
 #pragma once
 
