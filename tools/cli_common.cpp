@@ -430,4 +430,22 @@ std::string count_text(std::int64_t n, std::string_view singular, std::string_vi
   return std::to_string(n) + " " + std::string(n == 1 ? singular : plural);
 }
 
+int list_customers(const Cli& cli, const std::vector<Customer>& found, const std::string& none) {
+  std::string human;
+  if (found.empty()) {
+    human = none + "\n";
+  } else {
+    for (const Customer& c : found) human += customer_line(c) + "\n";
+    human += count_text(static_cast<std::int64_t>(found.size()), "customer", "customers") + "\n";
+  }
+  return cli.ok(customers_json(found), human);
+}
+
+void add_search_option(CLI::App& sub, std::string& text) {
+  sub.add_option("--search", text,
+                 "Only customers whose name, e-mail, phone, account number or GUID contains "
+                 "TEXT (case-insensitive)")
+      ->type_name("TEXT");
+}
+
 }  // namespace tillsync::cli

@@ -77,6 +77,12 @@ std::string customer_text(const Customer& c);
 // One line for lists: account id, name, e-mail, phone, guid.
 std::string customer_line(const Customer& c);
 
+// Prints customers one line each with a count (JSON: the customers array); `none` when
+// there are none. Returns kExitOk.
+int list_customers(const Cli& cli, const std::vector<Customer>& found, const std::string& none);
+// `--search TEXT`: the customer filter of the list commands.
+void add_search_option(CLI::App& sub, std::string& text);
+
 // "2024-05-01T12:34:56.789Z".
 std::string iso8601_utc(std::int64_t ms_since_epoch);
 

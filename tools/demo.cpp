@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "local_cluster.h"
 #include "tillsync/channel_node.h"
 #include "tillsync/headquarters.h"
 #include "tillsync/hq_client.h"
@@ -49,59 +50,15 @@ std::string pad(std::string text, std::size_t width) {
   return text;
 }
 
-// HQ on loopback, served by a background thread until stop() or destruction.
-class BackgroundHq {
- public:
-  ~BackgroundHq() { (void)stop(); }
-
-  Status start(std::unique_ptr<Headquarters> hq) {
-    HqServiceOptions options;
-    options.listen = "tcp://127.0.0.1:*";
-    options.job_interval_ms = kParkedJobMs;
-    TS_ASSIGN_OR_RETURN(service_, HqService::start(std::move(hq), options));
-    thread_ = std::thread([this] { run_status_ = service_->run(); });
-    return Status::Ok();
-  }
-  const std::string& endpoint() const { return service_->endpoint(); }
-  Status stop() {
-    if (!service_) return Status::Ok();
-    service_->stop();
-    thread_.join();
-    service_.reset();
-    return run_status_;
-  }
-
- private:
-  std::unique_ptr<HqService> service_;
-  std::thread thread_;
-  Status run_status_;
-};
-
-// A terminal as a POS application embeds it: node, connection to HQ, replicator.
-struct DemoTerminal {
-  std::string db;
-  std::unique_ptr<HqClient> client;  // first: outlives the node and replicator
-  std::unique_ptr<ChannelNode> node;
-  std::unique_ptr<Replicator> replicator;
-
-  std::string id() const { return node->node_id(); }
-};
-
-Result<DemoTerminal> make_terminal(const std::string& db, const std::string& store,
-                                   const std::string& endpoint, bool async_mode) {
-  NodeConfig config;
-  config.store_id = store;
-  config.terminal_id = "T01";
-  config.hq_endpoint = endpoint;
-  config.rts_timeout_ms = kRtsTimeoutMs;
-  config.profile.async_customer_creation = async_mode;
-  DemoTerminal t;
-  t.db = db;
-  TS_ASSIGN_OR_RETURN(t.client, HqClient::connect(endpoint, kRtsTimeoutMs));
-  TS_ASSIGN_OR_RETURN(t.node, ChannelNode::create(db, config));
-  t.node->attach_hq(t.client.get());
-  TS_ASSIGN_OR_RETURN(t.replicator, Replicator::open(db, *t.client));
-  return t;
+// The demo's terminals: sync mode (online) or async mode.
+Result<EmbeddedTerminal> demo_terminal(const std::string& db, const std::string& store,
+                                       const std::string& endpoint, bool async_mode) {
+  TerminalSpec spec;
+  spec.db = db;
+  spec.store = store;
+  spec.async_mode = async_mode;
+  spec.rts_timeout_ms = kRtsTimeoutMs;
+  return make_terminal(spec, endpoint);
 }
 
 NewCustomer person(const std::string& first, const std::string& last, const std::string& email) {
@@ -150,7 +107,7 @@ Result<std::string> make_temp_dir() {
   return tmpl;
 }
 
-Status sync_terminal(DemoTerminal& t, SyncReport& report) {
+Status sync_terminal(EmbeddedTerminal& t, SyncReport& report) {
   auto r = t.replicator->sync_once();
   if (!r) return Status(r.status().code(), t.id() + ": " + r.status().message());
   report = *r;
@@ -171,14 +128,19 @@ Status run_story(const std::string& dir, Narrator& n, DemoResult& result) {
   // 1. HQ.
   TS_ASSIGN_OR_RETURN(auto served_hq, Headquarters::init(hq_db, "C"));
   BackgroundHq hq;
-  TS_RETURN_IF_ERROR(hq.start(std::move(served_hq)));
+  {
+    HqServiceOptions options;
+    options.listen = "tcp://127.0.0.1:*";
+    options.job_interval_ms = kParkedJobMs;
+    TS_RETURN_IF_ERROR(hq.start(std::move(served_hq), options));
+  }
   // The back office: a second connection to HQ's database, as 'tillsync hq ...' uses.
   TS_ASSIGN_OR_RETURN(auto office, Headquarters::open(hq_db));
   n.step("HQ starts and listens for terminals on " + hq.endpoint() +
          ". It hands out customer account numbers C000000001, C000000002, ...");
 
   // 2. Store S001: online, sync mode.
-  TS_ASSIGN_OR_RETURN(DemoTerminal a, make_terminal(a_db, "S001", hq.endpoint(), false));
+  TS_ASSIGN_OR_RETURN(EmbeddedTerminal a, demo_terminal(a_db, "S001", hq.endpoint(), false));
   n.step("Terminal " + a.id() +
          " is online and creates customers in sync mode: it asks HQ, and HQ assigns the "
          "account number while the customer waits at the till.");
@@ -198,7 +160,7 @@ Status run_story(const std::string& dir, Narrator& n, DemoResult& result) {
   }
 
   // 3. Store S002: async mode, offline.
-  TS_ASSIGN_OR_RETURN(DemoTerminal b, make_terminal(b_db, "S002", hq.endpoint(), true));
+  TS_ASSIGN_OR_RETURN(EmbeddedTerminal b, demo_terminal(b_db, "S002", hq.endpoint(), true));
   n.step("Terminal " + b.id() +
          " uses asynchronous customer creation, and its network is down (the demo uses the "
          "terminal's offline switch). It keeps registering customers: they are saved at the "
@@ -269,7 +231,7 @@ Status run_story(const std::string& dir, Narrator& n, DemoResult& result) {
   n.say("   " + pad("HQ", 12) + hq_digest.hex + "  (" +
         count_text(static_cast<std::int64_t>(hq_digest.customers), "customer", "customers") +
         ")");
-  for (DemoTerminal* t : {&a, &b}) {
+  for (EmbeddedTerminal* t : {&a, &b}) {
     TS_ASSIGN_OR_RETURN(ContentDigest d, t->node->digest());
     result.nodes.push_back(t->id());
     result.terminal_digests.push_back(d.hex);

@@ -343,15 +343,9 @@ int run_customers(const Cli& cli, const CustomersOptions& o) {
   if (!hq) return cli.fail(hq.status());
   auto found = (*hq)->customers(o.search);
   if (!found) return cli.fail(found.status());
-  std::string human;
-  if (found->empty()) {
-    human = o.search.empty() ? "no customers at HQ\n"
-                             : "no customers at HQ match '" + one_line(o.search) + "'\n";
-  } else {
-    for (const Customer& c : *found) human += customer_line(c) + "\n";
-    human += count_text(static_cast<std::int64_t>(found->size()), "customer", "customers") + "\n";
-  }
-  return cli.ok(customers_json(*found), human);
+  return list_customers(cli, *found,
+                        o.search.empty() ? "no customers at HQ"
+                                         : "no customers at HQ match '" + one_line(o.search) + "'");
 }
 
 void add_customers(CLI::App& hq, Cli& cli) {
@@ -359,10 +353,7 @@ void add_customers(CLI::App& hq, Cli& cli) {
   CLI::App* sub = hq.add_subcommand(
       "customers", "List HQ's customer master (every channel), optionally filtered.");
   sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
-  sub->add_option("--search", o->search,
-                  "Only customers whose name, e-mail, phone, account number or GUID contains "
-                  "TEXT (case-insensitive)")
-      ->type_name("TEXT");
+  add_search_option(*sub, o->search);
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_customers(cli, *o); });
 }

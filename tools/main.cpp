@@ -1,6 +1,7 @@
 // The `tillsync` command line: store terminals and head office (HQ) operations.
 #include <CLI/CLI.hpp>
 
+#include "bench_command.h"
 #include "cli_common.h"
 #include "demo.h"
 #include "hq_commands.h"
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   add_hq_commands(app, cli);
   add_store_commands(app, cli);
   add_demo_command(app, cli);
+  add_bench_command(app, cli);
   add_netsim_command(app, cli);
   add_replay_command(app, cli);
   return cli.run(app, argc, argv);

@@ -583,15 +583,8 @@ int run_customers(const Cli& cli, const CustomersOptions& o) {
   if (!node) return cli.fail(node.status());
   auto found = (*node)->search(o.search);
   if (!found) return cli.fail(found.status());
-  std::string human;
-  if (found->empty()) {
-    human =
-        o.search.empty() ? "no customers\n" : "no customers match '" + one_line(o.search) + "'\n";
-  } else {
-    for (const Customer& c : *found) human += customer_line(c) + "\n";
-    human += std::to_string(found->size()) + (found->size() == 1 ? " customer\n" : " customers\n");
-  }
-  return cli.ok(customers_json(*found), human);
+  return list_customers(cli, *found,
+                        o.search.empty() ? "no customers" : "no customers match '" + one_line(o.search) + "'");
 }
 
 void add_customers(CLI::App& store, Cli& cli) {
@@ -599,10 +592,7 @@ void add_customers(CLI::App& store, Cli& cli) {
   CLI::App* sub = store.add_subcommand(
       "customers", "List the customers this terminal knows, optionally filtered.");
   sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
-  sub->add_option("--search", o->search,
-                  "Only customers whose name, e-mail, phone, account number or GUID contains "
-                  "TEXT (case-insensitive)")
-      ->type_name("TEXT");
+  add_search_option(*sub, o->search);
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_customers(cli, *o); });
 }

@@ -304,8 +304,10 @@ struct Headquarters::Impl {
 
   Status record_status(HqTransaction& tx, const LogRecord& rec, const Guid& guid,
                        const std::optional<std::string>& account, SyncStatus status,
-                       std::string_view error, std::optional<Guid> twin = std::nullopt) {
+                       std::string_view error, std::optional<Guid> twin = std::nullopt,
+                       bool only_if_new = false) {
     TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(guid));
+    if (row && only_if_new) return Status::Ok();
     SyncStatusRecord r = row.value_or(SyncStatusRecord{});
     if (!row) {
       r.guid = guid;
@@ -466,8 +468,9 @@ Result<PushResult> Headquarters::push(std::string_view node_id, const std::vecto
     }
     ++result.staged;
     if (r.kind == OpKind::customer_create) {
-      TS_ASSIGN_OR_RETURN(auto row, tx->sync_status(r.entity));
-      if (!row) TS_RETURN_IF_ERROR(impl_->record_status(*tx, r, r.entity, std::nullopt, SyncStatus::pending, ""));
+      // record_status() keeps an existing row (e.g. an RTS create already converted).
+      TS_RETURN_IF_ERROR(impl_->record_status(*tx, r, r.entity, std::nullopt, SyncStatus::pending, "",
+                                              std::nullopt, /*only_if_new=*/true));
     }
   }
   TS_RETURN_IF_ERROR(tx->commit());

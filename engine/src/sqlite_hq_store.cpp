@@ -1,5 +1,6 @@
 // The embedded HQ backend: one SQLite file in WAL mode.
 #include <array>
+#include <map>
 #include <cstdio>
 
 #include "customer_table.h"
@@ -368,6 +369,7 @@ class SqliteHqTransaction final : public HqTransaction {
   }
 
   Result<std::int64_t> node_cursor(std::string_view node) override {
+    if (auto it = cursors_.find(node); it != cursors_.end()) return it->second;
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT cursor FROM node_cursors WHERE node_id = ?1"));
     st.bind(1, node);
     TS_ASSIGN_OR_RETURN(bool row, st.step());
@@ -381,13 +383,11 @@ class SqliteHqTransaction final : public HqTransaction {
     st.bind(5, static_cast<std::int64_t>(r.kind)).bind(6, static_cast<std::int64_t>(r.hlc.value));
     st.bind_blob(7, r.payload);
     TS_RETURN_IF_ERROR(st.run());
-    TS_ASSIGN_OR_RETURN(auto changed, db_.query_int("SELECT changes()"));
-    TS_ASSIGN_OR_RETURN(auto cur, db_.prepare(
-        "INSERT INTO node_cursors(node_id, cursor) VALUES(?1, ?2) "
-        "ON CONFLICT(node_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)"));
-    cur.bind(1, r.node_id).bind(2, r.seq);
-    TS_RETURN_IF_ERROR(cur.run());
-    return changed.value_or(0) > 0;
+    const bool fresh = db_.changes() > 0;
+    // The node's cursor is written once per transaction, at commit().
+    TS_ASSIGN_OR_RETURN(std::int64_t cursor, node_cursor(r.node_id));
+    cursors_[r.node_id] = std::max(cursor, r.seq);
+    return fresh;
   }
   Result<std::vector<StagedOp>> staged(std::size_t limit) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
@@ -422,8 +422,12 @@ class SqliteHqTransaction final : public HqTransaction {
   }
   Status put_sync_status(const SyncStatusRecord& r) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "INSERT OR REPLACE INTO sync_status(guid, node_id, account_number, status, last_error, "
-        "created_at_ms, updated_at_ms, twin) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+        "INSERT INTO sync_status(guid, node_id, account_number, status, last_error, "
+        "created_at_ms, updated_at_ms, twin) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT(guid) DO UPDATE SET node_id = excluded.node_id, "
+        "account_number = excluded.account_number, status = excluded.status, "
+        "last_error = excluded.last_error, created_at_ms = excluded.created_at_ms, "
+        "updated_at_ms = excluded.updated_at_ms, twin = excluded.twin"));
     st.bind_blob(1, r.guid.raw()).bind(2, r.node_id).bind(3, r.account_number);
     st.bind(4, to_string(r.status)).bind(5, r.last_error).bind(6, r.created_at_ms);
     st.bind(7, r.updated_at_ms);
@@ -539,7 +543,16 @@ class SqliteHqTransaction final : public HqTransaction {
     return meta_put(db_, key, value);
   }
 
-  Status commit() override { return txn_.commit(); }
+  Status commit() override {
+    for (const auto& [node, cursor] : cursors_) {
+      TS_ASSIGN_OR_RETURN(auto cur, db_.prepare(
+          "INSERT INTO node_cursors(node_id, cursor) VALUES(?1, ?2) "
+          "ON CONFLICT(node_id) DO UPDATE SET cursor = max(cursor, excluded.cursor)"));
+      cur.bind(1, node).bind(2, cursor);
+      TS_RETURN_IF_ERROR(cur.run());
+    }
+    return txn_.commit();
+  }
 
  private:
   // "e:<normalized e-mail>" and "p:<normalized phone>" of a customer's main contacts.
@@ -564,6 +577,8 @@ class SqliteHqTransaction final : public HqTransaction {
 
   storage::Database& db_;
   storage::Transaction txn_;
+  // Cursors advanced by stage() in this transaction, written at commit().
+  std::map<std::string, std::int64_t, std::less<>> cursors_;
   std::string prefix_;
 };
 
@@ -695,6 +710,7 @@ Result<std::unique_ptr<HqStore>> open_sqlite_hq(const std::string& path,
   // so HQ's working set is index pages spread over the file: a 16 MiB page cache
   // (SQLite's default is 2 MiB) keeps them in memory for backlogs of ~100k customers.
   TS_RETURN_IF_ERROR(db->exec("PRAGMA cache_size = -16384"));
+  TS_RETURN_IF_ERROR(db->exec("PRAGMA wal_autocheckpoint = 8192"));
   TS_ASSIGN_OR_RETURN(auto epoch, meta_get(*db, "epoch"));
   TS_ASSIGN_OR_RETURN(auto prefix, meta_get(*db, "number_prefix"));
   if (!epoch || !prefix)

@@ -270,6 +270,7 @@ Result<std::optional<std::int64_t>> Database::query_int(std::string_view sql) {
 }
 
 std::int64_t Database::last_insert_rowid() const { return sqlite3_last_insert_rowid(impl_->db); }
+std::int64_t Database::changes() const { return sqlite3_changes(impl_->db); }
 
 const std::string& Database::path() const { return impl_->path; }
 

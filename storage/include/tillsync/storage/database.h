@@ -94,6 +94,8 @@ class Database {
   Result<std::optional<std::int64_t>> query_int(std::string_view sql);
 
   std::int64_t last_insert_rowid() const;
+  // Rows changed by the last INSERT/UPDATE/DELETE on this connection.
+  std::int64_t changes() const;
   const std::string& path() const;
 
  private:
