@@ -153,6 +153,19 @@ PersonRow person_row(GuidGenerator& guids, std::size_t i) {
   return p;
 }
 
+// Binds the customer row's nine columns (guid, names, contacts, default-customer values).
+void bind_customer(sqlite3_stmt* c, const PersonRow& p) {
+  bind_blob(c, 1, p.guid.raw());
+  bind_text(c, 2, p.first_name);
+  bind_text(c, 3, p.last_name);
+  bind_text(c, 4, p.email);
+  bind_text(c, 5, p.phone);
+  bind_text(c, 6, kLanguage);
+  bind_text(c, 7, kCurrency);
+  bind_text(c, 8, kGroup);
+  bind_text(c, 9, kReceiptOption);
+}
+
 Customer typical_customer() {
   GuidGenerator guids(7);
   const PersonRow p = person_row(guids, 12'345);
@@ -281,15 +294,7 @@ CREATE TABLE change_log (
     const auto t0 = SteadyClock::now();
     TS_RETURN_IF_ERROR(step_done(db.get(), begin.get(), "BEGIN"));
     sqlite3_stmt* c = ins_customer.get();
-    bind_blob(c, 1, p.guid.raw());
-    bind_text(c, 2, p.first_name);
-    bind_text(c, 3, p.last_name);
-    bind_text(c, 4, p.email);
-    bind_text(c, 5, p.phone);
-    bind_text(c, 6, kLanguage);
-    bind_text(c, 7, kCurrency);
-    bind_text(c, 8, kGroup);
-    bind_text(c, 9, kReceiptOption);
+    bind_customer(c, p);
     TS_RETURN_IF_ERROR(step_done(db.get(), c, "insert customer"));
     sqlite3_stmt* l = ins_log.get();
     bind_int(l, 1, static_cast<std::int64_t>(i + 1));
@@ -492,15 +497,7 @@ Result<std::size_t> capture(sqlite3* db, std::size_t ops, std::size_t batch,
     } else {
       const PersonRow p = person_row(guids, i);
       sqlite3_stmt* c = ins.get();
-      bind_blob(c, 1, p.guid.raw());
-      bind_text(c, 2, p.first_name);
-      bind_text(c, 3, p.last_name);
-      bind_text(c, 4, p.email);
-      bind_text(c, 5, p.phone);
-      bind_text(c, 6, kLanguage);
-      bind_text(c, 7, kCurrency);
-      bind_text(c, 8, kGroup);
-      bind_text(c, 9, kReceiptOption);
+      bind_customer(c, p);
       TS_RETURN_IF_ERROR(step_done(db, c, "insert customer"));
       created.push_back(p.guid);
     }
