@@ -304,10 +304,8 @@ struct Headquarters::Impl {
 
   Status record_status(HqTransaction& tx, const LogRecord& rec, const Guid& guid,
                        const std::optional<std::string>& account, SyncStatus status,
-                       std::string_view error, std::optional<Guid> twin = std::nullopt,
-                       bool only_if_new = false) {
+                       std::string_view error, std::optional<Guid> twin = std::nullopt) {
     TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(guid));
-    if (row && only_if_new) return Status::Ok();
     SyncStatusRecord r = row.value_or(SyncStatusRecord{});
     if (!row) {
       r.guid = guid;
@@ -468,9 +466,14 @@ Result<PushResult> Headquarters::push(std::string_view node_id, const std::vecto
     }
     ++result.staged;
     if (r.kind == OpKind::customer_create) {
-      // record_status() keeps an existing row (e.g. an RTS create already converted).
-      TS_RETURN_IF_ERROR(impl_->record_status(*tx, r, r.entity, std::nullopt, SyncStatus::pending, "",
-                                              std::nullopt, /*only_if_new=*/true));
+      // An existing row (e.g. an RTS create already converted) is kept.
+      SyncStatusRecord pending;
+      pending.guid = r.entity;
+      pending.node_id = r.node_id;
+      pending.status = SyncStatus::pending;
+      pending.created_at_ms = pending.updated_at_ms = impl_->now();
+      TS_ASSIGN_OR_RETURN(bool added, tx->add_sync_status_if_absent(pending));
+      (void)added;
     }
   }
   TS_RETURN_IF_ERROR(tx->commit());

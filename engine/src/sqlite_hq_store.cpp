@@ -54,6 +54,13 @@ std::optional<DuplicatePolicy> parse_duplicate_policy(std::string_view s) {
   return std::nullopt;
 }
 
+Result<bool> HqTransaction::add_sync_status_if_absent(const SyncStatusRecord& record) {
+  TS_ASSIGN_OR_RETURN(auto existing, sync_status(record.guid));
+  if (existing) return false;
+  TS_RETURN_IF_ERROR(put_sync_status(record));
+  return true;
+}
+
 Status HqStore::for_each_customer_by_guid(const std::function<Status(const Customer&)>& fn) {
   TS_ASSIGN_OR_RETURN(auto all, all_customers_by_guid());
   for (const Customer& c : all) TS_RETURN_IF_ERROR(fn(c));
@@ -182,9 +189,12 @@ const storage::SchemaSpec& hq_schema() {
        "ALTER TABLE node_pulls ADD COLUMN filtered INTEGER NOT NULL DEFAULT 0;"},
       // Only failed operations are looked up by customer (resync); indexing every staged
       // row by its random GUID cost a random B-tree page per operation received.
-      {6, "HQ: index only failed inbound operations by customer",
+      // The status index served only `hq sync-status --status`, a report that may scan;
+      // maintaining it cost every upload and every conversion an index write.
+      {6, "HQ: index only failed inbound operations by customer; no status index",
        "DROP INDEX inbound_entity;\n"
-       "CREATE INDEX inbound_failed ON inbound(entity) WHERE state = 'failed';"},
+       "CREATE INDEX inbound_failed ON inbound(entity) WHERE state = 'failed';\n"
+       "DROP INDEX sync_status_status;"},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
   return spec;
@@ -434,6 +444,20 @@ class SqliteHqTransaction final : public HqTransaction {
     if (r.twin) st.bind_blob(8, r.twin->raw());
     else st.bind_null(8);
     return st.run();
+  }
+
+  Result<bool> add_sync_status_if_absent(const SyncStatusRecord& r) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT INTO sync_status(guid, node_id, account_number, status, last_error, "
+        "created_at_ms, updated_at_ms, twin) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT(guid) DO NOTHING"));
+    st.bind_blob(1, r.guid.raw()).bind(2, r.node_id).bind(3, r.account_number);
+    st.bind(4, to_string(r.status)).bind(5, r.last_error).bind(6, r.created_at_ms);
+    st.bind(7, r.updated_at_ms);
+    if (r.twin) st.bind_blob(8, r.twin->raw());
+    else st.bind_null(8);
+    TS_RETURN_IF_ERROR(st.run());
+    return db_.changes() > 0;
   }
 
   Result<std::int64_t> append_feed(const Customer& c, std::string_view channel) override {

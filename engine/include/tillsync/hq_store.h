@@ -116,6 +116,10 @@ class HqTransaction {
 
   virtual Result<std::optional<SyncStatusRecord>> sync_status(const Guid& guid) = 0;
   virtual Status put_sync_status(const SyncStatusRecord& record) = 0;
+  // Adds `record` unless the status view already has a row for its GUID (an upload's
+  // `pending` row must not overwrite a customer already converted). Returns whether it
+  // was added. The default reads, then writes; a backend may do it in one statement.
+  virtual Result<bool> add_sync_status_if_absent(const SyncStatusRecord& record);
 
   virtual Result<std::int64_t> append_feed(const Customer& customer, std::string_view channel) = 0;
   // Publishes that `alias` (a terminal-made GUID) now names `target`.
