@@ -122,6 +122,7 @@ int run_bench(const Cli& cli, const BenchOptions& o) {
     j["tool"] = "tillsync bench";
     j["mode"] = o.quick ? "quick" : "full";
     j["cores"] = std::thread::hardware_concurrency();
+    if (!remove_dir) j["dir"] = dir;  // the databases were kept there
     Json scenarios = Json::array();
     for (const auto& r : results) scenarios.push_back(scenario_json(r));
     j["scenarios"] = scenarios;
