@@ -430,6 +430,15 @@ class SqliteHqTransaction final : public HqTransaction {
     if (!row) return std::optional<SyncStatusRecord>{};
     return std::optional<SyncStatusRecord>{read_status(st)};
   }
+  // Binds ?1..?8 of an INSERT INTO sync_status(guid, node_id, account_number, status,
+  // last_error, created_at_ms, updated_at_ms, twin).
+  static void bind_status(storage::Statement& st, const SyncStatusRecord& r) {
+    st.bind_blob(1, r.guid.raw()).bind(2, r.node_id).bind(3, r.account_number);
+    st.bind(4, to_string(r.status)).bind(5, r.last_error).bind(6, r.created_at_ms);
+    st.bind(7, r.updated_at_ms);
+    if (r.twin) st.bind_blob(8, r.twin->raw());
+    else st.bind_null(8);
+  }
   Status put_sync_status(const SyncStatusRecord& r) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "INSERT INTO sync_status(guid, node_id, account_number, status, last_error, "
@@ -438,11 +447,7 @@ class SqliteHqTransaction final : public HqTransaction {
         "account_number = excluded.account_number, status = excluded.status, "
         "last_error = excluded.last_error, created_at_ms = excluded.created_at_ms, "
         "updated_at_ms = excluded.updated_at_ms, twin = excluded.twin"));
-    st.bind_blob(1, r.guid.raw()).bind(2, r.node_id).bind(3, r.account_number);
-    st.bind(4, to_string(r.status)).bind(5, r.last_error).bind(6, r.created_at_ms);
-    st.bind(7, r.updated_at_ms);
-    if (r.twin) st.bind_blob(8, r.twin->raw());
-    else st.bind_null(8);
+    bind_status(st, r);
     return st.run();
   }
 
@@ -451,11 +456,7 @@ class SqliteHqTransaction final : public HqTransaction {
         "INSERT INTO sync_status(guid, node_id, account_number, status, last_error, "
         "created_at_ms, updated_at_ms, twin) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
         "ON CONFLICT(guid) DO NOTHING"));
-    st.bind_blob(1, r.guid.raw()).bind(2, r.node_id).bind(3, r.account_number);
-    st.bind(4, to_string(r.status)).bind(5, r.last_error).bind(6, r.created_at_ms);
-    st.bind(7, r.updated_at_ms);
-    if (r.twin) st.bind_blob(8, r.twin->raw());
-    else st.bind_null(8);
+    bind_status(st, r);
     TS_RETURN_IF_ERROR(st.run());
     return db_.changes() > 0;
   }
