@@ -99,10 +99,9 @@ int run_bench(const Cli& cli, const BenchOptions& o) {
   bool remove_dir = false;
   std::error_code ec;
   if (dir.empty()) {
-    std::string tmpl = (fs::temp_directory_path() / "tillsync-bench-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr)
-      return cli.fail(Status::Internal("cannot create a temporary directory under " + fs::temp_directory_path().string()));
-    dir = tmpl;
+    auto made = make_temp_dir("tillsync-bench");
+    if (!made) return cli.fail(made.status());
+    dir = *made;
     remove_dir = !o.keep;
   } else {
     fs::create_directories(dir, ec);

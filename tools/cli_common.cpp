@@ -2,12 +2,14 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <thread>
 #include <exception>
 #include <iostream>
@@ -446,6 +448,14 @@ void add_search_option(CLI::App& sub, std::string& text) {
                  "Only customers whose name, e-mail, phone, account number or GUID contains "
                  "TEXT (case-insensitive)")
       ->type_name("TEXT");
+}
+
+Result<std::string> make_temp_dir(std::string_view prefix) {
+  const auto base = std::filesystem::temp_directory_path();
+  std::string tmpl = (base / (std::string(prefix) + "-XXXXXX")).string();
+  if (::mkdtemp(tmpl.data()) == nullptr)
+    return Status::Internal("cannot create a temporary directory under " + base.string());
+  return tmpl;
 }
 
 }  // namespace tillsync::cli

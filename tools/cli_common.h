@@ -83,6 +83,9 @@ int list_customers(const Cli& cli, const std::vector<Customer>& found, const std
 // `--search TEXT`: the customer filter of the list commands.
 void add_search_option(CLI::App& sub, std::string& text);
 
+// A new private directory "<prefix>-XXXXXX" under the system's temporary directory.
+Result<std::string> make_temp_dir(std::string_view prefix);
+
 // "2024-05-01T12:34:56.789Z".
 std::string iso8601_utc(std::int64_t ms_since_epoch);
 

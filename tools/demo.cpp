@@ -98,15 +98,6 @@ Status prepare_dir(const std::string& dir) {
   return Status::Ok();
 }
 
-Result<std::string> make_temp_dir() {
-  std::string tmpl = (fs::temp_directory_path() / "tillsync-demo-XXXXXX").string();
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    return Status::Internal("cannot create a temporary directory under " +
-                            fs::temp_directory_path().string());
-  }
-  return tmpl;
-}
-
 Status sync_terminal(EmbeddedTerminal& t, SyncReport& report) {
   auto r = t.replicator->sync_once();
   if (!r) return Status(r.status().code(), t.id() + ": " + r.status().message());
@@ -266,7 +257,7 @@ int run_demo(const Cli& cli, const DemoOptions& o) {
     dir = o.dir;
     if (Status s = prepare_dir(dir); !s) return cli.fail(s);
   } else {
-    auto made = make_temp_dir();
+    auto made = make_temp_dir("tillsync-demo");
     if (!made) return cli.fail(made.status());
     dir = *made;
   }
