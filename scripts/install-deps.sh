@@ -13,6 +13,7 @@ packages=(
   libgtest-dev libgmock-dev
   libcli11-dev nlohmann-json3-dev
   libbenchmark-dev
+  libpq-dev postgresql-15  # PostgreSQL HQ backend; the server runs the pg-labelled tests
   clang libclang-rt-14-dev  # libFuzzer targets (tests/fuzz), run by .ci/run
 )
 

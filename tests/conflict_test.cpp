@@ -22,7 +22,7 @@ class ConflictTest : public ::testing::Test {
   void start(ConflictPolicy policy, DuplicatePolicy duplicates = DuplicatePolicy::flag) {
     HqServiceOptions o;
     o.job_interval_ms = 3'600'000;  // the tests run the job themselves
-    hq = std::make_unique<HqProcess>(dir.file("hq.db"), o);
+    hq = std::make_unique<HqProcess>(hq_location.str(), o);
     hq->hq_options().clock = &hq_clock;
     hq->hq_options().conflict_policy = policy;
     hq->hq_options().duplicate_policy = duplicates;
@@ -63,6 +63,7 @@ class ConflictTest : public ::testing::Test {
   std::vector<ConflictRecord> journal() { return hq->inspect()->conflicts().value(); }
 
   TempDir dir;
+  testing::HqLocation hq_location{dir};  // outlives hq
   ManualClock hq_clock{1'700'000'000'000};
   ManualClock clock_a{1'700'000'100'000};
   ManualClock clock_b{1'700'000'200'000};  // B's writes are newer than A's

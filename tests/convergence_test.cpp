@@ -20,6 +20,7 @@
 #include <random>
 #include <set>
 
+#include "support/hq_backend.h"
 #include "support/temp_dir.h"
 #include "tillsync/channel_node.h"
 #include "tillsync/headquarters.h"
@@ -59,7 +60,7 @@ struct Sim {
   };
 
   explicit Sim(std::uint64_t seed) : rng(seed), dir(/*in_memory=*/true), hq_clock(1'700'000'000'000) {
-    auto h = Headquarters::init(dir.file("hq.db"), "C",
+    auto h = Headquarters::init(hq_location, "C",
                                 {.clock = &hq_clock, .conflict_policy = ConflictPolicy::lww,
                                  .durable = false});
     EXPECT_TRUE(h.ok()) << h.status().to_string();
@@ -285,6 +286,7 @@ struct Sim {
 
   std::mt19937_64 rng;
   TempDir dir;
+  testing::HqLocation hq_location{dir};
   ManualClock hq_clock;
   std::unique_ptr<Headquarters> hq;
   std::vector<Terminal> terminals;

@@ -36,6 +36,7 @@
 #include <random>
 #include <set>
 
+#include "support/hq_backend.h"
 #include "support/temp_dir.h"
 #include "tillsync/channel_node.h"
 #include "tillsync/headquarters.h"
@@ -140,7 +141,6 @@ struct Sim {
   };
 
   explicit Sim(std::uint64_t seed) : rng(seed), dir(/*in_memory=*/true), hq_clock(1'700'000'000'000) {
-    hq_path = dir.file("hq.db");
     auto h = Headquarters::init(hq_path, "C", hq_options());
     EXPECT_TRUE(h.ok()) << h.status().to_string();
     hq = std::move(h).value();
@@ -356,7 +356,7 @@ struct Sim {
   std::mt19937_64 rng;
   TempDir dir;
   ManualClock hq_clock;
-  std::string hq_path;
+  testing::HqLocation hq_path{dir};
   std::unique_ptr<Headquarters> hq;
   std::vector<Terminal> terminals;
   std::map<Guid, std::pair<std::string, CreationMode>> created;  // guid -> (node, mode)

@@ -188,7 +188,7 @@ TEST(Transport, OversizedMessagesAreRefusedBySocketLimit) {
 }
 
 TEST(Transport, ErrorCodecRoundTripsEveryCode) {
-  for (int i = 1; i <= static_cast<int>(Code::internal); ++i) {
+  for (int i = 1; i <= static_cast<int>(Code::busy); ++i) {
     Status s(static_cast<Code>(i), "message with\nnewline");
     Status back = decode_error(encode_error(s));
     EXPECT_EQ(back.code(), s.code());

@@ -68,6 +68,7 @@ Json scenario_json(const ScenarioResult& r) {
   Json j;
   j["scenario"] = std::string(1, r.id);
   j["title"] = r.title;
+  if (!r.skipped.empty()) j["skipped"] = r.skipped;
   if (!r.error) {
     j["error"] = error_json(r.error);
     return j;
@@ -87,8 +88,8 @@ int run_bench(const Cli& cli, const BenchOptions& o) {
   config.quick = o.quick;
   for (char ch : o.only) {
     if (ch == ',' || ch == ' ') continue;
-    if (ch < 'a' || ch > 'h') {
-      return cli.usage(std::string("--only takes scenario letters a-h, e.g. --only a,c; got '") + ch + "'");
+    if (ch < 'a' || ch > 'i') {
+      return cli.usage(std::string("--only takes scenario letters a-i, e.g. --only a,c; got '") + ch + "'");
     }
     config.only.insert(ch);
   }
@@ -136,6 +137,10 @@ int run_bench(const Cli& cli, const BenchOptions& o) {
         out << "  ERROR: " << r.error.to_string() << "\n";
         continue;
       }
+      if (!r.skipped.empty()) {
+        out << "  SKIPPED: " << r.skipped << "\n";
+        continue;
+      }
       print_figures(out, "tillsync", r.figures);
       print_figures(out, "baseline (same run)", r.baselines);
       print_figures(out, "ratios", r.ratios);
@@ -158,7 +163,9 @@ void add_bench_command(CLI::App& root, Cli& cli) {
       "session-changeset peer, all in the same run (ratios matter; absolute figures\n"
       "depend on the disk). Scenarios: a creation latency, b K concurrent terminals,\n"
       "c replication throughput, d sync job, e convergence after a partition,\n"
-      "f peak memory with a large backlog, g replay, h the session-changeset peer.\n"
+      "f peak memory with a large backlog, g replay, h the session-changeset peer,\n"
+      "i the PostgreSQL HQ with 1, 2 and 4 'hq serve' processes against the SQLite HQ\n"
+      "(needs TILLSYNC_PG_URL, e.g. from scripts/with-postgres.sh; skipped without it).\n"
       "See docs/performance.md.");
   sub->add_flag("--quick", o->quick, "Small sizes: finishes in about a minute (a check, not a measurement)");
   sub->add_option("--only", o->only, "Run only these scenarios, e.g. --only a,c")->type_name("LETTERS");

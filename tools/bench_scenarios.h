@@ -4,7 +4,8 @@
 //
 // Thread-safety: run_benchmarks() starts and joins its own threads and child processes.
 // Errors: a scenario that cannot run reports its Status in ScenarioResult::error; the
-// others still run.
+// others still run. A scenario that needs what this machine lacks (scenario i: a
+// PostgreSQL server, TILLSYNC_PG_URL) is reported with ScenarioResult::skipped.
 #pragma once
 
 #include <functional>
@@ -21,7 +22,7 @@ struct BenchConfig {
   bool quick = true;
   std::string dir;            // scratch directory (databases, captures); must exist
   std::set<char> only;        // scenario ids to run; empty: all
-  std::string tillsync_exe;   // this binary, for the child processes of scenario f
+  std::string tillsync_exe;   // this binary, for the child processes of scenarios f and i
   std::function<void(const std::string&)> progress;  // one line per step (stderr)
 };
 
@@ -40,6 +41,7 @@ struct ScenarioResult {
   std::vector<TargetCheck> targets{};
   std::string bound{};              // what limits the figure
   Status error{};                   // not OK: the scenario could not run
+  std::string skipped{};            // not empty: not measured in this run, and why
 };
 
 std::vector<ScenarioResult> run_benchmarks(const BenchConfig& config);

@@ -23,7 +23,8 @@ int exit_code_for(Code code) {
   switch (code) {
     case Code::ok: return kExitOk;
     case Code::hq_unreachable: return kExitHqUnreachable;
-    case Code::internal: return kExitInternal;
+    case Code::internal:
+    case Code::busy: return kExitInternal;
     default: return kExitDomain;
   }
 }

@@ -6,6 +6,7 @@
 
 #include "apply.h"
 #include "field_merge.h"
+#include "tillsync/storage/pg.h"
 #include "tillsync/validation.h"
 
 namespace tillsync {
@@ -26,7 +27,21 @@ std::string new_epoch() {
   return g.next().to_string();
 }
 
-constexpr std::string_view kHlcKey = "hlc";
+// Runs `body` (one store transaction) again while the store reports Code::busy: a
+// server database aborted it to serialize it with another HQ process, and nothing of
+// the aborted attempt was written. `body` must start from scratch each time.
+template <typename F>
+auto with_retries(F&& body) -> decltype(body()) {
+  constexpr int kAttempts = 50;
+  for (int attempt = 1;; ++attempt) {
+    auto r = body();
+    if (r.ok() || r.status().code() != Code::busy || attempt == kAttempts) return r;
+  }
+}
+
+// A failure of the store (as opposed to a domain outcome of an operation).
+bool storage_failure(const Status& s) { return s.code() == Code::internal || s.code() == Code::busy; }
+
 constexpr std::string_view kConflictPolicyKey = "conflict_policy";
 constexpr std::string_view kDuplicatePolicyKey = "duplicate_policy";
 constexpr std::string_view kBackOffice = "HQ";
@@ -46,9 +61,12 @@ struct Headquarters::Impl {
   std::map<std::string, std::int64_t, std::less<>> noted_pull{};
 
   Result<bool> note_pull(std::string_view node, std::int64_t after, bool filtered) {
-    TS_ASSIGN_OR_RETURN(auto tx, store->begin());
-    TS_ASSIGN_OR_RETURN(bool registered, tx->note_pull(node, after, filtered));
-    TS_RETURN_IF_ERROR(tx->commit());
+    TS_ASSIGN_OR_RETURN(bool registered, with_retries([&]() -> Result<bool> {
+      TS_ASSIGN_OR_RETURN(auto tx, store->begin());
+      TS_ASSIGN_OR_RETURN(bool r, tx->note_pull(node, after, filtered));
+      TS_RETURN_IF_ERROR(tx->commit());
+      return r;
+    }));
     pull_registration[std::string(node)] = registered;
     std::int64_t& noted = noted_pull[std::string(node)];
     noted = std::max(noted, after);
@@ -60,10 +78,10 @@ struct Headquarters::Impl {
   // HQ's hybrid logical clock, persisted in the store: merged with every operation HQ
   // applies, ticked for HQ's own writes. Returns the new reading.
   Result<Hlc> tick(HqTransaction& tx, std::optional<Hlc> remote) {
-    TS_ASSIGN_OR_RETURN(auto stored, tx.setting(kHlcKey));
+    TS_ASSIGN_OR_RETURN(auto stored, tx.setting(kHlcSetting));
     HybridLogicalClock hlc(*clock, Hlc{stored ? std::stoull(*stored) : 0});
     const Hlc t = remote ? hlc.update(*remote) : hlc.now();
-    TS_RETURN_IF_ERROR(tx.put_setting(kHlcKey, std::to_string(t.value)));
+    TS_RETURN_IF_ERROR(tx.put_setting(kHlcSetting, std::to_string(t.value)));
     return t;
   }
 
@@ -99,9 +117,7 @@ struct Headquarters::Impl {
   Status publish(HqTransaction& tx, const Customer& c, std::string_view channel) {
     TS_RETURN_IF_ERROR(tx.put_customer(c, channel));
     TS_ASSIGN_OR_RETURN(std::string stored_channel, tx.channel_of(c.guid));
-    TS_ASSIGN_OR_RETURN(auto seq, tx.append_feed(c, stored_channel));
-    (void)seq;
-    return Status::Ok();
+    return tx.append_feed(c, stored_channel);
   }
 
   // The customer a GUID names: itself, or the customer it was merged into (duplicates).
@@ -135,8 +151,7 @@ struct Headquarters::Impl {
     if (policy == DuplicatePolicy::flag) return false;
     TS_ASSIGN_OR_RETURN(Customer target, existing(tx, *twin));
     TS_RETURN_IF_ERROR(tx.put_alias(c.guid, target.guid));
-    TS_ASSIGN_OR_RETURN(auto seq, tx.append_alias(c.guid, target, channel));
-    (void)seq;
+    TS_RETURN_IF_ERROR(tx.append_alias(c.guid, target, channel));
     TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, target.account_number, SyncStatus::duplicate,
                                      "merged into existing customer " + target.account_id(), target.guid));
     return true;
@@ -229,7 +244,7 @@ struct Headquarters::Impl {
     for (ValueChange& v : field_values(fixes)) values.push_back(std::move(v));
     auto merged = merge(tx, c, values, rec.hlc, rec.node_id, base_version);
     if (!merged.ok()) {
-      if (merged.status().code() == Code::internal) return merged.status();
+      if (storage_failure(merged.status())) return merged.status();
       return Applied{merged.status()};
     }
     if (merged->held > 0) TS_RETURN_IF_ERROR(mark_conflict(tx, c, rec.node_id));
@@ -360,20 +375,30 @@ Result<std::unique_ptr<Headquarters>> Headquarters::init(const std::string& path
     return Status::InvalidInput("number_prefix",
                                 "number_prefix: must be 1-8 upper-case letters or digits");
   }
-  TS_RETURN_IF_ERROR(init_sqlite_hq(path, number_prefix, new_epoch(), {.durable = options.durable}));
+  if (storage::is_postgres_url(path)) {
+    TS_RETURN_IF_ERROR(init_postgres_hq(path, number_prefix, new_epoch()));
+  } else {
+    TS_RETURN_IF_ERROR(init_sqlite_hq(path, number_prefix, new_epoch(), {.durable = options.durable}));
+  }
   return open(path, options);
 }
 
 Result<std::unique_ptr<Headquarters>> Headquarters::open(const std::string& path,
                                                          const HqOptions& options) {
-  TS_ASSIGN_OR_RETURN(auto store, open_sqlite_hq(path, {.durable = options.durable}));
+  TS_ASSIGN_OR_RETURN(auto store, storage::is_postgres_url(path)
+                                       ? open_postgres_hq(path)
+                                       : open_sqlite_hq(path, {.durable = options.durable}));
   if (options.conflict_policy || options.duplicate_policy) {
-    TS_ASSIGN_OR_RETURN(auto tx, store->begin());
-    if (options.conflict_policy)
-      TS_RETURN_IF_ERROR(tx->put_setting(kConflictPolicyKey, to_string(*options.conflict_policy)));
-    if (options.duplicate_policy)
-      TS_RETURN_IF_ERROR(tx->put_setting(kDuplicatePolicyKey, to_string(*options.duplicate_policy)));
-    TS_RETURN_IF_ERROR(tx->commit());
+    TS_ASSIGN_OR_RETURN(bool done, with_retries([&]() -> Result<bool> {
+      TS_ASSIGN_OR_RETURN(auto tx, store->begin());
+      if (options.conflict_policy)
+        TS_RETURN_IF_ERROR(tx->put_setting(kConflictPolicyKey, to_string(*options.conflict_policy)));
+      if (options.duplicate_policy)
+        TS_RETURN_IF_ERROR(tx->put_setting(kDuplicatePolicyKey, to_string(*options.duplicate_policy)));
+      TS_RETURN_IF_ERROR(tx->commit());
+      return true;
+    }));
+    (void)done;
   }
   return std::make_unique<Headquarters>(std::move(store), options);
 }
@@ -382,57 +407,65 @@ const std::string& Headquarters::epoch() const { return impl_->store->epoch(); }
 HqStore& Headquarters::store() { return *impl_->store; }
 
 Result<Customer> Headquarters::rts_create(std::string_view node_id, const Customer& customer) {
-  TS_RETURN_IF_ERROR(validate_customer(customer));
-  if (customer.guid.is_nil()) return Status::InvalidInput("guid", "guid: a customer needs a GUID");
-  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  TS_ASSIGN_OR_RETURN(auto have, tx->customer(customer.guid));
-  if (have) return std::move(*have);  // a retried request: same GUID, same customer
-  Customer c = customer;
-  TS_ASSIGN_OR_RETURN(std::string account, tx->next_account_number());
-  c.account_number = account;
-  c.version = 1;
-  c.loyalty_cards.clear();
-  TS_RETURN_IF_ERROR(impl_->publish(*tx, c, channel_of_node(node_id)));
-  TS_RETURN_IF_ERROR(tx->commit());
-  return c;
+  return with_retries([&]() -> Result<Customer> {
+    TS_RETURN_IF_ERROR(validate_customer(customer));
+    if (customer.guid.is_nil()) return Status::InvalidInput("guid", "guid: a customer needs a GUID");
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(auto have, tx->customer(customer.guid));
+    if (have) return std::move(*have);  // a retried request: same GUID, same customer
+    Customer c = customer;
+    TS_ASSIGN_OR_RETURN(std::string account, tx->next_account_number());
+    c.account_number = account;
+    c.version = 1;
+    c.loyalty_cards.clear();
+    TS_RETURN_IF_ERROR(impl_->publish(*tx, c, channel_of_node(node_id)));
+    TS_RETURN_IF_ERROR(tx->commit());
+    return c;
+  });
 }
 
 Result<Customer> Headquarters::rts_edit(std::string_view node_id, const Guid& guid,
                                         std::int64_t base_version,
                                         const std::vector<FieldChange>& changes) {
-  if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
-  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
-  TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
-  TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, c, field_values(changes), hlc, node_id, base_version));
-  if (m.held > 0) TS_RETURN_IF_ERROR(impl_->mark_conflict(*tx, c, node_id));
-  if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
-  TS_RETURN_IF_ERROR(tx->commit());
-  return c;
+  return with_retries([&]() -> Result<Customer> {
+    if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
+    TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
+    TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, c, field_values(changes), hlc, node_id, base_version));
+    if (m.held > 0) TS_RETURN_IF_ERROR(impl_->mark_conflict(*tx, c, node_id));
+    if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
+    TS_RETURN_IF_ERROR(tx->commit());
+    return c;
+  });
 }
 
 Result<Customer> Headquarters::rts_add_address(std::string_view, const Guid& guid,
                                                const Address& address) {
-  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
-  TS_RETURN_IF_ERROR(apply_to_customer(c, AddressAdded{guid, address}));
-  TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
-  TS_RETURN_IF_ERROR(tx->commit());
-  return c;
+  return with_retries([&]() -> Result<Customer> {
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
+    TS_RETURN_IF_ERROR(apply_to_customer(c, AddressAdded{guid, address}));
+    TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
+    TS_RETURN_IF_ERROR(tx->commit());
+    return c;
+  });
 }
 
 Result<Customer> Headquarters::rts_issue_loyalty_card(std::string_view, const Guid& guid) {
-  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
-  if (!c.account_number) return Status(Code::loyalty_requires_synced_customer, "customer has no account number");
-  // Card numbers derive from the account number, so they are unique and stable.
-  c.loyalty_cards.push_back(
-      {"L" + c.account_number->substr(impl_->store->number_prefix().size()) + "-" +
-           std::to_string(c.loyalty_cards.size() + 1),
-       impl_->now()});
-  TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
-  TS_RETURN_IF_ERROR(tx->commit());
-  return c;
+  return with_retries([&]() -> Result<Customer> {
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
+    if (!c.account_number) return Status(Code::loyalty_requires_synced_customer, "customer has no account number");
+    // Card numbers derive from the account number, so they are unique and stable.
+    c.loyalty_cards.push_back(
+        {"L" + c.account_number->substr(impl_->store->number_prefix().size()) + "-" +
+             std::to_string(c.loyalty_cards.size() + 1),
+         impl_->now()});
+    TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
+    TS_RETURN_IF_ERROR(tx->commit());
+    return c;
+  });
 }
 
 Result<std::vector<Customer>> Headquarters::search(std::string_view text) {
@@ -440,45 +473,47 @@ Result<std::vector<Customer>> Headquarters::search(std::string_view text) {
 }
 
 Result<PushResult> Headquarters::push(std::string_view node_id, const std::vector<LogRecord>& records) {
-  for (const LogRecord& r : records) {
-    if (r.node_id != node_id) {
-      return Status(Code::unauthorized, "node " + std::string(node_id) +
-                                            " may not push operations of node " + r.node_id);
+  return with_retries([&]() -> Result<PushResult> {
+    for (const LogRecord& r : records) {
+      if (r.node_id != node_id) {
+        return Status(Code::unauthorized, "node " + std::string(node_id) +
+                                              " may not push operations of node " + r.node_id);
+      }
     }
-  }
-  PushResult result;
-  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  TS_ASSIGN_OR_RETURN(std::int64_t cursor, tx->node_cursor(node_id));
-  for (const LogRecord& r : records) {
-    if (r.seq <= cursor) {
-      ++result.duplicates;
-      continue;
+    PushResult result;
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(std::int64_t cursor, tx->node_cursor(node_id));
+    for (const LogRecord& r : records) {
+      if (r.seq <= cursor) {
+        ++result.duplicates;
+        continue;
+      }
+      if (r.seq != cursor + 1) {
+        result.gap = true;  // the node resends from our cursor
+        break;
+      }
+      TS_ASSIGN_OR_RETURN(bool fresh, tx->stage(r));
+      cursor = r.seq;
+      if (!fresh) {
+        ++result.duplicates;
+        continue;
+      }
+      ++result.staged;
+      if (r.kind == OpKind::customer_create) {
+        // An existing row (e.g. an RTS create already converted) is kept.
+        SyncStatusRecord pending;
+        pending.guid = r.entity;
+        pending.node_id = r.node_id;
+        pending.status = SyncStatus::pending;
+        pending.created_at_ms = pending.updated_at_ms = impl_->now();
+        TS_ASSIGN_OR_RETURN(bool added, tx->add_sync_status_if_absent(pending));
+        (void)added;
+      }
     }
-    if (r.seq != cursor + 1) {
-      result.gap = true;  // the node resends from our cursor
-      break;
-    }
-    TS_ASSIGN_OR_RETURN(bool fresh, tx->stage(r));
-    cursor = r.seq;
-    if (!fresh) {
-      ++result.duplicates;
-      continue;
-    }
-    ++result.staged;
-    if (r.kind == OpKind::customer_create) {
-      // An existing row (e.g. an RTS create already converted) is kept.
-      SyncStatusRecord pending;
-      pending.guid = r.entity;
-      pending.node_id = r.node_id;
-      pending.status = SyncStatus::pending;
-      pending.created_at_ms = pending.updated_at_ms = impl_->now();
-      TS_ASSIGN_OR_RETURN(bool added, tx->add_sync_status_if_absent(pending));
-      (void)added;
-    }
-  }
-  TS_RETURN_IF_ERROR(tx->commit());
-  result.acked_seq = cursor;  // acknowledged only after the commit above
-  return result;
+    TS_RETURN_IF_ERROR(tx->commit());
+    result.acked_seq = cursor;  // acknowledged only after the commit above
+    return result;
+  });
 }
 
 Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t after,
@@ -506,7 +541,7 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
     TS_ASSIGN_OR_RETURN(bool still_filtered, impl_->note_pull(node_id, after, registered_filtered));
     (void)still_filtered;
   }
-  TS_ASSIGN_OR_RETURN(auto stored, impl_->store->setting(kHlcKey));
+  TS_ASSIGN_OR_RETURN(auto stored, impl_->store->setting(kHlcSetting));
   out.hq_hlc = Hlc{stored ? std::stoull(*stored) : 0};
   return out;
 }
@@ -516,60 +551,73 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
   constexpr std::size_t kChunk = 1000;  // ops per transaction
   while (report.applied + report.failed < max_ops) {
     const std::size_t want = std::min(kChunk, max_ops - report.applied - report.failed);
+    // A chunk that the store aborts (busy) is run again from scratch, counts included.
+    TS_ASSIGN_OR_RETURN(auto chunk, with_retries([&]() -> Result<std::pair<JobReport, std::size_t>> {
+      JobReport part;
+      TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+      TS_ASSIGN_OR_RETURN(auto ops, tx->staged(want));
+      for (const StagedOp& op : ops) TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op.record, {}, part));
+      TS_RETURN_IF_ERROR(tx->commit());
+      return std::pair{part, ops.size()};
+    }));
+    report.applied += chunk.first.applied;
+    report.converted += chunk.first.converted;
+    report.failed += chunk.first.failed;
+    if (chunk.second < want) break;
+  }
+  TS_ASSIGN_OR_RETURN(report.remaining, with_retries([&]() -> Result<std::size_t> {
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-    TS_ASSIGN_OR_RETURN(auto ops, tx->staged(want));
-    if (ops.empty()) break;
-    for (const StagedOp& op : ops) TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op.record, {}, report));
+    TS_ASSIGN_OR_RETURN(auto left, tx->staged(1));
+    // Only with nothing staged: a staged edit of a removed child must still meet its
+    // tombstone (and be journaled) even if every node has pulled past the removal.
+    if (left.empty()) {
+      TS_ASSIGN_OR_RETURN(auto collected, tx->collect_tombstones());
+      (void)collected;
+    }
     TS_RETURN_IF_ERROR(tx->commit());
-    if (ops.size() < want) break;
-  }
-  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  TS_ASSIGN_OR_RETURN(auto left, tx->staged(1));
-  report.remaining = left.size();
-  // Only with nothing staged: a staged edit of a removed child must still meet its
-  // tombstone (and be journaled) even if every node has pulled past the removal.
-  if (left.empty()) {
-    TS_ASSIGN_OR_RETURN(auto collected, tx->collect_tombstones());
-    (void)collected;
-  }
-  TS_RETURN_IF_ERROR(tx->commit());
+    return left.size();
+  }));
   return report;
 }
 
 Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vector<FieldChange>& changes) {
-  if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
-  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  std::optional<Customer> c;
-  if (auto guid = Guid::parse(id)) {
-    TS_ASSIGN_OR_RETURN(c, tx->customer(*guid));
-  } else {
-    TS_ASSIGN_OR_RETURN(c, tx->customer_by_account(id));
-  }
-  if (!c) return Status::NotFound("customer '" + std::string(id) + "' does not exist at HQ");
-  // A back-office edit sees HQ's current state: it is never concurrent with what HQ
-  // has applied, only with channel edits still on their way.
-  TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
-  TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, *c, field_values(changes), hlc, kBackOffice, c->version));
-  if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(*tx, *c, {}));
-  TS_RETURN_IF_ERROR(tx->commit());
-  return std::move(*c);
+  return with_retries([&]() -> Result<Customer> {
+    if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    std::optional<Customer> c;
+    if (auto guid = Guid::parse(id)) {
+      TS_ASSIGN_OR_RETURN(c, tx->customer(*guid));
+    } else {
+      TS_ASSIGN_OR_RETURN(c, tx->customer_by_account(id));
+    }
+    if (!c) return Status::NotFound("customer '" + std::string(id) + "' does not exist at HQ");
+    // A back-office edit sees HQ's current state: it is never concurrent with what HQ
+    // has applied, only with channel edits still on their way.
+    TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
+    TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, *c, field_values(changes), hlc, kBackOffice, c->version));
+    if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(*tx, *c, {}));
+    TS_RETURN_IF_ERROR(tx->commit());
+    return std::move(*c);
+  });
 }
 
 Result<JobReport> Headquarters::resync(const Guid& guid, const std::vector<FieldChange>& fixes) {
-  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  TS_ASSIGN_OR_RETURN(auto failed, tx->failed_for(guid));
-  if (failed.empty())
-    return Status::NotFound("customer " + guid.to_string() + " has no failed records to re-synchronize");
-  JobReport report;
-  bool fixes_used = false;
-  for (const StagedOp& op : failed) {
-    // The fixes go with the first failed operation (normally the create).
-    const bool use = !fixes_used;
-    fixes_used = true;
-    TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op.record, use ? fixes : std::vector<FieldChange>{}, report));
-  }
-  TS_RETURN_IF_ERROR(tx->commit());
-  return report;
+  return with_retries([&]() -> Result<JobReport> {
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(auto failed, tx->failed_for(guid));
+    if (failed.empty())
+      return Status::NotFound("customer " + guid.to_string() + " has no failed records to re-synchronize");
+    JobReport report;
+    bool fixes_used = false;
+    for (const StagedOp& op : failed) {
+      // The fixes go with the first failed operation (normally the create).
+      const bool use = !fixes_used;
+      fixes_used = true;
+      TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op.record, use ? fixes : std::vector<FieldChange>{}, report));
+    }
+    TS_RETURN_IF_ERROR(tx->commit());
+    return report;
+  });
 }
 
 Result<std::vector<SyncStatusRecord>> Headquarters::sync_status(std::optional<SyncStatus> filter) {
@@ -589,44 +637,46 @@ Result<DuplicatePolicy> Headquarters::duplicate_policy() {
 }
 
 Result<ConflictRecord> Headquarters::resolve_conflict(std::int64_t id, bool keep_lost) {
-  TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-  TS_ASSIGN_OR_RETURN(auto found, tx->conflict(id));
-  if (!found) return Status::NotFound("conflict " + std::to_string(id) + " does not exist");
-  ConflictRecord rec = std::move(*found);
-  if (rec.status != "open")
-    return Status(Code::conflict, "conflict " + std::to_string(id) + " is already resolved");
-  TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, rec.customer));
-  if (keep_lost) {
-    // The operator's choice is a new HQ write that sees the current state.
-    TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
-    Customer chosen = c;
-    std::string* slot = value_slot(chosen, rec.field);
-    if (slot == nullptr)
-      return Status::NotFound("conflict " + std::to_string(id) + ": " + rec.field + " no longer exists");
-    *slot = rec.lost;
-    TS_RETURN_IF_ERROR(validate_customer(chosen));
-    chosen.version = c.version + 1;
-    TS_RETURN_IF_ERROR(tx->put_field_write(c.guid, rec.field, FieldWrite{hlc, std::string(kBackOffice), chosen.version}));
-    TS_RETURN_IF_ERROR(impl_->publish(*tx, chosen, {}));
-    std::swap(rec.kept, rec.lost);
-    std::swap(rec.kept_write, rec.lost_write);
-    rec.outcome = "operator kept the held value";
-    c = std::move(chosen);
-  } else {
-    rec.outcome = "operator kept the current value";
-  }
-  rec.status = "resolved";
-  TS_RETURN_IF_ERROR(tx->update_conflict(rec));
-  TS_ASSIGN_OR_RETURN(std::int64_t still_open, tx->open_conflicts(c.guid));
-  TS_ASSIGN_OR_RETURN(auto row, tx->sync_status(c.guid));
-  if (still_open == 0 && row && row->status == SyncStatus::conflict) {
-    row->status = SyncStatus::converted;
-    row->last_error.clear();
-    row->updated_at_ms = impl_->now();
-    TS_RETURN_IF_ERROR(tx->put_sync_status(*row));
-  }
-  TS_RETURN_IF_ERROR(tx->commit());
-  return rec;
+  return with_retries([&]() -> Result<ConflictRecord> {
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(auto found, tx->conflict(id));
+    if (!found) return Status::NotFound("conflict " + std::to_string(id) + " does not exist");
+    ConflictRecord rec = std::move(*found);
+    if (rec.status != "open")
+      return Status(Code::conflict, "conflict " + std::to_string(id) + " is already resolved");
+    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, rec.customer));
+    if (keep_lost) {
+      // The operator's choice is a new HQ write that sees the current state.
+      TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
+      Customer chosen = c;
+      std::string* slot = value_slot(chosen, rec.field);
+      if (slot == nullptr)
+        return Status::NotFound("conflict " + std::to_string(id) + ": " + rec.field + " no longer exists");
+      *slot = rec.lost;
+      TS_RETURN_IF_ERROR(validate_customer(chosen));
+      chosen.version = c.version + 1;
+      TS_RETURN_IF_ERROR(tx->put_field_write(c.guid, rec.field, FieldWrite{hlc, std::string(kBackOffice), chosen.version}));
+      TS_RETURN_IF_ERROR(impl_->publish(*tx, chosen, {}));
+      std::swap(rec.kept, rec.lost);
+      std::swap(rec.kept_write, rec.lost_write);
+      rec.outcome = "operator kept the held value";
+      c = std::move(chosen);
+    } else {
+      rec.outcome = "operator kept the current value";
+    }
+    rec.status = "resolved";
+    TS_RETURN_IF_ERROR(tx->update_conflict(rec));
+    TS_ASSIGN_OR_RETURN(std::int64_t still_open, tx->open_conflicts(c.guid));
+    TS_ASSIGN_OR_RETURN(auto row, tx->sync_status(c.guid));
+    if (still_open == 0 && row && row->status == SyncStatus::conflict) {
+      row->status = SyncStatus::converted;
+      row->last_error.clear();
+      row->updated_at_ms = impl_->now();
+      TS_RETURN_IF_ERROR(tx->put_sync_status(*row));
+    }
+    TS_RETURN_IF_ERROR(tx->commit());
+    return rec;
+  });
 }
 
 Result<std::vector<Customer>> Headquarters::customers(std::string_view search_text) {

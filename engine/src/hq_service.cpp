@@ -191,7 +191,7 @@ struct HqService::Impl {
         ++stats.rejected;
         // An internal failure of one request (a busy database, say) is answered and
         // logged; it does not stop HQ serving every other terminal.
-        if (result.status().code() == Code::internal)
+        if (result.status().code() == Code::internal || result.status().code() == Code::busy)
           std::cerr << "tillsync: request type " << int{req.frame.type}
                     << " failed: " << result.status().to_string() << std::endl;
         if (!drop) TS_RETURN_IF_ERROR(server->reply_error(req, result.status()));

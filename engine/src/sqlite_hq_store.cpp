@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "customer_table.h"
+#include "hq_store_common.h"
 #include "tillsync/hq_store.h"
 #include "tillsync/storage/database.h"
 #include "tillsync/storage/schema.h"
@@ -208,15 +209,6 @@ storage::DatabaseOptions db_options(const SqliteHqOptions& o, bool create) {
   return d;
 }
 
-const char* state_name(StagedState s) {
-  switch (s) {
-    case StagedState::staged: return "staged";
-    case StagedState::applied: return "applied";
-    case StagedState::failed: return "failed";
-  }
-  return "staged";
-}
-
 Result<std::optional<std::string>> meta_get(storage::Database& db, std::string_view key) {
   TS_ASSIGN_OR_RETURN(auto st, db.prepare("SELECT value FROM hq_meta WHERE key = ?1"));
   st.bind(1, key);
@@ -258,10 +250,7 @@ Result<std::vector<StagedOp>> read_staged(storage::Statement& st) {
     if (!row) break;
     StagedOp op;
     TS_ASSIGN_OR_RETURN(op.record, read_inbound(st, 0));
-    const std::string state = st.column_text(7);
-    op.state = state == "applied" ? StagedState::applied
-               : state == "failed" ? StagedState::failed
-                                   : StagedState::staged;
+    op.state = parse_staged_state(st.column_text(7));
     op.error = st.column_text(8);
     out.push_back(std::move(op));
   }
@@ -329,17 +318,15 @@ class SqliteHqTransaction final : public HqTransaction {
     st.bind_blob(1, c.guid.raw()).bind(2, channel);
     return st.run();
   }
-  Result<std::int64_t> append_alias(const Guid& alias, const Customer& target,
-                                    std::string_view channel) override {
+  Status append_alias(const Guid& alias, const Customer& target, std::string_view channel) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "INSERT INTO feed(channel, customer, payload, alias) VALUES(?1, ?2, ?3, ?4)"));
     st.bind(1, channel).bind_blob(2, target.guid.raw()).bind_blob(3, encode_customer(target));
     st.bind_blob(4, alias.raw());
-    TS_RETURN_IF_ERROR(st.run());
-    return db_.last_insert_rowid();
+    return st.run();
   }
   Result<std::optional<Guid>> find_duplicate(const Customer& c) override {
-    for (const std::string& key : match_keys(c)) {
+    for (const std::string& key : duplicate_match_keys(c)) {
       TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
           "SELECT customer FROM match_keys WHERE key = ?1 AND customer != ?2 "
           "ORDER BY customer LIMIT 1"));
@@ -371,11 +358,9 @@ class SqliteHqTransaction final : public HqTransaction {
   Result<std::string> next_account_number() override {
     TS_ASSIGN_OR_RETURN(auto v, meta_get(db_, "next_number"));
     const long long n = v ? std::stoll(*v) : 1;
-    if (n > 999'999'999) return Status::Internal("the account number sequence is exhausted");
+    if (n > kMaxAccountNumber) return Status::Internal("the account number sequence is exhausted");
     TS_RETURN_IF_ERROR(meta_put(db_, "next_number", std::to_string(n + 1)));
-    char digits[24];
-    std::snprintf(digits, sizeof digits, "%09lld", n);
-    return prefix_ + digits;
+    return format_account_number(prefix_, n);
   }
 
   Result<std::int64_t> node_cursor(std::string_view node) override {
@@ -417,7 +402,7 @@ class SqliteHqTransaction final : public HqTransaction {
                    std::string_view error) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "UPDATE inbound SET state = ?3, error = ?4 WHERE node_id = ?1 AND seq = ?2"));
-    st.bind(1, node).bind(2, seq).bind(3, state_name(state)).bind(4, error);
+    st.bind(1, node).bind(2, seq).bind(3, staged_state_name(state)).bind(4, error);
     return st.run();
   }
 
@@ -461,12 +446,11 @@ class SqliteHqTransaction final : public HqTransaction {
     return db_.changes() > 0;
   }
 
-  Result<std::int64_t> append_feed(const Customer& c, std::string_view channel) override {
+  Status append_feed(const Customer& c, std::string_view channel) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "INSERT INTO feed(channel, customer, payload) VALUES(?1, ?2, ?3)"));
     st.bind(1, channel).bind_blob(2, c.guid.raw()).bind_blob(3, encode_customer(c));
-    TS_RETURN_IF_ERROR(st.run());
-    return db_.last_insert_rowid();
+    return st.run();
   }
 
   Result<std::optional<FieldWrite>> field_write(const Guid& customer, std::string_view key) override {
@@ -580,18 +564,11 @@ class SqliteHqTransaction final : public HqTransaction {
   }
 
  private:
-  // "e:<normalized e-mail>" and "p:<normalized phone>" of a customer's main contacts.
-  static std::vector<std::string> match_keys(const Customer& c) {
-    std::vector<std::string> keys;
-    if (std::string e = normalize_email(c.email); !e.empty()) keys.push_back("e:" + e);
-    if (std::string p = normalize_phone(c.phone); !p.empty()) keys.push_back("p:" + p);
-    return keys;
-  }
   Status write_match_keys(const Customer& c) {
     TS_ASSIGN_OR_RETURN(auto del, db_.prepare("DELETE FROM match_keys WHERE customer = ?1"));
     del.bind_blob(1, c.guid.raw());
     TS_RETURN_IF_ERROR(del.run());
-    for (const std::string& key : match_keys(c)) {
+    for (const std::string& key : duplicate_match_keys(c)) {
       TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
           "INSERT OR IGNORE INTO match_keys(key, customer) VALUES(?1, ?2)"));
       st.bind(1, key).bind_blob(2, c.guid.raw());

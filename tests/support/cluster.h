@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "support/hq_backend.h"
 #include "support/temp_dir.h"
 #include "tillsync/channel_node.h"
 #include "tillsync/hq_client.h"
@@ -27,8 +28,10 @@ class HqProcess {
   // Creates the database on first use, binds (on `listen`, default any free port) and
   // starts serving.
   void start(const std::string& listen = "tcp://127.0.0.1:*") {
-    auto hq = std::filesystem::exists(db_) ? Headquarters::open(db_, hq_options_)
-                                           : Headquarters::init(db_, "C", hq_options_);
+    auto hq = Headquarters::open(db_, hq_options_);
+    if (!hq.ok() && (hq.status().code() == Code::not_found ||
+                     hq.status().code() == Code::not_a_tillsync_database))
+      hq = Headquarters::init(db_, "C", hq_options_);
     ASSERT_TRUE(hq.ok()) << hq.status().to_string();
     options_.listen = listen;
     auto svc = HqService::start(std::move(hq).value(), options_);

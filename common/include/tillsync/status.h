@@ -31,6 +31,10 @@ enum class Code : int {
   unsupported_version,
   not_a_tillsync_database,
   internal,
+  // A transient storage failure the caller may retry as a whole: a server database
+  // (PostgreSQL) aborted the transaction to serialize it with another HQ process
+  // (serialization failure, deadlock). Never a domain outcome.
+  busy,
 };
 
 constexpr std::string_view code_name(Code c) noexcept {
@@ -49,13 +53,14 @@ constexpr std::string_view code_name(Code c) noexcept {
     case Code::unsupported_version: return "unsupported_version";
     case Code::not_a_tillsync_database: return "not_a_tillsync_database";
     case Code::internal: return "internal";
+    case Code::busy: return "busy";
   }
   return "internal";
 }
 
 // The Code whose code_name() is `name`; nullopt for unknown names.
 constexpr std::optional<Code> parse_code(std::string_view name) noexcept {
-  for (int i = 0; i <= static_cast<int>(Code::internal); ++i) {
+  for (int i = 0; i <= static_cast<int>(Code::busy); ++i) {
     if (code_name(static_cast<Code>(i)) == name) return static_cast<Code>(i);
   }
   return std::nullopt;

@@ -60,11 +60,12 @@ class Headquarters {
   Headquarters(const Headquarters&) = delete;
   Headquarters& operator=(const Headquarters&) = delete;
 
-  // `hq init` + open: a new SQLite HQ with a fresh epoch.
-  static Result<std::unique_ptr<Headquarters>> init(const std::string& path,
+  // `hq init` + open: a new HQ with a fresh epoch. `location` is a file path (SQLite)
+  // or a postgresql:// URL (PostgreSQL, which several HQ processes may share).
+  static Result<std::unique_ptr<Headquarters>> init(const std::string& location,
                                                     std::string_view number_prefix,
                                                     const HqOptions& options = {});
-  static Result<std::unique_ptr<Headquarters>> open(const std::string& path,
+  static Result<std::unique_ptr<Headquarters>> open(const std::string& location,
                                                     const HqOptions& options = {});
 
   const std::string& epoch() const;

@@ -22,6 +22,9 @@
 
 namespace tillsync {
 
+// The settings key of HQ's hybrid logical clock (a decimal Hlc value).
+inline constexpr std::string_view kHlcSetting = "hlc";
+
 enum class SyncStatus { pending, converted, failed, duplicate, conflict };
 std::string_view to_string(SyncStatus s);
 std::optional<SyncStatus> parse_sync_status(std::string_view s);
@@ -121,10 +124,12 @@ class HqTransaction {
   // was added. The default reads, then writes; a backend may do it in one statement.
   virtual Result<bool> add_sync_status_if_absent(const SyncStatusRecord& record);
 
-  virtual Result<std::int64_t> append_feed(const Customer& customer, std::string_view channel) = 0;
+  // Appends to the outbound feed. Feed seqs become visible in ascending order, so a
+  // puller never skips an entry: SQLite assigns them at once (one writer at a time);
+  // PostgreSQL assigns them at commit under a lock, after every other write.
+  virtual Status append_feed(const Customer& customer, std::string_view channel) = 0;
   // Publishes that `alias` (a terminal-made GUID) now names `target`.
-  virtual Result<std::int64_t> append_alias(const Guid& alias, const Customer& target,
-                                            std::string_view channel) = 0;
+  virtual Status append_alias(const Guid& alias, const Customer& target, std::string_view channel) = 0;
 
   // Duplicate detection: another customer whose normalized e-mail or phone equals
   // `c`'s (the keys are maintained by put_customer). nullopt when none.
@@ -151,7 +156,9 @@ class HqTransaction {
   // Deletes tombstones every known node has pulled past; returns how many.
   virtual Result<std::int64_t> collect_tombstones() = 0;
 
-  // HQ's persisted settings (HLC, policies), by key.
+  // HQ's persisted settings (HLC, policies), by key. The setting kHlcSetting only ever
+  // grows: a backend shared by several HQ processes keeps the maximum of concurrent
+  // writes instead of the last one.
   virtual Result<std::optional<std::string>> setting(std::string_view key) = 0;
   virtual Status put_setting(std::string_view key, std::string_view value) = 0;
 
@@ -200,5 +207,14 @@ Status init_sqlite_hq(const std::string& path, std::string_view number_prefix,
 // Opens an initialized HQ database.
 Result<std::unique_ptr<HqStore>> open_sqlite_hq(const std::string& path,
                                                 const SqliteHqOptions& options = {});
+
+// The PostgreSQL backend (pg_hq_store.cpp): `url` is a libpq connection URI,
+// e.g. postgresql://tillsync@db.example/hq. Several HQ processes may open the same
+// database at once; see docs/operations.md.
+// `hq init`: creates the HQ schema in an empty database (invalid_input when it already
+// holds one).
+Status init_postgres_hq(const std::string& url, std::string_view number_prefix, std::string_view epoch);
+// Opens an initialized PostgreSQL HQ, upgrading its schema when this build is newer.
+Result<std::unique_ptr<HqStore>> open_postgres_hq(const std::string& url);
 
 }  // namespace tillsync

@@ -1,0 +1,47 @@
+// Pieces both HQ backends (sqlite_hq_store.cpp, pg_hq_store.cpp) share, so the two
+// stay one implementation of the same semantics.
+#pragma once
+
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tillsync/hq_store.h"
+#include "tillsync/validation.h"
+
+namespace tillsync {
+
+// Duplicate detection keys of a customer's main contacts: "e:<normalized e-mail>" and
+// "p:<normalized phone>".
+inline std::vector<std::string> duplicate_match_keys(const Customer& c) {
+  std::vector<std::string> keys;
+  if (std::string e = normalize_email(c.email); !e.empty()) keys.push_back("e:" + e);
+  if (std::string p = normalize_phone(c.phone); !p.empty()) keys.push_back("p:" + p);
+  return keys;
+}
+
+inline const char* staged_state_name(StagedState s) {
+  switch (s) {
+    case StagedState::staged: return "staged";
+    case StagedState::applied: return "applied";
+    case StagedState::failed: return "failed";
+  }
+  return "staged";
+}
+
+inline StagedState parse_staged_state(std::string_view s) {
+  return s == "applied" ? StagedState::applied : s == "failed" ? StagedState::failed : StagedState::staged;
+}
+
+// The largest number an account number's nine digits hold.
+inline constexpr long long kMaxAccountNumber = 999'999'999;
+
+// "C000000042" for prefix "C" and n = 42.
+inline std::string format_account_number(std::string_view prefix, long long n) {
+  char digits[24];
+  std::snprintf(digits, sizeof digits, "%09lld", n);
+  return std::string(prefix) + digits;
+}
+
+}  // namespace tillsync

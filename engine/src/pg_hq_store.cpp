@@ -1,0 +1,873 @@
+// The server HQ backend: PostgreSQL, shared by any number of HQ processes.
+//
+// Transactions run at READ COMMITTED; what several HQ processes must not do at once is
+// serialized with transaction-scoped advisory locks, each taken before the rows it
+// guards are read (so the read sees every earlier holder's commit):
+//   - push:     one lock per node around its cursor and staging (a terminal that
+//               reconnects to another HQ process cannot have a batch staged twice);
+//   - sync job: staged() try-locks nodes and returns only the operations of nodes it
+//               locked, so each node's operations are applied in order by exactly one
+//               worker at a time, and workers spread over nodes;
+//   - customer: customer() locks the GUID, so two workers never merge into the same
+//               customer from stale reads (field state, tombstones, status follow it);
+//   - duplicate keys: find_duplicate() locks each e-mail/phone key, so two customers
+//               with one e-mail created at once in two processes are still flagged;
+//   - feed:     entries are written at commit under one lock, with seqs taken from
+//               the feed itself, so seqs become visible in ascending order and a pull
+//               never skips an entry still being committed.
+// Blocking locks can deadlock between two workers; PostgreSQL then aborts one of them
+// (Code::busy) and Headquarters runs that transaction again.
+#include <algorithm>
+#include <array>
+#include <map>
+#include <set>
+
+#include "hq_store_common.h"
+#include "tillsync/hq_store.h"
+#include "tillsync/storage/pg.h"
+
+namespace tillsync {
+namespace {
+
+using storage::PgConnection;
+using storage::PgParams;
+using storage::PgRows;
+
+// Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)).
+enum LockClass : std::int64_t {
+  kPushLock = 0x7453'0001,
+  kJobLock = 0x7453'0002,
+  kCustomerLock = 0x7453'0003,
+  kMatchKeyLock = 0x7453'0004,
+  kFeedLock = 0x7453'0005,
+  kSchemaLock = 0x7453'0006,
+};
+
+// The second key: a 31-bit FNV-1a hash (collisions only make two holders wait).
+std::int64_t lock_key(std::string_view bytes) {
+  std::uint32_t h = 2166136261u;
+  for (char c : bytes) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 16777619u;
+  }
+  return static_cast<std::int64_t>(h & 0x7fffffffu);
+}
+
+struct PgMigration {
+  std::int64_t version;
+  std::string_view description;
+  std::string_view sql;
+};
+
+constexpr std::string_view kSchemaV1 = R"sql(
+CREATE TABLE hq_meta (
+  key   text PRIMARY KEY,
+  value text NOT NULL
+);
+CREATE TABLE customers (
+  guid           bytea PRIMARY KEY,
+  account_number text UNIQUE,
+  channel        text NOT NULL,
+  search         text NOT NULL,
+  sort_name      text COLLATE "C" NOT NULL,
+  sort_first     text COLLATE "C" NOT NULL,
+  payload        bytea NOT NULL
+);
+CREATE SEQUENCE account_numbers MINVALUE 1 MAXVALUE 999999999 NO CYCLE;
+CREATE TABLE node_cursors (
+  node_id text PRIMARY KEY,
+  cursor  bigint NOT NULL
+);
+CREATE TABLE inbound (
+  node_id text   NOT NULL,
+  seq     bigint NOT NULL,
+  op_id   bytea  NOT NULL UNIQUE,
+  entity  bytea  NOT NULL,
+  kind    bigint NOT NULL,
+  hlc     bigint NOT NULL,
+  payload bytea  NOT NULL,
+  state   text   NOT NULL,
+  error   text   NOT NULL DEFAULT '',
+  PRIMARY KEY (node_id, seq)
+);
+CREATE INDEX inbound_staged ON inbound(node_id, seq) WHERE state = 'staged';
+CREATE INDEX inbound_failed ON inbound(entity) WHERE state = 'failed';
+CREATE TABLE sync_status (
+  guid           bytea PRIMARY KEY,
+  node_id        text NOT NULL,
+  account_number text,
+  status         text NOT NULL,
+  last_error     text NOT NULL,
+  created_at_ms  bigint NOT NULL,
+  updated_at_ms  bigint NOT NULL,
+  twin           bytea
+);
+CREATE TABLE feed (
+  seq      bigint PRIMARY KEY,
+  channel  text NOT NULL,
+  customer bytea NOT NULL,
+  payload  bytea NOT NULL,
+  alias    bytea
+);
+CREATE INDEX feed_channel ON feed(channel, seq);
+CREATE TABLE field_writes (
+  customer bytea  NOT NULL,
+  key      text   NOT NULL,
+  hlc      bigint NOT NULL,
+  node     text   NOT NULL,
+  version  bigint NOT NULL,
+  PRIMARY KEY (customer, key)
+);
+CREATE TABLE conflicts (
+  id            bigserial PRIMARY KEY,
+  customer      bytea  NOT NULL,
+  field         text   NOT NULL,
+  kept          text   NOT NULL,
+  lost          text   NOT NULL,
+  kept_hlc      bigint NOT NULL,
+  kept_node     text   NOT NULL,
+  kept_version  bigint NOT NULL,
+  lost_hlc      bigint NOT NULL,
+  lost_node     text   NOT NULL,
+  lost_version  bigint NOT NULL,
+  policy        text   NOT NULL,
+  outcome       text   NOT NULL,
+  status        text   NOT NULL,
+  created_at_ms bigint NOT NULL
+);
+CREATE INDEX conflicts_customer ON conflicts(customer, status);
+CREATE TABLE match_keys (
+  key      text  NOT NULL,
+  customer bytea NOT NULL,
+  PRIMARY KEY (key, customer)
+);
+CREATE INDEX match_keys_customer ON match_keys(customer);
+CREATE TABLE guid_aliases (
+  alias  bytea PRIMARY KEY,
+  target bytea NOT NULL
+);
+CREATE TABLE tombstones (
+  customer bytea  NOT NULL,
+  child    bytea  NOT NULL,
+  hlc      bigint NOT NULL,
+  node     text   NOT NULL,
+  version  bigint NOT NULL,
+  feed_seq bigint NOT NULL,
+  PRIMARY KEY (customer, child)
+);
+CREATE TABLE node_pulls (
+  node_id  text PRIMARY KEY,
+  cursor   bigint NOT NULL,
+  filtered bigint NOT NULL DEFAULT 0
+);
+)sql";
+
+// Versioned like the SQLite schemas: append a migration, never edit one that shipped.
+constexpr std::array<PgMigration, 1> kMigrations{{
+    {1, "HQ: customer master, staging, status view, feed, conflicts, duplicates, tombstones", kSchemaV1},
+}};
+
+constexpr std::string_view kSchemaTable =
+    "CREATE TABLE IF NOT EXISTS tillsync_schema ("
+    " version bigint PRIMARY KEY, description text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now())";
+
+Status lock(PgConnection& db, LockClass cls, std::string_view key) {
+  TS_ASSIGN_OR_RETURN(auto r, db.run("SELECT pg_advisory_xact_lock($1::int, $2::int)",
+                                     PgParams().i64(cls).i64(lock_key(key))));
+  (void)r;
+  return Status::Ok();
+}
+
+Result<bool> try_lock(PgConnection& db, LockClass cls, std::string_view key) {
+  TS_ASSIGN_OR_RETURN(auto v, db.query_i64("SELECT pg_try_advisory_xact_lock($1::int, $2::int)::int::bigint",
+                                           PgParams().i64(cls).i64(lock_key(key))));
+  return v.value_or(0) != 0;
+}
+
+Result<bool> has_schema(PgConnection& db) {
+  TS_ASSIGN_OR_RETURN(auto v, db.query_i64("SELECT (to_regclass('tillsync_schema') IS NOT NULL)::int::bigint"));
+  return v.value_or(0) != 0;
+}
+
+// Brings the schema to the newest version in one transaction, under a lock so HQ
+// processes starting together migrate once. unsupported_version when the database is
+// newer than this build.
+Status migrate(PgConnection& db) {
+  TS_RETURN_IF_ERROR(db.exec("BEGIN"));
+  TS_RETURN_IF_ERROR(lock(db, kSchemaLock, "schema"));
+  TS_RETURN_IF_ERROR(db.exec(kSchemaTable));
+  TS_ASSIGN_OR_RETURN(auto current, db.query_i64("SELECT max(version) FROM tillsync_schema"));
+  const std::int64_t have = current.value_or(0);
+  if (have > kMigrations.back().version) {
+    (void)db.exec("ROLLBACK");
+    return Status::UnsupportedVersion(db.display_url() + ": HQ schema version " + std::to_string(have) +
+                                      " is newer than this tillsync (" +
+                                      std::to_string(kMigrations.back().version) + ")");
+  }
+  for (const PgMigration& m : kMigrations) {
+    if (m.version <= have) continue;
+    Status s = db.exec(m.sql);
+    if (s.ok()) {
+      auto r = db.run("INSERT INTO tillsync_schema(version, description) VALUES($1, $2)",
+                      PgParams().i64(m.version).text(m.description));
+      if (!r.ok()) s = r.status();
+    }
+    if (!s.ok()) {
+      (void)db.exec("ROLLBACK");
+      return s;
+    }
+  }
+  return db.exec("COMMIT");
+}
+
+Result<std::optional<std::string>> meta_get(PgConnection& db, std::string_view key) {
+  TS_ASSIGN_OR_RETURN(auto rows, db.run("SELECT value FROM hq_meta WHERE key = $1", PgParams().text(key)));
+  if (rows.empty()) return std::optional<std::string>{};
+  return std::optional<std::string>{rows.text(0, 0)};
+}
+
+Status meta_put(PgConnection& db, std::string_view key, std::string_view value) {
+  TS_ASSIGN_OR_RETURN(auto r, db.run("INSERT INTO hq_meta(key, value) VALUES($1, $2) "
+                                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                     PgParams().text(key).text(value)));
+  (void)r;
+  return Status::Ok();
+}
+
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+// What search() matches: the same fields CustomerTable::search matches with LIKE
+// (ASCII case-insensitive), separated so a match cannot span two fields.
+std::string search_text(const Customer& c) {
+  std::string s;
+  for (std::string_view f : {std::string_view(c.first_name), std::string_view(c.middle_name),
+                             std::string_view(c.last_name), std::string_view(c.org_name),
+                             std::string_view(c.email), std::string_view(c.phone)}) {
+    s += ascii_lower(f);
+    s += '\x1f';
+  }
+  s += ascii_lower(c.account_number.value_or(""));
+  s += '\x1f';
+  s += c.guid.to_string();
+  return s;
+}
+
+Result<LogRecord> read_inbound(const PgRows& rows, int i) {
+  LogRecord r;
+  r.node_id = rows.text(i, 0);
+  r.seq = rows.i64(i, 1);
+  auto op = Guid::from_raw(rows.bytes(i, 2));
+  auto entity = Guid::from_raw(rows.bytes(i, 3));
+  auto kind = op_kind_from_int(static_cast<int>(rows.i64(i, 4)));
+  if (!op || !entity || !kind) return Status::CorruptLog("inbound row is malformed");
+  r.op_id = *op;
+  r.entity = *entity;
+  r.kind = *kind;
+  r.hlc = Hlc{static_cast<std::uint64_t>(rows.i64(i, 5))};
+  r.payload = rows.bytes(i, 6);
+  return r;
+}
+
+constexpr std::string_view kInboundColumns = "node_id, seq, op_id, entity, kind, hlc, payload";
+
+Result<std::vector<StagedOp>> read_staged(const PgRows& rows, std::vector<StagedOp> out = {}) {
+  for (int i = 0; i < rows.size(); ++i) {
+    StagedOp op;
+    TS_ASSIGN_OR_RETURN(op.record, read_inbound(rows, i));
+    op.state = parse_staged_state(rows.text(i, 7));
+    op.error = rows.text(i, 8);
+    out.push_back(std::move(op));
+  }
+  return out;
+}
+
+constexpr std::string_view kStatusColumns =
+    "guid, node_id, account_number, status, last_error, created_at_ms, updated_at_ms, twin";
+
+SyncStatusRecord read_status(const PgRows& rows, int i) {
+  SyncStatusRecord r;
+  r.guid = Guid::from_raw(rows.bytes(i, 0)).value_or(Guid{});
+  r.node_id = rows.text(i, 1);
+  r.account_number = rows.opt_text(i, 2);
+  r.status = parse_sync_status(rows.text(i, 3)).value_or(SyncStatus::pending);
+  r.last_error = rows.text(i, 4);
+  r.created_at_ms = rows.i64(i, 5);
+  r.updated_at_ms = rows.i64(i, 6);
+  if (!rows.is_null(i, 7)) r.twin = Guid::from_raw(rows.bytes(i, 7));
+  return r;
+}
+
+PgParams status_params(const SyncStatusRecord& r) {
+  PgParams p;
+  p.bytes(r.guid.raw()).text(r.node_id).opt_text(r.account_number).text(to_string(r.status));
+  p.text(r.last_error).i64(r.created_at_ms).i64(r.updated_at_ms);
+  p.opt_bytes(r.twin ? std::optional<std::string>(std::string(r.twin->raw())) : std::nullopt);
+  return p;
+}
+
+constexpr std::string_view kConflictColumns =
+    "id, customer, field, kept, lost, kept_hlc, kept_node, kept_version, lost_hlc, lost_node, "
+    "lost_version, policy, outcome, status, created_at_ms";
+
+ConflictRecord read_conflict(const PgRows& rows, int i) {
+  ConflictRecord c;
+  c.id = rows.i64(i, 0);
+  c.customer = Guid::from_raw(rows.bytes(i, 1)).value_or(Guid{});
+  c.field = rows.text(i, 2);
+  c.kept = rows.text(i, 3);
+  c.lost = rows.text(i, 4);
+  c.kept_write = {Hlc{static_cast<std::uint64_t>(rows.i64(i, 5))}, rows.text(i, 6), rows.i64(i, 7)};
+  c.lost_write = {Hlc{static_cast<std::uint64_t>(rows.i64(i, 8))}, rows.text(i, 9), rows.i64(i, 10)};
+  c.policy = parse_conflict_policy(rows.text(i, 11)).value_or(ConflictPolicy::lww);
+  c.outcome = rows.text(i, 12);
+  c.status = rows.text(i, 13);
+  c.created_at_ms = rows.i64(i, 14);
+  return c;
+}
+
+// $1..$14 of a conflict row (without its id).
+PgParams conflict_params(const ConflictRecord& c) {
+  PgParams p;
+  p.bytes(c.customer.raw()).text(c.field).text(c.kept).text(c.lost);
+  p.i64(static_cast<std::int64_t>(c.kept_write.hlc.value)).text(c.kept_write.node).i64(c.kept_write.version);
+  p.i64(static_cast<std::int64_t>(c.lost_write.hlc.value)).text(c.lost_write.node).i64(c.lost_write.version);
+  p.text(to_string(c.policy)).text(c.outcome).text(c.status).i64(c.created_at_ms);
+  return p;
+}
+
+Result<std::optional<Customer>> customer_from(const PgRows& rows) {
+  if (rows.empty()) return std::optional<Customer>{};
+  TS_ASSIGN_OR_RETURN(Customer c, decode_customer(rows.bytes(0, 0)));
+  return std::optional<Customer>{std::move(c)};
+}
+
+Result<std::optional<FieldWrite>> field_write_from(const PgRows& rows) {
+  if (rows.empty()) return std::optional<FieldWrite>{};
+  return std::optional<FieldWrite>{
+      FieldWrite{Hlc{static_cast<std::uint64_t>(rows.i64(0, 0))}, rows.text(0, 1), rows.i64(0, 2)}};
+}
+
+// A feed entry written at commit.
+struct PendingFeed {
+  std::string channel;
+  std::string customer;
+  std::string payload;
+  std::optional<std::string> alias;
+};
+
+class PgHqTransaction final : public HqTransaction {
+ public:
+  PgHqTransaction(PgConnection& db, std::string prefix) : db_(db), prefix_(std::move(prefix)) {}
+  ~PgHqTransaction() override {
+    if (!done_) (void)db_.exec("ROLLBACK");
+  }
+  PgHqTransaction(const PgHqTransaction&) = delete;
+  PgHqTransaction& operator=(const PgHqTransaction&) = delete;
+
+  Result<std::optional<Customer>> customer(const Guid& guid) override {
+    TS_RETURN_IF_ERROR(lock_customer(guid));
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT payload FROM customers WHERE guid = $1",
+                                           PgParams().bytes(guid.raw())));
+    return customer_from(rows);
+  }
+  Result<std::optional<Customer>> customer_by_account(std::string_view account) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT guid FROM customers WHERE account_number = $1",
+                                           PgParams().text(account)));
+    if (rows.empty()) return std::optional<Customer>{};
+    auto guid = Guid::from_raw(rows.bytes(0, 0));
+    if (!guid) return Status::CorruptLog("customers row has a malformed GUID");
+    return customer(*guid);  // locked, then read again
+  }
+  Status put_customer(const Customer& c, std::string_view channel) override {
+    TS_RETURN_IF_ERROR(lock_customer(c.guid));
+    const bool org = c.type == CustomerType::organization;
+    PgParams p;
+    p.bytes(c.guid.raw()).opt_text(c.account_number).text(channel).text(search_text(c));
+    p.text(ascii_lower(org ? c.org_name : c.last_name)).text(ascii_lower(c.first_name));
+    p.bytes(encode_customer(c));
+    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+        "INSERT INTO customers(guid, account_number, channel, search, sort_name, sort_first, payload) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(guid) DO UPDATE SET "
+        "account_number = excluded.account_number, search = excluded.search, "
+        "sort_name = excluded.sort_name, sort_first = excluded.sort_first, payload = excluded.payload",
+        p));
+    (void)r;
+    TS_ASSIGN_OR_RETURN(auto del, db_.run("DELETE FROM match_keys WHERE customer = $1",
+                                          PgParams().bytes(c.guid.raw())));
+    (void)del;
+    for (const std::string& key : duplicate_match_keys(c)) {
+      TS_ASSIGN_OR_RETURN(auto ins, db_.run("INSERT INTO match_keys(key, customer) VALUES($1, $2) "
+                                            "ON CONFLICT DO NOTHING",
+                                            PgParams().text(key).bytes(c.guid.raw())));
+      (void)ins;
+    }
+    return Status::Ok();
+  }
+  Result<std::string> channel_of(const Guid& customer) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT channel FROM customers WHERE guid = $1",
+                                           PgParams().bytes(customer.raw())));
+    return rows.empty() ? std::string() : rows.text(0, 0);
+  }
+  Result<std::string> next_account_number() override {
+    auto n = db_.query_i64("SELECT nextval('account_numbers')");
+    if (!n.ok()) {
+      if (n.status().code() == Code::busy) return n.status();
+      return Status::Internal("the account number sequence is exhausted or unavailable: " +
+                              n.status().message());
+    }
+    return format_account_number(prefix_, static_cast<long long>(n->value_or(0)));
+  }
+
+  Result<std::int64_t> node_cursor(std::string_view node) override {
+    if (auto it = cursors_.find(node); it != cursors_.end()) return it->second;
+    // Whoever stages for this node holds its push lock until commit.
+    TS_RETURN_IF_ERROR(lock(db_, kPushLock, node));
+    TS_ASSIGN_OR_RETURN(auto v, db_.query_i64("SELECT cursor FROM node_cursors WHERE node_id = $1",
+                                              PgParams().text(node)));
+    cursors_[std::string(node)] = v.value_or(0);
+    return v.value_or(0);
+  }
+  Result<bool> stage(const LogRecord& r) override {
+    TS_ASSIGN_OR_RETURN(std::int64_t cursor, node_cursor(r.node_id));
+    PgParams p;
+    p.text(r.node_id).i64(r.seq).bytes(r.op_id.raw()).bytes(r.entity.raw());
+    p.i64(static_cast<std::int64_t>(r.kind)).i64(static_cast<std::int64_t>(r.hlc.value)).bytes(r.payload);
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "INSERT INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, state) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7, 'staged') ON CONFLICT DO NOTHING",
+        p));
+    cursors_[r.node_id] = std::max(cursor, r.seq);
+    return rows.affected() > 0;
+  }
+  Result<std::vector<StagedOp>> staged(std::size_t limit) override {
+    // Nodes with work (one probe of the staged index per known node). A worker skips
+    // the nodes another worker holds and takes the next ones.
+    TS_ASSIGN_OR_RETURN(auto nodes, db_.run(
+        "SELECT c.node_id FROM node_cursors c WHERE EXISTS (SELECT 1 FROM inbound i "
+        "WHERE i.node_id = c.node_id AND i.state = 'staged') ORDER BY c.node_id"));
+    std::vector<StagedOp> out;
+    for (int i = 0; i < nodes.size() && out.size() < limit; ++i) {
+      const std::string node = nodes.text(i, 0);
+      if (!locked_nodes_.contains(node)) {
+        TS_ASSIGN_OR_RETURN(bool mine, try_lock(db_, kJobLock, node));
+        if (!mine) continue;  // another worker is applying this node's operations
+        locked_nodes_.insert(node);
+      }
+      TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+          "SELECT " + std::string(kInboundColumns) + ", state, error FROM inbound "
+          "WHERE node_id = $1 AND state = 'staged' ORDER BY seq LIMIT $2",
+          PgParams().text(node).i64(static_cast<std::int64_t>(limit - out.size()))));
+      TS_ASSIGN_OR_RETURN(out, read_staged(rows, std::move(out)));
+    }
+    // The interface promises (node, seq) order.
+    std::stable_sort(out.begin(), out.end(), [](const StagedOp& a, const StagedOp& b) {
+      return a.record.node_id < b.record.node_id;
+    });
+    return out;
+  }
+  Result<std::vector<StagedOp>> failed_for(const Guid& customer) override {
+    TS_RETURN_IF_ERROR(lock_customer(customer));
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT " + std::string(kInboundColumns) + ", state, error FROM inbound "
+        "WHERE entity = $1 AND state = 'failed' ORDER BY node_id, seq",
+        PgParams().bytes(customer.raw())));
+    return read_staged(rows);
+  }
+  Status set_state(std::string_view node, std::int64_t seq, StagedState state,
+                   std::string_view error) override {
+    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+        "UPDATE inbound SET state = $3, error = $4 WHERE node_id = $1 AND seq = $2",
+        PgParams().text(node).i64(seq).text(staged_state_name(state)).text(error)));
+    (void)r;
+    return Status::Ok();
+  }
+
+  Result<std::optional<SyncStatusRecord>> sync_status(const Guid& guid) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT " + std::string(kStatusColumns) + " FROM sync_status WHERE guid = $1",
+        PgParams().bytes(guid.raw())));
+    if (rows.empty()) return std::optional<SyncStatusRecord>{};
+    return std::optional<SyncStatusRecord>{read_status(rows, 0)};
+  }
+  Status put_sync_status(const SyncStatusRecord& r) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "INSERT INTO sync_status(" + std::string(kStatusColumns) + ") "
+        "VALUES($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT(guid) DO UPDATE SET "
+        "node_id = excluded.node_id, account_number = excluded.account_number, "
+        "status = excluded.status, last_error = excluded.last_error, "
+        "created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, "
+        "twin = excluded.twin",
+        status_params(r)));
+    (void)rows;
+    return Status::Ok();
+  }
+  Result<bool> add_sync_status_if_absent(const SyncStatusRecord& r) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "INSERT INTO sync_status(" + std::string(kStatusColumns) + ") "
+        "VALUES($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT(guid) DO NOTHING",
+        status_params(r)));
+    return rows.affected() > 0;
+  }
+
+  Status append_feed(const Customer& c, std::string_view channel) override {
+    feed_.push_back({std::string(channel), std::string(c.guid.raw()), encode_customer(c), std::nullopt});
+    return Status::Ok();
+  }
+  Status append_alias(const Guid& alias, const Customer& target, std::string_view channel) override {
+    feed_.push_back({std::string(channel), std::string(target.guid.raw()), encode_customer(target),
+                     std::string(alias.raw())});
+    return Status::Ok();
+  }
+
+  Result<std::optional<Guid>> find_duplicate(const Customer& c) override {
+    for (const std::string& key : duplicate_match_keys(c)) {
+      TS_RETURN_IF_ERROR(lock(db_, kMatchKeyLock, key));
+      TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+          "SELECT customer FROM match_keys WHERE key = $1 AND customer <> $2 ORDER BY customer LIMIT 1",
+          PgParams().text(key).bytes(c.guid.raw())));
+      if (!rows.empty()) return Guid::from_raw(rows.bytes(0, 0));
+    }
+    return std::optional<Guid>{};
+  }
+  Status put_alias(const Guid& alias, const Guid& target) override {
+    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+        "INSERT INTO guid_aliases(alias, target) VALUES($1, $2) "
+        "ON CONFLICT(alias) DO UPDATE SET target = excluded.target",
+        PgParams().bytes(alias.raw()).bytes(target.raw())));
+    (void)r;
+    return Status::Ok();
+  }
+  Result<std::optional<Guid>> alias_target(const Guid& alias) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT target FROM guid_aliases WHERE alias = $1",
+                                           PgParams().bytes(alias.raw())));
+    if (rows.empty()) return std::optional<Guid>{};
+    return Guid::from_raw(rows.bytes(0, 0));
+  }
+
+  Result<std::optional<FieldWrite>> field_write(const Guid& customer, std::string_view key) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT hlc, node, version FROM field_writes WHERE customer = $1 AND key = $2",
+        PgParams().bytes(customer.raw()).text(key)));
+    return field_write_from(rows);
+  }
+  Status put_field_write(const Guid& customer, std::string_view key, const FieldWrite& w) override {
+    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+        "INSERT INTO field_writes(customer, key, hlc, node, version) VALUES($1, $2, $3, $4, $5) "
+        "ON CONFLICT(customer, key) DO UPDATE SET hlc = excluded.hlc, node = excluded.node, "
+        "version = excluded.version",
+        PgParams().bytes(customer.raw()).text(key).i64(static_cast<std::int64_t>(w.hlc.value))
+            .text(w.node).i64(w.version)));
+    (void)r;
+    return Status::Ok();
+  }
+  Result<std::int64_t> add_conflict(const ConflictRecord& c) override {
+    TS_ASSIGN_OR_RETURN(auto id, db_.query_i64(
+        "INSERT INTO conflicts(customer, field, kept, lost, kept_hlc, kept_node, kept_version, "
+        "lost_hlc, lost_node, lost_version, policy, outcome, status, created_at_ms) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+        conflict_params(c)));
+    return id.value_or(0);
+  }
+  Result<std::optional<ConflictRecord>> conflict(std::int64_t id) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT " + std::string(kConflictColumns) + " FROM conflicts WHERE id = $1", PgParams().i64(id)));
+    if (rows.empty()) return std::optional<ConflictRecord>{};
+    return std::optional<ConflictRecord>{read_conflict(rows, 0)};
+  }
+  Status update_conflict(const ConflictRecord& c) override {
+    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+        "UPDATE conflicts SET customer = $1, field = $2, kept = $3, lost = $4, kept_hlc = $5, "
+        "kept_node = $6, kept_version = $7, lost_hlc = $8, lost_node = $9, lost_version = $10, "
+        "policy = $11, outcome = $12, status = $13, created_at_ms = $14 WHERE id = $15",
+        conflict_params(c).i64(c.id)));
+    (void)r;
+    return Status::Ok();
+  }
+  Result<std::int64_t> open_conflicts(const Guid& customer) override {
+    TS_ASSIGN_OR_RETURN(auto n, db_.query_i64(
+        "SELECT count(*)::bigint FROM conflicts WHERE customer = $1 AND status = 'open'",
+        PgParams().bytes(customer.raw())));
+    return n.value_or(0);
+  }
+
+  Result<std::optional<FieldWrite>> tombstone(const Guid& customer, const Guid& child) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT hlc, node, version FROM tombstones WHERE customer = $1 AND child = $2",
+        PgParams().bytes(customer.raw()).bytes(child.raw())));
+    return field_write_from(rows);
+  }
+  Status put_tombstone(const Guid& customer, const Guid& child, const FieldWrite& w) override {
+    // feed_seq is set at commit, to the seq of this transaction's last feed entry
+    // (which publishes the removal).
+    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+        "INSERT INTO tombstones(customer, child, hlc, node, version, feed_seq) "
+        "VALUES($1, $2, $3, $4, $5, 9223372036854775807) ON CONFLICT(customer, child) DO UPDATE SET "
+        "hlc = excluded.hlc, node = excluded.node, version = excluded.version, feed_seq = excluded.feed_seq",
+        PgParams().bytes(customer.raw()).bytes(child.raw()).i64(static_cast<std::int64_t>(w.hlc.value))
+            .text(w.node).i64(w.version)));
+    (void)r;
+    tombstones_.emplace_back(customer.raw(), child.raw());
+    return Status::Ok();
+  }
+  Result<bool> note_pull(std::string_view node, std::int64_t cursor, bool filtered) override {
+    TS_ASSIGN_OR_RETURN(auto v, db_.query_i64(
+        "INSERT INTO node_pulls(node_id, cursor, filtered) VALUES($1, $2, $3) "
+        "ON CONFLICT(node_id) DO UPDATE SET cursor = greatest(node_pulls.cursor, excluded.cursor), "
+        "filtered = greatest(node_pulls.filtered, excluded.filtered) RETURNING filtered",
+        PgParams().text(node).i64(cursor).i64(filtered ? 1 : 0)));
+    return v.value_or(0) != 0;
+  }
+  Result<std::int64_t> collect_tombstones() override {
+    // As in SQLite, and only while nothing is staged anywhere: other HQ processes may
+    // hold staged operations this transaction's staged() could not see.
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "DELETE FROM tombstones WHERE NOT EXISTS ("
+        "  SELECT 1 FROM node_cursors c LEFT JOIN node_pulls p ON p.node_id = c.node_id"
+        "  WHERE p.cursor IS NULL OR p.cursor < tombstones.feed_seq)"
+        " AND NOT EXISTS (SELECT 1 FROM node_pulls p WHERE p.cursor < tombstones.feed_seq)"
+        " AND NOT EXISTS (SELECT 1 FROM inbound WHERE state = 'staged')"));
+    return rows.affected();
+  }
+
+  Result<std::optional<std::string>> setting(std::string_view key) override {
+    if (auto it = settings_.find(key); it != settings_.end()) return it->second;
+    TS_ASSIGN_OR_RETURN(auto v, meta_get(db_, key));
+    settings_[std::string(key)] = v;
+    return v;
+  }
+  Status put_setting(std::string_view key, std::string_view value) override {
+    settings_[std::string(key)] = std::string(value);
+    dirty_settings_.insert(std::string(key));
+    return Status::Ok();
+  }
+
+  Status commit() override {
+    // Everything that every HQ process writes (the feed, the HLC) comes last, so the
+    // locks and row locks it takes are held for as short a time as possible.
+    for (const std::string& key : dirty_settings_) {
+      if (key == kHlcSetting) continue;
+      TS_RETURN_IF_ERROR(meta_put(db_, key, *settings_[key]));
+    }
+    for (const auto& [node, cursor] : cursors_) {
+      TS_ASSIGN_OR_RETURN(auto r, db_.run(
+          "INSERT INTO node_cursors(node_id, cursor) VALUES($1, $2) "
+          "ON CONFLICT(node_id) DO UPDATE SET cursor = greatest(node_cursors.cursor, excluded.cursor)",
+          PgParams().text(node).i64(cursor)));
+      (void)r;
+    }
+    if (!feed_.empty()) TS_RETURN_IF_ERROR(write_feed());
+    if (dirty_settings_.contains(std::string(kHlcSetting))) {
+      TS_ASSIGN_OR_RETURN(auto r, db_.run(
+          "INSERT INTO hq_meta(key, value) VALUES($1, $2) ON CONFLICT(key) DO UPDATE SET "
+          "value = greatest(hq_meta.value::numeric, excluded.value::numeric)::text",
+          PgParams().text(kHlcSetting).text(*settings_[std::string(kHlcSetting)])));
+      (void)r;
+    }
+    done_ = true;
+    return db_.commit();
+  }
+
+ private:
+  Status lock_customer(const Guid& guid) {
+    if (locked_customers_.contains(guid)) return Status::Ok();
+    TS_RETURN_IF_ERROR(lock(db_, kCustomerLock, guid.raw()));
+    locked_customers_.insert(guid);
+    return Status::Ok();
+  }
+
+  Status write_feed() {
+    TS_RETURN_IF_ERROR(lock(db_, kFeedLock, "feed"));
+    TS_ASSIGN_OR_RETURN(auto top, db_.query_i64("SELECT max(seq) FROM feed"));
+    std::int64_t seq = top.value_or(0);
+    for (const PendingFeed& f : feed_) {
+      TS_ASSIGN_OR_RETURN(auto r, db_.run(
+          "INSERT INTO feed(seq, channel, customer, payload, alias) VALUES($1, $2, $3, $4, $5)",
+          PgParams().i64(++seq).text(f.channel).bytes(f.customer).bytes(f.payload).opt_bytes(f.alias)));
+      (void)r;
+    }
+    for (const auto& [customer, child] : tombstones_) {
+      TS_ASSIGN_OR_RETURN(auto r, db_.run(
+          "UPDATE tombstones SET feed_seq = $3 WHERE customer = $1 AND child = $2",
+          PgParams().bytes(customer).bytes(child).i64(seq)));
+      (void)r;
+    }
+    return Status::Ok();
+  }
+
+  PgConnection& db_;
+  std::string prefix_;
+  bool done_ = false;
+  std::map<std::string, std::int64_t, std::less<>> cursors_;
+  std::map<std::string, std::optional<std::string>, std::less<>> settings_;
+  std::set<std::string, std::less<>> dirty_settings_;
+  std::set<std::string, std::less<>> locked_nodes_;
+  std::set<Guid> locked_customers_;
+  std::vector<PendingFeed> feed_;
+  std::vector<std::pair<std::string, std::string>> tombstones_;
+};
+
+class PgHqStore final : public HqStore {
+ public:
+  PgHqStore(std::unique_ptr<PgConnection> db, std::string epoch, std::string prefix)
+      : db_(std::move(db)), epoch_(std::move(epoch)), prefix_(std::move(prefix)) {}
+
+  Result<std::unique_ptr<HqTransaction>> begin() override {
+    TS_RETURN_IF_ERROR(db_->exec("BEGIN"));
+    return std::unique_ptr<HqTransaction>(std::make_unique<PgHqTransaction>(*db_, prefix_));
+  }
+  const std::string& epoch() const override { return epoch_; }
+  const std::string& number_prefix() const override { return prefix_; }
+
+  Result<std::vector<FeedEntry>> feed_after(std::int64_t after, std::size_t limit,
+                                            const std::optional<std::string>& channel,
+                                            std::int64_t* cursor_out) override {
+    // One statement, one snapshot: the cursor and the entries agree.
+    TS_ASSIGN_OR_RETURN(auto rows, db_->run(
+        "WITH top AS (SELECT coalesce(max(seq), 0) AS m FROM feed) "
+        "SELECT top.m, f.seq, f.channel, f.payload, f.alias FROM top LEFT JOIN LATERAL ("
+        "  SELECT seq, channel, payload, alias FROM feed WHERE seq > $1 "
+        "  AND ($2::text IS NULL OR channel = $2) ORDER BY seq LIMIT $3) f ON true ORDER BY f.seq",
+        PgParams().i64(after).opt_text(channel).i64(static_cast<std::int64_t>(limit))));
+    std::vector<FeedEntry> out;
+    std::int64_t max_seq = 0;
+    for (int i = 0; i < rows.size(); ++i) {
+      max_seq = rows.i64(i, 0);
+      if (rows.is_null(i, 1)) continue;
+      FeedEntry e;
+      e.seq = rows.i64(i, 1);
+      e.channel = rows.text(i, 2);
+      TS_ASSIGN_OR_RETURN(e.customer, decode_customer(rows.bytes(i, 3)));
+      if (!rows.is_null(i, 4)) e.alias = Guid::from_raw(rows.bytes(i, 4));
+      out.push_back(std::move(e));
+    }
+    if (cursor_out != nullptr) {
+      *cursor_out = out.size() < limit ? std::max(after, max_seq) : out.back().seq;
+    }
+    return out;
+  }
+  Result<std::vector<Customer>> search(std::string_view text) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_->run(
+        "SELECT payload FROM customers WHERE $1 = '' OR strpos(search, $1) > 0 "
+        "ORDER BY sort_name, sort_first, guid",
+        PgParams().text(ascii_lower(text))));
+    return customers_from(rows);
+  }
+  Result<std::vector<Customer>> all_customers_by_guid() override {
+    std::vector<Customer> out;
+    TS_RETURN_IF_ERROR(for_each_customer_by_guid([&out](const Customer& c) {
+      out.push_back(c);
+      return Status::Ok();
+    }));
+    return out;
+  }
+  Status for_each_customer_by_guid(const std::function<Status(const Customer&)>& fn) override {
+    // Pages of one snapshot (REPEATABLE READ), keyed on the GUID.
+    TS_RETURN_IF_ERROR(db_->exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"));
+    Status s = [&]() -> Status {
+      constexpr std::int64_t kPage = 1000;
+      std::string after;
+      for (;;) {
+        TS_ASSIGN_OR_RETURN(auto rows, db_->run(
+            "SELECT payload, guid FROM customers WHERE guid > $1 ORDER BY guid LIMIT $2",
+            PgParams().bytes(after).i64(kPage)));
+        TS_ASSIGN_OR_RETURN(auto page, customers_from(rows));
+        for (const Customer& c : page) TS_RETURN_IF_ERROR(fn(c));
+        if (rows.size() < kPage) return Status::Ok();
+        after = rows.bytes(rows.size() - 1, 1);
+      }
+    }();
+    Status end = db_->exec(s.ok() ? "COMMIT" : "ROLLBACK");
+    return s.ok() ? end : s;
+  }
+  Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_->run(
+        "SELECT " + std::string(kStatusColumns) + " FROM sync_status "
+        "WHERE $1::text IS NULL OR status = $1 ORDER BY created_at_ms, guid",
+        PgParams().opt_text(filter ? std::optional<std::string>(std::string(to_string(*filter)))
+                                   : std::nullopt)));
+    std::vector<SyncStatusRecord> out;
+    for (int i = 0; i < rows.size(); ++i) out.push_back(read_status(rows, i));
+    return out;
+  }
+  Result<std::vector<ConflictRecord>> conflicts() override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_->run("SELECT " + std::string(kConflictColumns) +
+                                            " FROM conflicts ORDER BY id"));
+    std::vector<ConflictRecord> out;
+    for (int i = 0; i < rows.size(); ++i) out.push_back(read_conflict(rows, i));
+    return out;
+  }
+  Result<std::optional<std::string>> setting(std::string_view key) override { return meta_get(*db_, key); }
+  Result<std::vector<LogRecord>> received(std::string_view node, std::int64_t after,
+                                          std::size_t limit) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_->run(
+        "SELECT " + std::string(kInboundColumns) + " FROM inbound WHERE node_id = $1 AND seq > $2 "
+        "ORDER BY seq LIMIT $3",
+        PgParams().text(node).i64(after).i64(static_cast<std::int64_t>(limit))));
+    std::vector<LogRecord> out;
+    for (int i = 0; i < rows.size(); ++i) {
+      TS_ASSIGN_OR_RETURN(LogRecord r, read_inbound(rows, i));
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+ private:
+  static Result<std::vector<Customer>> customers_from(const PgRows& rows) {
+    std::vector<Customer> out;
+    out.reserve(static_cast<std::size_t>(rows.size()));
+    for (int i = 0; i < rows.size(); ++i) {
+      TS_ASSIGN_OR_RETURN(Customer c, decode_customer(rows.bytes(i, 0)));
+      out.push_back(std::move(c));
+    }
+    return out;
+  }
+
+  std::unique_ptr<PgConnection> db_;
+  std::string epoch_;
+  std::string prefix_;
+};
+
+}  // namespace
+
+Status init_postgres_hq(const std::string& url, std::string_view number_prefix, std::string_view epoch) {
+  TS_ASSIGN_OR_RETURN(auto db, PgConnection::open(url));
+  TS_ASSIGN_OR_RETURN(bool exists, has_schema(*db));
+  if (exists) {
+    TS_ASSIGN_OR_RETURN(auto v, db->query_i64("SELECT max(version) FROM tillsync_schema"));
+    if (v.value_or(0) > 0)
+      return Status::InvalidInput("db", "db: " + db->display_url() +
+                                            " already holds an HQ database; refusing to overwrite it");
+  }
+  TS_RETURN_IF_ERROR(migrate(*db));
+  TS_RETURN_IF_ERROR(db->exec("BEGIN"));
+  Status s = meta_put(*db, "epoch", epoch);
+  if (s.ok()) s = meta_put(*db, "number_prefix", number_prefix);
+  if (!s.ok()) {
+    (void)db->exec("ROLLBACK");
+    return s;
+  }
+  return db->exec("COMMIT");
+}
+
+Result<std::unique_ptr<HqStore>> open_postgres_hq(const std::string& url) {
+  TS_ASSIGN_OR_RETURN(auto db, PgConnection::open(url));
+  TS_ASSIGN_OR_RETURN(bool exists, has_schema(*db));
+  if (!exists)
+    return Status(Code::not_a_tillsync_database,
+                  db->display_url() + ": not an HQ database (run `tillsync hq init --db URL` first)");
+  TS_RETURN_IF_ERROR(migrate(*db));
+  TS_ASSIGN_OR_RETURN(auto epoch, meta_get(*db, "epoch"));
+  TS_ASSIGN_OR_RETURN(auto prefix, meta_get(*db, "number_prefix"));
+  if (!epoch || !prefix)
+    return Status(Code::not_a_tillsync_database, db->display_url() + ": HQ settings are missing");
+  return std::unique_ptr<HqStore>(
+      std::make_unique<PgHqStore>(std::move(db), std::move(*epoch), std::move(*prefix)));
+}
+
+}  // namespace tillsync

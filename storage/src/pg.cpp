@@ -1,0 +1,180 @@
+#include "tillsync/storage/pg.h"
+
+#include <libpq-fe.h>
+
+#include <cstring>
+#include <utility>
+
+namespace tillsync::storage {
+namespace {
+
+// Type OIDs of the binary values we send (pg_type.h).
+constexpr unsigned kInt8Oid = 20;
+constexpr unsigned kTextOid = 25;
+constexpr unsigned kByteaOid = 17;
+
+std::uint64_t read_be64(const char* p) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+std::string strip_password(const std::string& url) {
+  // postgresql://user:secret@host/db -> postgresql://user@host/db
+  const auto scheme = url.find("://");
+  const auto at = url.find('@');
+  if (scheme == std::string::npos || at == std::string::npos) return url;
+  const auto colon = url.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon) + url.substr(at);
+}
+
+std::string trimmed(const char* message) {
+  std::string m = message != nullptr ? message : "";
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+}  // namespace
+
+bool is_postgres_url(std::string_view location) {
+  return location.starts_with("postgresql://") || location.starts_with("postgres://");
+}
+
+PgParams& PgParams::add(unsigned oid, std::optional<std::string> value) {
+  types_.push_back(oid);
+  values_.push_back(std::move(value));
+  return *this;
+}
+
+PgParams& PgParams::i64(std::int64_t v) {
+  std::string be(8, '\0');
+  auto u = static_cast<std::uint64_t>(v);
+  for (int i = 7; i >= 0; --i, u >>= 8) be[static_cast<std::size_t>(i)] = static_cast<char>(u & 0xff);
+  return add(kInt8Oid, std::move(be));
+}
+PgParams& PgParams::text(std::string_view v) { return add(kTextOid, std::string(v)); }
+PgParams& PgParams::bytes(std::string_view v) { return add(kByteaOid, std::string(v)); }
+PgParams& PgParams::opt_text(const std::optional<std::string>& v) { return add(kTextOid, v); }
+PgParams& PgParams::opt_bytes(const std::optional<std::string>& v) { return add(kByteaOid, v); }
+
+PgRows::PgRows(PgRows&& other) noexcept : r_(std::exchange(other.r_, nullptr)) {}
+PgRows& PgRows::operator=(PgRows&& other) noexcept {
+  if (this != &other) {
+    if (r_ != nullptr) PQclear(r_);
+    r_ = std::exchange(other.r_, nullptr);
+  }
+  return *this;
+}
+PgRows::~PgRows() {
+  if (r_ != nullptr) PQclear(r_);
+}
+
+int PgRows::size() const { return PQntuples(r_); }
+bool PgRows::is_null(int row, int col) const { return PQgetisnull(r_, row, col) != 0; }
+std::int64_t PgRows::i64(int row, int col) const {
+  if (is_null(row, col) || PQgetlength(r_, row, col) != 8) return 0;
+  return static_cast<std::int64_t>(read_be64(PQgetvalue(r_, row, col)));
+}
+std::string PgRows::text(int row, int col) const {
+  if (is_null(row, col)) return {};
+  return std::string(PQgetvalue(r_, row, col), static_cast<std::size_t>(PQgetlength(r_, row, col)));
+}
+std::string PgRows::bytes(int row, int col) const { return text(row, col); }
+std::optional<std::string> PgRows::opt_text(int row, int col) const {
+  if (is_null(row, col)) return std::nullopt;
+  return text(row, col);
+}
+std::optional<std::string> PgRows::opt_bytes(int row, int col) const { return opt_text(row, col); }
+std::int64_t PgRows::affected() const {
+  const char* n = PQcmdTuples(r_);
+  return (n == nullptr || *n == '\0') ? 0 : std::strtoll(n, nullptr, 10);
+}
+
+Result<std::unique_ptr<PgConnection>> PgConnection::open(const std::string& url) {
+  const std::string shown = strip_password(url);
+  PGconn* c = PQconnectdb(url.c_str());
+  if (c == nullptr) return Status::Internal(shown + ": out of memory connecting to PostgreSQL");
+  if (PQstatus(c) != CONNECTION_OK) {
+    Status s = Status::Internal(shown + ": cannot connect to PostgreSQL: " + trimmed(PQerrorMessage(c)));
+    PQfinish(c);
+    return s;
+  }
+  std::unique_ptr<PgConnection> conn(new PgConnection(c, shown));
+  // Notices (e.g. "relation already exists, skipping") are not errors; keep stderr clean.
+  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);
+  TS_RETURN_IF_ERROR(conn->exec("SET client_min_messages = warning"));
+  return conn;
+}
+
+PgConnection::~PgConnection() {
+  if (c_ != nullptr) PQfinish(c_);
+}
+
+Status PgConnection::error(PGresult* r, std::string_view what) const {
+  const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  std::string message = r != nullptr ? trimmed(PQresultErrorMessage(r)) : std::string();
+  if (message.empty()) message = trimmed(PQerrorMessage(c_));
+  const std::string sqlstate = state != nullptr ? state : "";
+  if (sqlstate == "40001" || sqlstate == "40P01")
+    return Status(Code::busy, "PostgreSQL " + sqlstate + ": " + message);
+  return Status::Internal(display_url_ + ": " + std::string(what) + " failed: " + message +
+                          (sqlstate.empty() ? "" : " (SQLSTATE " + sqlstate + ")"));
+}
+
+Status PgConnection::exec(std::string_view sql) {
+  PGresult* r = PQexec(c_, std::string(sql).c_str());
+  const auto st = PQresultStatus(r);
+  Status s = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? Status::Ok() : error(r, "statement");
+  PQclear(r);
+  return s;
+}
+
+Status PgConnection::commit() {
+  PGresult* r = PQexec(c_, "COMMIT");
+  Status s = PQresultStatus(r) == PGRES_COMMAND_OK ? Status::Ok() : error(r, "commit");
+  if (s.ok() && std::string_view(PQcmdStatus(r)) != "COMMIT")
+    s = Status::Internal(display_url_ + ": the transaction was rolled back, not committed");
+  PQclear(r);
+  return s;
+}
+
+Result<PgRows> PgConnection::run(std::string_view sql, const PgParams& params) {
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    std::string name = "ts" + std::to_string(prepared_.size() + 1);
+    PGresult* r = PQprepare(c_, name.c_str(), std::string(sql).c_str(),
+                            static_cast<int>(params.types_.size()), params.types_.data());
+    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    Status s = ok ? Status::Ok() : error(r, "prepare");
+    PQclear(r);
+    if (!ok) return s;
+    it = prepared_.emplace(std::string(sql), std::move(name)).first;
+  }
+  const int n = static_cast<int>(params.values_.size());
+  std::vector<const char*> values(static_cast<std::size_t>(n));
+  std::vector<int> lengths(static_cast<std::size_t>(n));
+  std::vector<int> formats(static_cast<std::size_t>(n), 1);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const auto& v = params.values_[i];
+    values[i] = v ? v->data() : nullptr;
+    lengths[i] = v ? static_cast<int>(v->size()) : 0;
+  }
+  PGresult* r = PQexecPrepared(c_, it->second.c_str(), n, values.data(), lengths.data(),
+                               formats.data(), /*resultFormat=*/1);
+  const auto st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    Status s = error(r, "query");
+    PQclear(r);
+    return s;
+  }
+  return PgRows(r);
+}
+
+Result<std::optional<std::int64_t>> PgConnection::query_i64(std::string_view sql, const PgParams& params) {
+  TS_ASSIGN_OR_RETURN(PgRows rows, run(sql, params));
+  if (rows.empty() || rows.is_null(0, 0)) return std::optional<std::int64_t>{};
+  return std::optional<std::int64_t>{rows.i64(0, 0)};
+}
+
+}  // namespace tillsync::storage
