@@ -25,7 +25,9 @@ namespace {
 
 constexpr std::size_t kExportBatch = 1000;
 
-const char* const kDbHelp = "HQ's database file (created by 'tillsync hq init')";
+const char* const kDbHelp =
+    "HQ's database (created by 'tillsync hq init'): a SQLite file path, or a PostgreSQL URL "
+    "postgresql://USER@HOST/DB, which several 'hq serve' processes may share";
 
 std::string pad(std::string text, std::size_t width) {
   if (text.size() < width) text.resize(width, ' ');
@@ -68,9 +70,11 @@ void add_init(CLI::App& hq, Cli& cli) {
   auto o = std::make_shared<InitOptions>();
   CLI::App* sub = hq.add_subcommand(
       "init", "Create a new, empty HQ database (customer master, sync status, outbound feed).");
-  sub->add_option("--db", o->db, "Path of the HQ database file to create (must not exist yet)")
+  sub->add_option("--db", o->db, "HQ database to create: a SQLite file path (must not exist yet), or a PostgreSQL URL "
+                  "postgresql://USER@HOST/DB of an empty database (the server engine, for several "
+                  "HQ processes)")
       ->required()
-      ->type_name("FILE");
+      ->type_name("FILE|URL");
   sub->add_option("--number-prefix", o->prefix,
                   "Prefix of the customer account numbers HQ assigns (<prefix><9 digits>; 1-8 "
                   "upper-case letters or digits)")
@@ -219,7 +223,7 @@ void add_serve(CLI::App& hq, Cli& cli) {
       "creation, edits, loyalty cards), receive their change logs, convert async customers\n"
       "continuously and distribute the results. Prints 'listening on ENDPOINT' once ready\n"
       "and runs until interrupted (Ctrl-C / SIGTERM), then shuts down cleanly.");
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   sub->add_option("--listen", o->listen,
                   "Endpoint to listen on, e.g. tcp://0.0.0.0:5555; a port of * picks a free one "
                   "(the real port is printed)")
@@ -326,7 +330,7 @@ void add_run_job(CLI::App& hq, Cli& cli) {
   sub->add_option("JOB", o->job, "The job to run: sync-customers")
       ->required()
       ->check(CLI::IsMember({"sync-customers"}));
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_job(cli, *o); });
 }
@@ -352,7 +356,7 @@ void add_customers(CLI::App& hq, Cli& cli) {
   auto o = std::make_shared<CustomersOptions>();
   CLI::App* sub = hq.add_subcommand(
       "customers", "List HQ's customer master (every channel), optionally filtered.");
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   add_search_option(*sub, o->search);
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_customers(cli, *o); });
@@ -408,7 +412,7 @@ void add_sync_status(CLI::App& hq, Cli& cli) {
       "sync-status",
       "Customer synchronization status: one row per async customer received from a\n"
       "terminal, with its account number once converted, or the error that stopped it.");
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   o->status_opt =
       sub->add_option("--status", o->status, "Only records with this status")
           ->check(CLI::IsMember({"pending", "converted", "failed", "duplicate", "conflict"}))
@@ -450,7 +454,7 @@ void add_edit(CLI::App& hq, Cli& cli) {
   CLI::App* sub = hq.add_subcommand(
       "edit-customer",
       "Back-office edit of a customer at HQ; the change is distributed to the terminals.");
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   sub->add_option("ACCOUNT", o->id, "The customer: its account number (e.g. C000000042) or GUID")
       ->required();
   repeatable(sub->add_option(
@@ -512,7 +516,7 @@ void add_resync(CLI::App& hq, Cli& cli) {
       "resync",
       "Fix and retry an async customer whose conversion failed (status 'failed'): the\n"
       "optional --set values correct its data, then its failed operations are applied again.");
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   sub->add_option("GUID", o->guid, "The customer's GUID, as listed by 'hq sync-status'")
       ->required();
   repeatable(sub->add_option("--set", o->sets,
@@ -551,7 +555,7 @@ void add_digest(CLI::App& hq, Cli& cli) {
       "digest",
       "Print a fingerprint of HQ's customer data, to compare with 'tillsync store digest'\n"
       "on the terminals or with a replay (account numbers and loyalty cards are left out).");
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_digest(cli, *o); });
 }
@@ -645,7 +649,7 @@ void add_export(CLI::App& hq, Cli& cli) {
       "export-log",
       "Write what HQ received from one terminal to a capture file (.tslog) for support,\n"
       "to be inspected or replayed with 'tillsync replay'.");
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   sub->add_option("--node", o->node, "The terminal's node id, STORE/TERMINAL (e.g. S001/T01)")
       ->required()
       ->type_name("NODE");
@@ -715,7 +719,7 @@ void add_conflicts(CLI::App& hq, Cli& cli) {
       "The conflict journal: every pair of concurrent edits of the same field, with both\n"
       "values, both writers (node, HLC), the policy and the outcome. Open ones (manual\n"
       "policy) wait for 'hq resolve'.");
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_conflicts(cli, *o); });
 }
@@ -742,7 +746,7 @@ void add_resolve(CLI::App& hq, Cli& cli) {
       "resolve",
       "Settle a conflict held under the manual policy: keep the current value (kept) or\n"
       "apply the held one (lost), which then reaches every terminal.");
-  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
   sub->add_option("CONFLICT_ID", o->id, "The conflict's id, as listed by 'hq conflicts'")->required();
   sub->add_option("--keep", o->keep, "Which value stays: kept (current) or lost (the held one)")
       ->required()

@@ -172,17 +172,25 @@ constexpr std::string_view kSchemaTable =
     " version bigint PRIMARY KEY, description text NOT NULL,"
     " applied_at timestamptz NOT NULL DEFAULT now())";
 
-Status lock(PgConnection& db, LockClass cls, std::string_view key) {
+// Advisory locks belong to the whole database, not to a schema: `scope` (the HQ's
+// schema) keeps two HQs in two schemas of one database from locking each other out.
+Status lock(PgConnection& db, std::string_view scope, LockClass cls, std::string_view key) {
   TS_ASSIGN_OR_RETURN(auto r, db.run("SELECT pg_advisory_xact_lock($1::int, $2::int)",
-                                     PgParams().i64(cls).i64(lock_key(key))));
+                                     PgParams().i64(cls).i64(lock_key(std::string(scope) + '\x1f' + std::string(key)))));
   (void)r;
   return Status::Ok();
 }
 
-Result<bool> try_lock(PgConnection& db, LockClass cls, std::string_view key) {
+Result<bool> try_lock(PgConnection& db, std::string_view scope, LockClass cls, std::string_view key) {
   TS_ASSIGN_OR_RETURN(auto v, db.query_i64("SELECT pg_try_advisory_xact_lock($1::int, $2::int)::int::bigint",
-                                           PgParams().i64(cls).i64(lock_key(key))));
+                                           PgParams().i64(cls).i64(lock_key(std::string(scope) + '\x1f' + std::string(key)))));
   return v.value_or(0) != 0;
+}
+
+// The schema HQ's tables live in (the first of the search_path that exists).
+Result<std::string> current_schema(PgConnection& db) {
+  TS_ASSIGN_OR_RETURN(auto rows, db.run("SELECT coalesce(current_schema(), '')"));
+  return rows.empty() ? std::string() : rows.text(0, 0);
 }
 
 Result<bool> has_schema(PgConnection& db) {
@@ -194,8 +202,9 @@ Result<bool> has_schema(PgConnection& db) {
 // processes starting together migrate once. unsupported_version when the database is
 // newer than this build.
 Status migrate(PgConnection& db) {
+  TS_ASSIGN_OR_RETURN(std::string scope, current_schema(db));
   TS_RETURN_IF_ERROR(db.exec("BEGIN"));
-  TS_RETURN_IF_ERROR(lock(db, kSchemaLock, "schema"));
+  TS_RETURN_IF_ERROR(lock(db, scope, kSchemaLock, "schema"));
   TS_RETURN_IF_ERROR(db.exec(kSchemaTable));
   TS_ASSIGN_OR_RETURN(auto current, db.query_i64("SELECT max(version) FROM tillsync_schema"));
   const std::int64_t have = current.value_or(0);
@@ -363,7 +372,8 @@ struct PendingFeed {
 
 class PgHqTransaction final : public HqTransaction {
  public:
-  PgHqTransaction(PgConnection& db, std::string prefix) : db_(db), prefix_(std::move(prefix)) {}
+  PgHqTransaction(PgConnection& db, std::string prefix, std::string scope)
+      : db_(db), prefix_(std::move(prefix)), scope_(std::move(scope)) {}
   ~PgHqTransaction() override {
     if (!done_) (void)db_.exec("ROLLBACK");
   }
@@ -427,7 +437,7 @@ class PgHqTransaction final : public HqTransaction {
   Result<std::int64_t> node_cursor(std::string_view node) override {
     if (auto it = cursors_.find(node); it != cursors_.end()) return it->second;
     // Whoever stages for this node holds its push lock until commit.
-    TS_RETURN_IF_ERROR(lock(db_, kPushLock, node));
+    TS_RETURN_IF_ERROR(lock(db_, scope_, kPushLock, node));
     TS_ASSIGN_OR_RETURN(auto v, db_.query_i64("SELECT cursor FROM node_cursors WHERE node_id = $1",
                                               PgParams().text(node)));
     cursors_[std::string(node)] = v.value_or(0);
@@ -455,7 +465,7 @@ class PgHqTransaction final : public HqTransaction {
     for (int i = 0; i < nodes.size() && out.size() < limit; ++i) {
       const std::string node = nodes.text(i, 0);
       if (!locked_nodes_.contains(node)) {
-        TS_ASSIGN_OR_RETURN(bool mine, try_lock(db_, kJobLock, node));
+        TS_ASSIGN_OR_RETURN(bool mine, try_lock(db_, scope_, kJobLock, node));
         if (!mine) continue;  // another worker is applying this node's operations
         locked_nodes_.insert(node);
       }
@@ -527,7 +537,7 @@ class PgHqTransaction final : public HqTransaction {
 
   Result<std::optional<Guid>> find_duplicate(const Customer& c) override {
     for (const std::string& key : duplicate_match_keys(c)) {
-      TS_RETURN_IF_ERROR(lock(db_, kMatchKeyLock, key));
+      TS_RETURN_IF_ERROR(lock(db_, scope_, kMatchKeyLock, key));
       TS_ASSIGN_OR_RETURN(auto rows, db_.run(
           "SELECT customer FROM match_keys WHERE key = $1 AND customer <> $2 ORDER BY customer LIMIT 1",
           PgParams().text(key).bytes(c.guid.raw())));
@@ -676,13 +686,13 @@ class PgHqTransaction final : public HqTransaction {
  private:
   Status lock_customer(const Guid& guid) {
     if (locked_customers_.contains(guid)) return Status::Ok();
-    TS_RETURN_IF_ERROR(lock(db_, kCustomerLock, guid.raw()));
+    TS_RETURN_IF_ERROR(lock(db_, scope_, kCustomerLock, guid.raw()));
     locked_customers_.insert(guid);
     return Status::Ok();
   }
 
   Status write_feed() {
-    TS_RETURN_IF_ERROR(lock(db_, kFeedLock, "feed"));
+    TS_RETURN_IF_ERROR(lock(db_, scope_, kFeedLock, "feed"));
     TS_ASSIGN_OR_RETURN(auto top, db_.query_i64("SELECT max(seq) FROM feed"));
     std::int64_t seq = top.value_or(0);
     for (const PendingFeed& f : feed_) {
@@ -702,6 +712,7 @@ class PgHqTransaction final : public HqTransaction {
 
   PgConnection& db_;
   std::string prefix_;
+  std::string scope_;
   bool done_ = false;
   std::map<std::string, std::int64_t, std::less<>> cursors_;
   std::map<std::string, std::optional<std::string>, std::less<>> settings_;
@@ -714,12 +725,12 @@ class PgHqTransaction final : public HqTransaction {
 
 class PgHqStore final : public HqStore {
  public:
-  PgHqStore(std::unique_ptr<PgConnection> db, std::string epoch, std::string prefix)
-      : db_(std::move(db)), epoch_(std::move(epoch)), prefix_(std::move(prefix)) {}
+  PgHqStore(std::unique_ptr<PgConnection> db, std::string epoch, std::string prefix, std::string scope)
+      : db_(std::move(db)), epoch_(std::move(epoch)), prefix_(std::move(prefix)), scope_(std::move(scope)) {}
 
   Result<std::unique_ptr<HqTransaction>> begin() override {
     TS_RETURN_IF_ERROR(db_->exec("BEGIN"));
-    return std::unique_ptr<HqTransaction>(std::make_unique<PgHqTransaction>(*db_, prefix_));
+    return std::unique_ptr<HqTransaction>(std::make_unique<PgHqTransaction>(*db_, prefix_, scope_));
   }
   const std::string& epoch() const override { return epoch_; }
   const std::string& number_prefix() const override { return prefix_; }
@@ -831,6 +842,7 @@ class PgHqStore final : public HqStore {
   std::unique_ptr<PgConnection> db_;
   std::string epoch_;
   std::string prefix_;
+  std::string scope_;
 };
 
 }  // namespace
@@ -866,8 +878,9 @@ Result<std::unique_ptr<HqStore>> open_postgres_hq(const std::string& url) {
   TS_ASSIGN_OR_RETURN(auto prefix, meta_get(*db, "number_prefix"));
   if (!epoch || !prefix)
     return Status(Code::not_a_tillsync_database, db->display_url() + ": HQ settings are missing");
+  TS_ASSIGN_OR_RETURN(std::string scope, current_schema(*db));
   return std::unique_ptr<HqStore>(
-      std::make_unique<PgHqStore>(std::move(db), std::move(*epoch), std::move(*prefix)));
+      std::make_unique<PgHqStore>(std::move(db), std::move(*epoch), std::move(*prefix), std::move(scope)));
 }
 
 }  // namespace tillsync
