@@ -18,11 +18,15 @@ if [ -z "$cmd" ] || [ -z "$dir" ]; then
   exit 2
 fi
 
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
+
 bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
 [ -x "$bindir/initdb" ] || { echo "pg-cluster: PostgreSQL server not installed (bash scripts/install-deps.sh)" >&2; exit 1; }
 
+# From /, so the postgres user is not left in a directory it may not enter.
 as_owner() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 url() {
