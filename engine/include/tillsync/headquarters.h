@@ -4,7 +4,8 @@
 //
 // Ownership: owns its HqStore. The PhysicalClock in the options is borrowed.
 // Thread-safety: none; one thread drives a Headquarters (HqService does).
-// Errors: Status codes of DESIGN.md §5. Every write is one store transaction.
+// Errors: Status codes of DESIGN.md §5. Every write is one store transaction, run again
+// (up to 50 times) when a shared PostgreSQL store answers Code::busy.
 #pragma once
 
 #include <cstdint>

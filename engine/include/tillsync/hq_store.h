@@ -6,6 +6,9 @@
 // and the outbound distribution feed. A transaction that is destroyed without
 // commit() rolls back. Reads that need no transaction are on HqStore.
 // Thread-safety: an HqStore and its transactions belong to one thread at a time.
+// Errors: storage failures are Code::internal; a server backend shared by several HQ
+// processes may also answer Code::busy (deadlock, serialization failure): the whole
+// transaction was rolled back and may be run again (Headquarters does).
 #pragma once
 
 #include <cstdint>
