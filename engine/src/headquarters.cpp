@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <span>
 
 #include "apply.h"
 #include "field_merge.h"
@@ -483,33 +484,36 @@ Result<PushResult> Headquarters::push(std::string_view node_id, const std::vecto
     PushResult result;
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
     TS_ASSIGN_OR_RETURN(std::int64_t cursor, tx->node_cursor(node_id));
-    for (const LogRecord& r : records) {
-      if (r.seq <= cursor) {
-        ++result.duplicates;
-        continue;
-      }
-      if (r.seq != cursor + 1) {
-        result.gap = true;  // the node resends from our cursor
-        break;
-      }
-      TS_ASSIGN_OR_RETURN(bool fresh, tx->stage(r));
-      cursor = r.seq;
-      if (!fresh) {
+    // The run of records that continues the node's cursor: what HQ already has is a
+    // duplicate, a record after a missing seq stops the batch (the node resends from
+    // our cursor).
+    std::size_t first = 0;
+    while (first < records.size() && records[first].seq <= cursor) ++first;
+    std::size_t end = first;
+    while (end < records.size() && records[end].seq == cursor + 1 + static_cast<std::int64_t>(end - first)) ++end;
+    result.duplicates = first;
+    result.gap = end < records.size();
+    const std::span<const LogRecord> run(records.data() + first, end - first);
+    TS_ASSIGN_OR_RETURN(std::vector<bool> fresh, tx->stage_all(run));
+    std::vector<SyncStatusRecord> pending;
+    for (std::size_t i = 0; i < run.size(); ++i) {
+      cursor = run[i].seq;
+      if (!fresh[i]) {
         ++result.duplicates;
         continue;
       }
       ++result.staged;
-      if (r.kind == OpKind::customer_create) {
+      if (run[i].kind == OpKind::customer_create) {
         // An existing row (e.g. an RTS create already converted) is kept.
-        SyncStatusRecord pending;
-        pending.guid = r.entity;
-        pending.node_id = r.node_id;
-        pending.status = SyncStatus::pending;
-        pending.created_at_ms = pending.updated_at_ms = impl_->now();
-        TS_ASSIGN_OR_RETURN(bool added, tx->add_sync_status_if_absent(pending));
-        (void)added;
+        SyncStatusRecord p;
+        p.guid = run[i].entity;
+        p.node_id = run[i].node_id;
+        p.status = SyncStatus::pending;
+        p.created_at_ms = p.updated_at_ms = impl_->now();
+        pending.push_back(std::move(p));
       }
     }
+    TS_RETURN_IF_ERROR(tx->add_sync_statuses_if_absent(pending));
     TS_RETURN_IF_ERROR(tx->commit());
     result.acked_seq = cursor;  // acknowledged only after the commit above
     return result;

@@ -455,6 +455,65 @@ class PgHqTransaction final : public HqTransaction {
     cursors_[r.node_id] = std::max(cursor, r.seq);
     return rows.affected() > 0;
   }
+  // One statement for the whole run (arrays through unnest): a push of 500 records is
+  // a handful of round trips, not a thousand. All records are of one node.
+  Result<std::vector<bool>> stage_all(std::span<const LogRecord> records) override {
+    std::vector<bool> fresh(records.size(), false);
+    if (records.empty()) return fresh;
+    const std::string& node = records.front().node_id;
+    TS_ASSIGN_OR_RETURN(std::int64_t cursor, node_cursor(node));
+    std::vector<std::int64_t> seqs, kinds, hlcs;
+    std::vector<std::string> ops, entities, payloads;
+    for (const LogRecord& r : records) {
+      seqs.push_back(r.seq);
+      ops.emplace_back(r.op_id.raw());
+      entities.emplace_back(r.entity.raw());
+      kinds.push_back(static_cast<std::int64_t>(r.kind));
+      hlcs.push_back(static_cast<std::int64_t>(r.hlc.value));
+      payloads.push_back(r.payload);
+    }
+    PgParams p;
+    p.text(node).i64_array(seqs).bytes_array(ops).bytes_array(entities).i64_array(kinds);
+    p.i64_array(hlcs).bytes_array(payloads);
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "INSERT INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, state) "
+        "SELECT $1, s, o, e, k, h, p, 'staged' FROM unnest($2::bigint[], $3::bytea[], $4::bytea[], "
+        "$5::bigint[], $6::bigint[], $7::bytea[]) AS t(s, o, e, k, h, p) "
+        "ON CONFLICT DO NOTHING RETURNING seq",
+        p));
+    std::set<std::int64_t> inserted;
+    for (int i = 0; i < rows.size(); ++i) inserted.insert(rows.i64(i, 0));
+    for (std::size_t i = 0; i < records.size(); ++i) fresh[i] = inserted.contains(records[i].seq);
+    cursors_[node] = std::max(cursor, records.back().seq);
+    return fresh;
+  }
+  Status add_sync_statuses_if_absent(const std::vector<SyncStatusRecord>& records) override {
+    const bool plain = std::all_of(records.begin(), records.end(), [](const SyncStatusRecord& r) {
+      return !r.account_number && !r.twin;
+    });
+    if (!plain) return HqTransaction::add_sync_statuses_if_absent(records);
+    if (records.empty()) return Status::Ok();
+    std::vector<std::string> guids, nodes, statuses, errors;
+    std::vector<std::int64_t> created, updated;
+    for (const SyncStatusRecord& r : records) {
+      guids.emplace_back(r.guid.raw());
+      nodes.push_back(r.node_id);
+      statuses.emplace_back(to_string(r.status));
+      errors.push_back(r.last_error);
+      created.push_back(r.created_at_ms);
+      updated.push_back(r.updated_at_ms);
+    }
+    PgParams p;
+    p.bytes_array(guids).text_array(nodes).text_array(statuses).text_array(errors);
+    p.i64_array(created).i64_array(updated);
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "INSERT INTO sync_status(" + std::string(kStatusColumns) + ") "
+        "SELECT g, n, NULL, s, e, c, u, NULL FROM unnest($1::bytea[], $2::text[], $3::text[], "
+        "$4::text[], $5::bigint[], $6::bigint[]) AS t(g, n, s, e, c, u) ON CONFLICT(guid) DO NOTHING",
+        p));
+    (void)rows;
+    return Status::Ok();
+  }
   Result<std::vector<StagedOp>> staged(std::size_t limit) override {
     // Nodes with work (one probe of the staged index per known node). A worker skips
     // the nodes another worker holds and takes the next ones.

@@ -62,6 +62,24 @@ Result<bool> HqTransaction::add_sync_status_if_absent(const SyncStatusRecord& re
   return true;
 }
 
+Result<std::vector<bool>> HqTransaction::stage_all(std::span<const LogRecord> records) {
+  std::vector<bool> fresh;
+  fresh.reserve(records.size());
+  for (const LogRecord& r : records) {
+    TS_ASSIGN_OR_RETURN(bool f, stage(r));
+    fresh.push_back(f);
+  }
+  return fresh;
+}
+
+Status HqTransaction::add_sync_statuses_if_absent(const std::vector<SyncStatusRecord>& records) {
+  for (const SyncStatusRecord& r : records) {
+    TS_ASSIGN_OR_RETURN(bool added, add_sync_status_if_absent(r));
+    (void)added;
+  }
+  return Status::Ok();
+}
+
 Status HqStore::for_each_customer_by_guid(const std::function<Status(const Customer&)>& fn) {
   TS_ASSIGN_OR_RETURN(auto all, all_customers_by_guid());
   for (const Customer& c : all) TS_RETURN_IF_ERROR(fn(c));

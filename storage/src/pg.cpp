@@ -12,6 +12,39 @@ namespace {
 constexpr unsigned kInt8Oid = 20;
 constexpr unsigned kTextOid = 25;
 constexpr unsigned kByteaOid = 17;
+constexpr unsigned kInt8ArrayOid = 1016;
+constexpr unsigned kTextArrayOid = 1009;
+constexpr unsigned kByteaArrayOid = 1001;
+
+void put_be32(std::string& out, std::uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+std::string be64(std::int64_t v) {
+  std::string be(8, '\0');
+  auto u = static_cast<std::uint64_t>(v);
+  for (int i = 7; i >= 0; --i, u >>= 8) be[static_cast<std::size_t>(i)] = static_cast<char>(u & 0xff);
+  return be;
+}
+
+// PostgreSQL's binary array format: ndim, has-nulls flag, element type, then per
+// dimension (size, lower bound), then each element as length + bytes.
+template <typename T, typename Encode>
+std::string binary_array(unsigned elem_oid, const std::vector<T>& elems, Encode encode) {
+  std::string out;
+  put_be32(out, elems.empty() ? 0 : 1);
+  put_be32(out, 0);
+  put_be32(out, elem_oid);
+  if (elems.empty()) return out;
+  put_be32(out, static_cast<std::uint32_t>(elems.size()));
+  put_be32(out, 1);
+  for (const T& e : elems) {
+    const std::string bytes = encode(e);
+    put_be32(out, static_cast<std::uint32_t>(bytes.size()));
+    out += bytes;
+  }
+  return out;
+}
 
 std::uint64_t read_be64(const char* p) {
   std::uint64_t v = 0;
@@ -47,11 +80,15 @@ PgParams& PgParams::add(unsigned oid, std::optional<std::string> value) {
   return *this;
 }
 
-PgParams& PgParams::i64(std::int64_t v) {
-  std::string be(8, '\0');
-  auto u = static_cast<std::uint64_t>(v);
-  for (int i = 7; i >= 0; --i, u >>= 8) be[static_cast<std::size_t>(i)] = static_cast<char>(u & 0xff);
-  return add(kInt8Oid, std::move(be));
+PgParams& PgParams::i64(std::int64_t v) { return add(kInt8Oid, be64(v)); }
+PgParams& PgParams::i64_array(const std::vector<std::int64_t>& v) {
+  return add(kInt8ArrayOid, binary_array(kInt8Oid, v, be64));
+}
+PgParams& PgParams::text_array(const std::vector<std::string>& v) {
+  return add(kTextArrayOid, binary_array(kTextOid, v, [](const std::string& e) { return e; }));
+}
+PgParams& PgParams::bytes_array(const std::vector<std::string>& v) {
+  return add(kByteaArrayOid, binary_array(kByteaOid, v, [](const std::string& e) { return e; }));
 }
 PgParams& PgParams::text(std::string_view v) { return add(kTextOid, std::string(v)); }
 PgParams& PgParams::bytes(std::string_view v) { return add(kByteaOid, std::string(v)); }

@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -113,6 +114,10 @@ class HqTransaction {
   // caller guarantees record.seq == node_cursor + 1. false (and nothing written)
   // when its op_id is already staged.
   virtual Result<bool> stage(const LogRecord& record) = 0;
+  // stage() for a run of one node's records with consecutive seqs from
+  // node_cursor + 1, returning for each whether it was new. The default calls stage()
+  // for each; a server backend sends them in one statement.
+  virtual Result<std::vector<bool>> stage_all(std::span<const LogRecord> records);
   // Up to `limit` staged ops in (node, seq) order, only those in state `staged`.
   virtual Result<std::vector<StagedOp>> staged(std::size_t limit) = 0;
   // Failed ops of one customer in (node, seq) order: for re-synchronization.
@@ -126,6 +131,8 @@ class HqTransaction {
   // `pending` row must not overwrite a customer already converted). Returns whether it
   // was added. The default reads, then writes; a backend may do it in one statement.
   virtual Result<bool> add_sync_status_if_absent(const SyncStatusRecord& record);
+  // The same for many records (default: one call each).
+  virtual Status add_sync_statuses_if_absent(const std::vector<SyncStatusRecord>& records);
 
   // Appends to the outbound feed. Feed seqs become visible in ascending order, so a
   // puller never skips an entry: SQLite assigns them at once (one writer at a time);

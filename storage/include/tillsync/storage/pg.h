@@ -41,6 +41,11 @@ class PgParams {
   PgParams& opt_text(const std::optional<std::string>& v);
   PgParams& opt_bytes(const std::optional<std::string>& v);
   PgParams& boolean(bool v) { return i64(v ? 1 : 0); }
+  // One-dimensional arrays (bigint[], text[], bytea[]), e.g. for
+  // INSERT ... SELECT * FROM unnest($1::bigint[], $2::bytea[]): many rows, one round trip.
+  PgParams& i64_array(const std::vector<std::int64_t>& v);
+  PgParams& text_array(const std::vector<std::string>& v);
+  PgParams& bytes_array(const std::vector<std::string>& v);
 
   std::size_t size() const { return values_.size(); }
 
