@@ -400,26 +400,25 @@ class PgHqTransaction final : public HqTransaction {
     PgParams p;
     p.bytes(c.guid.raw()).opt_text(c.account_number).text(channel).text(search_text(c));
     p.text(ascii_lower(org ? c.org_name : c.last_name)).text(ascii_lower(c.first_name));
-    p.bytes(encode_customer(c));
-    TS_ASSIGN_OR_RETURN(auto r, db_.run(
-        "INSERT INTO customers(guid, account_number, channel, search, sort_name, sort_first, payload) "
-        "VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(guid) DO UPDATE SET "
+    p.bytes(encode_customer(c)).text_array(duplicate_match_keys(c));
+    // The row, its duplicate-match keys (stale ones out, new ones in) and, back, the
+    // channel it was first recorded with: one round trip.
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "WITH up AS (INSERT INTO customers(guid, account_number, channel, search, sort_name, "
+        "sort_first, payload) VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(guid) DO UPDATE SET "
         "account_number = excluded.account_number, search = excluded.search, "
-        "sort_name = excluded.sort_name, sort_first = excluded.sort_first, payload = excluded.payload",
+        "sort_name = excluded.sort_name, sort_first = excluded.sort_first, payload = excluded.payload "
+        "RETURNING channel), "
+        "del AS (DELETE FROM match_keys WHERE customer = $1 AND NOT (key = ANY($8::text[]))), "
+        "ins AS (INSERT INTO match_keys(key, customer) SELECT k, $1 FROM unnest($8::text[]) AS k "
+        "ON CONFLICT DO NOTHING) "
+        "SELECT channel FROM up",
         p));
-    (void)r;
-    TS_ASSIGN_OR_RETURN(auto del, db_.run("DELETE FROM match_keys WHERE customer = $1",
-                                          PgParams().bytes(c.guid.raw())));
-    (void)del;
-    for (const std::string& key : duplicate_match_keys(c)) {
-      TS_ASSIGN_OR_RETURN(auto ins, db_.run("INSERT INTO match_keys(key, customer) VALUES($1, $2) "
-                                            "ON CONFLICT DO NOTHING",
-                                            PgParams().text(key).bytes(c.guid.raw())));
-      (void)ins;
-    }
+    if (!rows.empty()) channels_[c.guid] = rows.text(0, 0);
     return Status::Ok();
   }
   Result<std::string> channel_of(const Guid& customer) override {
+    if (auto it = channels_.find(customer); it != channels_.end()) return it->second;
     TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT channel FROM customers WHERE guid = $1",
                                            PgParams().bytes(customer.raw())));
     return rows.empty() ? std::string() : rows.text(0, 0);
@@ -515,6 +514,7 @@ class PgHqTransaction final : public HqTransaction {
     return Status::Ok();
   }
   Result<std::vector<StagedOp>> staged(std::size_t limit) override {
+    TS_RETURN_IF_ERROR(write_states());  // reads below see this transaction's outcomes
     // Nodes with work (one probe of the staged index per known node). A worker skips
     // the nodes another worker holds and takes the next ones.
     TS_ASSIGN_OR_RETURN(auto nodes, db_.run(
@@ -541,6 +541,7 @@ class PgHqTransaction final : public HqTransaction {
     return out;
   }
   Result<std::vector<StagedOp>> failed_for(const Guid& customer) override {
+    TS_RETURN_IF_ERROR(write_states());
     TS_RETURN_IF_ERROR(lock_customer(customer));
     TS_ASSIGN_OR_RETURN(auto rows, db_.run(
         "SELECT " + std::string(kInboundColumns) + ", state, error FROM inbound "
@@ -548,12 +549,10 @@ class PgHqTransaction final : public HqTransaction {
         PgParams().bytes(customer.raw())));
     return read_staged(rows);
   }
+  // Written at commit, all in one statement.
   Status set_state(std::string_view node, std::int64_t seq, StagedState state,
                    std::string_view error) override {
-    TS_ASSIGN_OR_RETURN(auto r, db_.run(
-        "UPDATE inbound SET state = $3, error = $4 WHERE node_id = $1 AND seq = $2",
-        PgParams().text(node).i64(seq).text(staged_state_name(state)).text(error)));
-    (void)r;
+    states_[{std::string(node), seq}] = {staged_state_name(state), std::string(error)};
     return Status::Ok();
   }
 
@@ -595,12 +594,24 @@ class PgHqTransaction final : public HqTransaction {
   }
 
   Result<std::optional<Guid>> find_duplicate(const Customer& c) override {
-    for (const std::string& key : duplicate_match_keys(c)) {
-      TS_RETURN_IF_ERROR(lock(db_, scope_, kMatchKeyLock, key));
-      TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-          "SELECT customer FROM match_keys WHERE key = $1 AND customer <> $2 ORDER BY customer LIMIT 1",
-          PgParams().text(key).bytes(c.guid.raw())));
-      if (!rows.empty()) return Guid::from_raw(rows.bytes(0, 0));
+    const std::vector<std::string> keys = duplicate_match_keys(c);
+    if (keys.empty()) return std::optional<Guid>{};
+    // Lock every key (in one order everywhere, so two processes cannot deadlock on
+    // them), then read the matches of all keys at once.
+    std::vector<std::int64_t> hashes;
+    for (const std::string& key : keys) hashes.push_back(lock_key(scope_ + '\x1f' + key));
+    std::sort(hashes.begin(), hashes.end());
+    TS_ASSIGN_OR_RETURN(auto locked, db_.run(
+        "SELECT pg_advisory_xact_lock($1::int, h::int) FROM unnest($2::bigint[]) AS h",
+        PgParams().i64(kMatchKeyLock).i64_array(hashes)));
+    (void)locked;
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT DISTINCT ON (key) key, customer FROM match_keys "
+        "WHERE key = ANY($1::text[]) AND customer <> $2 ORDER BY key, customer",
+        PgParams().text_array(keys).bytes(c.guid.raw())));
+    for (const std::string& key : keys) {  // e-mail before phone, as in SQLite
+      for (int i = 0; i < rows.size(); ++i)
+        if (rows.text(i, 0) == key) return Guid::from_raw(rows.bytes(i, 1));
     }
     return std::optional<Guid>{};
   }
@@ -730,6 +741,7 @@ class PgHqTransaction final : public HqTransaction {
           PgParams().text(node).i64(cursor)));
       (void)r;
     }
+    TS_RETURN_IF_ERROR(write_states());
     if (!feed_.empty()) TS_RETURN_IF_ERROR(write_feed());
     if (dirty_settings_.contains(std::string(kHlcSetting))) {
       TS_ASSIGN_OR_RETURN(auto r, db_.run(
@@ -747,6 +759,26 @@ class PgHqTransaction final : public HqTransaction {
     if (locked_customers_.contains(guid)) return Status::Ok();
     TS_RETURN_IF_ERROR(lock(db_, scope_, kCustomerLock, guid.raw()));
     locked_customers_.insert(guid);
+    return Status::Ok();
+  }
+
+  // The states set_state() collected, in one UPDATE.
+  Status write_states() {
+    if (states_.empty()) return Status::Ok();
+    std::vector<std::string> nodes, states, errors;
+    std::vector<std::int64_t> seqs;
+    for (const auto& [key, value] : states_) {
+      nodes.push_back(key.first);
+      seqs.push_back(key.second);
+      states.push_back(value.first);
+      errors.push_back(value.second);
+    }
+    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+        "UPDATE inbound i SET state = t.s, error = t.e FROM unnest($1::text[], $2::bigint[], "
+        "$3::text[], $4::text[]) AS t(n, q, s, e) WHERE i.node_id = t.n AND i.seq = t.q",
+        PgParams().text_array(nodes).i64_array(seqs).text_array(states).text_array(errors)));
+    (void)r;
+    states_.clear();
     return Status::Ok();
   }
 
@@ -780,6 +812,9 @@ class PgHqTransaction final : public HqTransaction {
   std::set<Guid> locked_customers_;
   std::vector<PendingFeed> feed_;
   std::vector<std::pair<std::string, std::string>> tombstones_;
+  std::map<Guid, std::string> channels_;  // customer -> channel, from put_customer
+  // (node, seq) -> (state, error) of the operations this transaction applied.
+  std::map<std::pair<std::string, std::int64_t>, std::pair<std::string, std::string>> states_;
 };
 
 class PgHqStore final : public HqStore {
