@@ -25,6 +25,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/hq_backend.h"
 #include "support/temp_dir.h"
 #include "tillsync/capture.h"
 #include "tillsync/headquarters.h"
@@ -289,7 +290,8 @@ class HqCliTest : public ::testing::Test {
   json run_job() { return ok_json({"hq", "run-job", "sync-customers", "--db", hq_db_}); }
 
   TempDir dir_;
-  std::string hq_db_ = dir_.file("hq.db");
+  tillsync::testing::HqLocation hq_location_{dir_};  // a file, or a schema (pg variant)
+  std::string hq_db_ = hq_location_.str();
   std::unique_ptr<Child> hq_;
   std::string endpoint_;
   int runs_ = 0;
@@ -329,6 +331,20 @@ TEST_F(HqCliTest, HqInitTwiceFails) {
   err = error_json({"hq", "init", "--db", dir_.file("other.db"), "--number-prefix", "c-1"}, 3);
   EXPECT_EQ(err["code"], "invalid_input");
   EXPECT_EQ(err["field"], "number-prefix");
+}
+
+TEST_F(HqCliTest, PostgresUrlsGiveClearErrorsWithoutThePassword) {
+  // Nothing listens on loopback port 1: the connection is refused at once.
+  RunResult r = run({"hq", "customers", "--db", "postgresql://tillsync:s3cret@127.0.0.1:1/hq"});
+  EXPECT_EQ(r.exit, 1) << describe(r);
+  EXPECT_NE(r.err.find("cannot connect to PostgreSQL"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("postgresql://tillsync@127.0.0.1:1/hq"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("s3cret"), std::string::npos) << r.err;
+  if (tillsync::testing::testing_postgres()) {
+    // A reachable database without an HQ in it.
+    EXPECT_EQ(error_json({"hq", "serve", "--db", hq_db_, "--listen", "tcp://127.0.0.1:*"}, 3)["code"],
+              "not_a_tillsync_database");
+  }
 }
 
 TEST_F(HqCliTest, HqCommandsRefuseNonTillsyncDatabase) {
