@@ -717,6 +717,7 @@ class Bench {
     double ops_per_second = 0;
     double hq_cpu_seconds = -1;   // all `hq serve` processes while syncing; < 0: unknown
     std::int64_t job_runs = 0;    // as the processes reported when stopped
+    std::int64_t busy_retries = 0;  // transactions repeated after losing a lock (idem)
     std::size_t stderr_problems = 0;  // lines of the processes' stderr that report a failure
     std::string first_problem{};
   };
@@ -888,7 +889,10 @@ class Bench {
     for (auto& h : hqs) {
       while (auto line = h.read_line()) {
         const Json event = Json::parse(*line, nullptr, false);
-        if (event.is_object() && event.value("event", "") == "stopped") f.job_runs += event.value("job_runs", 0);
+        if (event.is_object() && event.value("event", "") == "stopped") {
+          f.job_runs += event.value("job_runs", 0);
+          f.busy_retries += event.value("busy_retries", 0);
+        }
       }
       if (int code = h.wait(); code != 0) return Status::Internal("hq serve exited with " + std::to_string(code));
     }
@@ -931,6 +935,7 @@ class Bench {
       j["hq_cpu_us_per_op"] = round_to(f.hq_cpu_seconds * 1e6 / static_cast<double>(total), 1);
     }
     j["job_runs"] = f.job_runs;
+    j["busy_retries"] = f.busy_retries;
     j["stderr_failures"] = f.stderr_problems;
     return j;
   }

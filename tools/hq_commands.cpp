@@ -203,14 +203,18 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
     j["rejected"] = stats.rejected;
     j["malformed"] = stats.malformed;
     j["job_runs"] = stats.job_runs;
+    j["busy_retries"] = stats.busy_retries;
     print_json_line(j);
   } else {
     std::cout << "stopped: served " << count_text(static_cast<std::int64_t>(stats.requests),
                                                    "request", "requests")
               << " (" << stats.rejected << " refused, " << stats.malformed
               << " malformed), ran the customer sync job "
-              << count_text(static_cast<std::int64_t>(stats.job_runs), "time", "times")
-              << std::endl;
+              << count_text(static_cast<std::int64_t>(stats.job_runs), "time", "times");
+    if (stats.busy_retries > 0)
+      std::cout << "; " << count_text(static_cast<std::int64_t>(stats.busy_retries), "transaction", "transactions")
+                << " repeated after losing a lock to another HQ process";
+    std::cout << std::endl;
   }
   return kExitOk;
 }

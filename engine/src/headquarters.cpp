@@ -31,12 +31,14 @@ std::string new_epoch() {
 // Runs `body` (one store transaction) again while the store reports Code::busy: a
 // server database aborted it to serialize it with another HQ process, and nothing of
 // the aborted attempt was written. `body` must start from scratch each time.
+// `retries` counts the runs that were aborted and repeated.
 template <typename F>
-auto with_retries(F&& body) -> decltype(body()) {
+auto with_retries(std::uint64_t& retries, F&& body) -> decltype(body()) {
   constexpr int kAttempts = 50;
   for (int attempt = 1;; ++attempt) {
     auto r = body();
     if (r.ok() || r.status().code() != Code::busy || attempt == kAttempts) return r;
+    ++retries;
   }
 }
 
@@ -60,9 +62,10 @@ struct Headquarters::Impl {
   // transaction for every page of a long download. The store keeps the maximum.
   std::map<std::string, bool, std::less<>> pull_registration{};
   std::map<std::string, std::int64_t, std::less<>> noted_pull{};
+  std::uint64_t busy_retries = 0;  // transactions run again after Code::busy
 
   Result<bool> note_pull(std::string_view node, std::int64_t after, bool filtered) {
-    TS_ASSIGN_OR_RETURN(bool registered, with_retries([&]() -> Result<bool> {
+    TS_ASSIGN_OR_RETURN(bool registered, with_retries(busy_retries, [&]() -> Result<bool> {
       TS_ASSIGN_OR_RETURN(auto tx, store->begin());
       TS_ASSIGN_OR_RETURN(bool r, tx->note_pull(node, after, filtered));
       TS_RETURN_IF_ERROR(tx->commit());
@@ -390,7 +393,8 @@ Result<std::unique_ptr<Headquarters>> Headquarters::open(const std::string& path
                                        ? open_postgres_hq(path)
                                        : open_sqlite_hq(path, {.durable = options.durable}));
   if (options.conflict_policy || options.duplicate_policy) {
-    TS_ASSIGN_OR_RETURN(bool done, with_retries([&]() -> Result<bool> {
+    std::uint64_t retries = 0;
+    TS_ASSIGN_OR_RETURN(bool done, with_retries(retries, [&]() -> Result<bool> {
       TS_ASSIGN_OR_RETURN(auto tx, store->begin());
       if (options.conflict_policy)
         TS_RETURN_IF_ERROR(tx->put_setting(kConflictPolicyKey, to_string(*options.conflict_policy)));
@@ -405,10 +409,11 @@ Result<std::unique_ptr<Headquarters>> Headquarters::open(const std::string& path
 }
 
 const std::string& Headquarters::epoch() const { return impl_->store->epoch(); }
+std::uint64_t Headquarters::busy_retries() const { return impl_->busy_retries; }
 HqStore& Headquarters::store() { return *impl_->store; }
 
 Result<Customer> Headquarters::rts_create(std::string_view node_id, const Customer& customer) {
-  return with_retries([&]() -> Result<Customer> {
+  return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
     TS_RETURN_IF_ERROR(validate_customer(customer));
     if (customer.guid.is_nil()) return Status::InvalidInput("guid", "guid: a customer needs a GUID");
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
@@ -428,7 +433,7 @@ Result<Customer> Headquarters::rts_create(std::string_view node_id, const Custom
 Result<Customer> Headquarters::rts_edit(std::string_view node_id, const Guid& guid,
                                         std::int64_t base_version,
                                         const std::vector<FieldChange>& changes) {
-  return with_retries([&]() -> Result<Customer> {
+  return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
     if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
     TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
@@ -443,7 +448,7 @@ Result<Customer> Headquarters::rts_edit(std::string_view node_id, const Guid& gu
 
 Result<Customer> Headquarters::rts_add_address(std::string_view, const Guid& guid,
                                                const Address& address) {
-  return with_retries([&]() -> Result<Customer> {
+  return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
     TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
     TS_RETURN_IF_ERROR(apply_to_customer(c, AddressAdded{guid, address}));
@@ -454,7 +459,7 @@ Result<Customer> Headquarters::rts_add_address(std::string_view, const Guid& gui
 }
 
 Result<Customer> Headquarters::rts_issue_loyalty_card(std::string_view, const Guid& guid) {
-  return with_retries([&]() -> Result<Customer> {
+  return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
     TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
     if (!c.account_number) return Status(Code::loyalty_requires_synced_customer, "customer has no account number");
@@ -474,7 +479,7 @@ Result<std::vector<Customer>> Headquarters::search(std::string_view text) {
 }
 
 Result<PushResult> Headquarters::push(std::string_view node_id, const std::vector<LogRecord>& records) {
-  return with_retries([&]() -> Result<PushResult> {
+  return with_retries(impl_->busy_retries, [&]() -> Result<PushResult> {
     for (const LogRecord& r : records) {
       if (r.node_id != node_id) {
         return Status(Code::unauthorized, "node " + std::string(node_id) +
@@ -556,7 +561,7 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
   while (report.applied + report.failed < max_ops) {
     const std::size_t want = std::min(kChunk, max_ops - report.applied - report.failed);
     // A chunk that the store aborts (busy) is run again from scratch, counts included.
-    TS_ASSIGN_OR_RETURN(auto chunk, with_retries([&]() -> Result<std::pair<JobReport, std::size_t>> {
+    TS_ASSIGN_OR_RETURN(auto chunk, with_retries(impl_->busy_retries, [&]() -> Result<std::pair<JobReport, std::size_t>> {
       JobReport part;
       TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
       TS_ASSIGN_OR_RETURN(auto ops, tx->staged(want));
@@ -569,7 +574,7 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
     report.failed += chunk.first.failed;
     if (chunk.second < want) break;
   }
-  TS_ASSIGN_OR_RETURN(report.remaining, with_retries([&]() -> Result<std::size_t> {
+  TS_ASSIGN_OR_RETURN(report.remaining, with_retries(impl_->busy_retries, [&]() -> Result<std::size_t> {
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
     TS_ASSIGN_OR_RETURN(auto left, tx->staged(1));
     // Only with nothing staged: a staged edit of a removed child must still meet its
@@ -585,7 +590,7 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
 }
 
 Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vector<FieldChange>& changes) {
-  return with_retries([&]() -> Result<Customer> {
+  return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
     if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
     std::optional<Customer> c;
@@ -606,7 +611,7 @@ Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vec
 }
 
 Result<JobReport> Headquarters::resync(const Guid& guid, const std::vector<FieldChange>& fixes) {
-  return with_retries([&]() -> Result<JobReport> {
+  return with_retries(impl_->busy_retries, [&]() -> Result<JobReport> {
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
     TS_ASSIGN_OR_RETURN(auto failed, tx->failed_for(guid));
     if (failed.empty())
@@ -641,7 +646,7 @@ Result<DuplicatePolicy> Headquarters::duplicate_policy() {
 }
 
 Result<ConflictRecord> Headquarters::resolve_conflict(std::int64_t id, bool keep_lost) {
-  return with_retries([&]() -> Result<ConflictRecord> {
+  return with_retries(impl_->busy_retries, [&]() -> Result<ConflictRecord> {
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
     TS_ASSIGN_OR_RETURN(auto found, tx->conflict(id));
     if (!found) return Status::NotFound("conflict " + std::to_string(id) + " does not exist");

@@ -273,6 +273,10 @@ Status HqService::serve_once(int timeout_ms) { return impl_->serve_once(timeout_
 
 Headquarters& HqService::hq() { return *impl_->hq; }
 
-HqServiceStats HqService::stats() const { return impl_->stats; }
+HqServiceStats HqService::stats() const {
+  HqServiceStats s = impl_->stats;
+  s.busy_retries = impl_->hq->busy_retries();
+  return s;
+}
 
 }  // namespace tillsync

@@ -70,6 +70,9 @@ class Headquarters {
                                                     const HqOptions& options = {});
 
   const std::string& epoch() const;
+  // Transactions run again since this object was made because the store answered
+  // Code::busy (PostgreSQL: another HQ process won a lock or a deadlock).
+  std::uint64_t busy_retries() const;
 
   // ---- real-time service (sync mode) ----
   // Idempotent on the GUID: a repeated create returns the customer HQ already has.

@@ -49,6 +49,7 @@ struct HqServiceStats {
   std::uint64_t unauthorized = 0;  // of those: a node claimed another node's identity
   std::uint64_t job_runs = 0;
   std::uint64_t job_failures = 0;  // passes that failed and were retried later
+  std::uint64_t busy_retries = 0;  // HQ transactions repeated after Code::busy
 };
 
 class HqService {
