@@ -174,11 +174,12 @@ constexpr std::string_view kSchemaTable =
 
 // Advisory locks belong to the whole database, not to a schema: `scope` (the HQ's
 // schema) keeps two HQs in two schemas of one database from locking each other out.
+// Queued: the lock is taken before whatever statement is sent next runs (statements
+// of a pipeline run in order), so that statement reads what the previous holder
+// committed, in the same round trip.
 Status lock(PgConnection& db, std::string_view scope, LockClass cls, std::string_view key) {
-  TS_ASSIGN_OR_RETURN(auto r, db.run("SELECT pg_advisory_xact_lock($1::int, $2::int)",
-                                     PgParams().i64(cls).i64(lock_key(std::string(scope) + '\x1f' + std::string(key)))));
-  (void)r;
-  return Status::Ok();
+  return db.queue("SELECT pg_advisory_xact_lock($1::int, $2::int)",
+                  PgParams().i64(cls).i64(lock_key(std::string(scope) + '\x1f' + std::string(key))));
 }
 
 Result<bool> try_lock(PgConnection& db, std::string_view scope, LockClass cls, std::string_view key) {
@@ -350,12 +351,6 @@ PgParams conflict_params(const ConflictRecord& c) {
   return p;
 }
 
-Result<std::optional<Customer>> customer_from(const PgRows& rows) {
-  if (rows.empty()) return std::optional<Customer>{};
-  TS_ASSIGN_OR_RETURN(Customer c, decode_customer(rows.bytes(0, 0)));
-  return std::optional<Customer>{std::move(c)};
-}
-
 Result<std::optional<FieldWrite>> field_write_from(const PgRows& rows) {
   if (rows.empty()) return std::optional<FieldWrite>{};
   return std::optional<FieldWrite>{
@@ -382,9 +377,19 @@ class PgHqTransaction final : public HqTransaction {
 
   Result<std::optional<Customer>> customer(const Guid& guid) override {
     TS_RETURN_IF_ERROR(lock_customer(guid));
-    TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT payload FROM customers WHERE guid = $1",
-                                           PgParams().bytes(guid.raw())));
-    return customer_from(rows);
+    // With, in the same round trip, the alias the GUID may be (Headquarters looks it up
+    // next when the customer is missing).
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT c.payload, c.channel, (SELECT target FROM guid_aliases WHERE alias = $1) "
+        "FROM (SELECT 1) AS one LEFT JOIN customers c ON c.guid = $1",
+        PgParams().bytes(guid.raw())));
+    if (rows.empty() || rows.is_null(0, 0)) {
+      aliases_[guid] = rows.empty() ? std::nullopt : rows.opt_bytes(0, 2);
+      return std::optional<Customer>{};
+    }
+    channels_[guid] = rows.text(0, 1);
+    TS_ASSIGN_OR_RETURN(Customer c, decode_customer(rows.bytes(0, 0)));
+    return std::optional<Customer>{std::move(c)};
   }
   Result<std::optional<Customer>> customer_by_account(std::string_view account) override {
     TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT guid FROM customers WHERE account_number = $1",
@@ -401,9 +406,11 @@ class PgHqTransaction final : public HqTransaction {
     p.bytes(c.guid.raw()).opt_text(c.account_number).text(channel).text(search_text(c));
     p.text(ascii_lower(org ? c.org_name : c.last_name)).text(ascii_lower(c.first_name));
     p.bytes(encode_customer(c)).text_array(duplicate_match_keys(c));
-    // The row, its duplicate-match keys (stale ones out, new ones in) and, back, the
-    // channel it was first recorded with: one round trip.
-    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+    // The row and its duplicate-match keys (stale ones out, new ones in), queued. The
+    // channel is recorded on first insert only: a customer read in this transaction
+    // (customer() is always called first, under its lock) keeps the one it has.
+    channels_.try_emplace(c.guid, std::string(channel));
+    return db_.queue(
         "WITH up AS (INSERT INTO customers(guid, account_number, channel, search, sort_name, "
         "sort_first, payload) VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(guid) DO UPDATE SET "
         "account_number = excluded.account_number, search = excluded.search, "
@@ -413,9 +420,7 @@ class PgHqTransaction final : public HqTransaction {
         "ins AS (INSERT INTO match_keys(key, customer) SELECT k, $1 FROM unnest($8::text[]) AS k "
         "ON CONFLICT DO NOTHING) "
         "SELECT channel FROM up",
-        p));
-    if (!rows.empty()) channels_[c.guid] = rows.text(0, 0);
-    return Status::Ok();
+        p);
   }
   Result<std::string> channel_of(const Guid& customer) override {
     if (auto it = channels_.find(customer); it != channels_.end()) return it->second;
@@ -505,13 +510,11 @@ class PgHqTransaction final : public HqTransaction {
     PgParams p;
     p.bytes_array(guids).text_array(nodes).text_array(statuses).text_array(errors);
     p.i64_array(created).i64_array(updated);
-    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+    return db_.queue(
         "INSERT INTO sync_status(" + std::string(kStatusColumns) + ") "
         "SELECT g, n, NULL, s, e, c, u, NULL FROM unnest($1::bytea[], $2::text[], $3::text[], "
         "$4::text[], $5::bigint[], $6::bigint[]) AS t(g, n, s, e, c, u) ON CONFLICT(guid) DO NOTHING",
-        p));
-    (void)rows;
-    return Status::Ok();
+        p);
   }
   Result<std::vector<StagedOp>> staged(std::size_t limit) override {
     TS_RETURN_IF_ERROR(write_states());  // reads below see this transaction's outcomes
@@ -564,16 +567,14 @@ class PgHqTransaction final : public HqTransaction {
     return std::optional<SyncStatusRecord>{read_status(rows, 0)};
   }
   Status put_sync_status(const SyncStatusRecord& r) override {
-    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+    return db_.queue(
         "INSERT INTO sync_status(" + std::string(kStatusColumns) + ") "
         "VALUES($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT(guid) DO UPDATE SET "
         "node_id = excluded.node_id, account_number = excluded.account_number, "
         "status = excluded.status, last_error = excluded.last_error, "
         "created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, "
         "twin = excluded.twin",
-        status_params(r)));
-    (void)rows;
-    return Status::Ok();
+        status_params(r));
   }
   Result<bool> add_sync_status_if_absent(const SyncStatusRecord& r) override {
     TS_ASSIGN_OR_RETURN(auto rows, db_.run(
@@ -601,29 +602,32 @@ class PgHqTransaction final : public HqTransaction {
     std::vector<std::int64_t> hashes;
     for (const std::string& key : keys) hashes.push_back(lock_key(scope_ + '\x1f' + key));
     std::sort(hashes.begin(), hashes.end());
-    TS_ASSIGN_OR_RETURN(auto locked, db_.run(
+    TS_RETURN_IF_ERROR(db_.queue(
         "SELECT pg_advisory_xact_lock($1::int, h::int) FROM unnest($2::bigint[]) AS h",
         PgParams().i64(kMatchKeyLock).i64_array(hashes)));
-    (void)locked;
     TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-        "SELECT DISTINCT ON (key) key, customer FROM match_keys "
-        "WHERE key = ANY($1::text[]) AND customer <> $2 ORDER BY key, customer",
+        // One index probe per key (a plan over `key = ANY(array)` may scan the table).
+        "SELECT k, (SELECT customer FROM match_keys WHERE key = k AND customer <> $2 "
+        "ORDER BY customer LIMIT 1) FROM unnest($1::text[]) AS k",
         PgParams().text_array(keys).bytes(c.guid.raw())));
     for (const std::string& key : keys) {  // e-mail before phone, as in SQLite
       for (int i = 0; i < rows.size(); ++i)
-        if (rows.text(i, 0) == key) return Guid::from_raw(rows.bytes(i, 1));
+        if (rows.text(i, 0) == key && !rows.is_null(i, 1)) return Guid::from_raw(rows.bytes(i, 1));
     }
     return std::optional<Guid>{};
   }
   Status put_alias(const Guid& alias, const Guid& target) override {
-    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+    aliases_[alias] = std::string(target.raw());
+    return db_.queue(
         "INSERT INTO guid_aliases(alias, target) VALUES($1, $2) "
         "ON CONFLICT(alias) DO UPDATE SET target = excluded.target",
-        PgParams().bytes(alias.raw()).bytes(target.raw())));
-    (void)r;
-    return Status::Ok();
+        PgParams().bytes(alias.raw()).bytes(target.raw()));
   }
   Result<std::optional<Guid>> alias_target(const Guid& alias) override {
+    if (auto it = aliases_.find(alias); it != aliases_.end()) {
+      if (!it->second) return std::optional<Guid>{};
+      return Guid::from_raw(*it->second);
+    }
     TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT target FROM guid_aliases WHERE alias = $1",
                                            PgParams().bytes(alias.raw())));
     if (rows.empty()) return std::optional<Guid>{};
@@ -637,14 +641,12 @@ class PgHqTransaction final : public HqTransaction {
     return field_write_from(rows);
   }
   Status put_field_write(const Guid& customer, std::string_view key, const FieldWrite& w) override {
-    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+    return db_.queue(
         "INSERT INTO field_writes(customer, key, hlc, node, version) VALUES($1, $2, $3, $4, $5) "
         "ON CONFLICT(customer, key) DO UPDATE SET hlc = excluded.hlc, node = excluded.node, "
         "version = excluded.version",
         PgParams().bytes(customer.raw()).text(key).i64(static_cast<std::int64_t>(w.hlc.value))
-            .text(w.node).i64(w.version)));
-    (void)r;
-    return Status::Ok();
+            .text(w.node).i64(w.version));
   }
   Result<std::int64_t> add_conflict(const ConflictRecord& c) override {
     TS_ASSIGN_OR_RETURN(auto id, db_.query_i64(
@@ -661,13 +663,11 @@ class PgHqTransaction final : public HqTransaction {
     return std::optional<ConflictRecord>{read_conflict(rows, 0)};
   }
   Status update_conflict(const ConflictRecord& c) override {
-    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+    return db_.queue(
         "UPDATE conflicts SET customer = $1, field = $2, kept = $3, lost = $4, kept_hlc = $5, "
         "kept_node = $6, kept_version = $7, lost_hlc = $8, lost_node = $9, lost_version = $10, "
         "policy = $11, outcome = $12, status = $13, created_at_ms = $14 WHERE id = $15",
-        conflict_params(c).i64(c.id)));
-    (void)r;
-    return Status::Ok();
+        conflict_params(c).i64(c.id));
   }
   Result<std::int64_t> open_conflicts(const Guid& customer) override {
     TS_ASSIGN_OR_RETURN(auto n, db_.query_i64(
@@ -685,13 +685,12 @@ class PgHqTransaction final : public HqTransaction {
   Status put_tombstone(const Guid& customer, const Guid& child, const FieldWrite& w) override {
     // feed_seq is set at commit, to the seq of this transaction's last feed entry
     // (which publishes the removal).
-    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+    TS_RETURN_IF_ERROR(db_.queue(
         "INSERT INTO tombstones(customer, child, hlc, node, version, feed_seq) "
         "VALUES($1, $2, $3, $4, $5, 9223372036854775807) ON CONFLICT(customer, child) DO UPDATE SET "
         "hlc = excluded.hlc, node = excluded.node, version = excluded.version, feed_seq = excluded.feed_seq",
         PgParams().bytes(customer.raw()).bytes(child.raw()).i64(static_cast<std::int64_t>(w.hlc.value))
             .text(w.node).i64(w.version)));
-    (void)r;
     tombstones_.emplace_back(customer.raw(), child.raw());
     return Status::Ok();
   }
@@ -732,23 +731,23 @@ class PgHqTransaction final : public HqTransaction {
     // locks and row locks it takes are held for as short a time as possible.
     for (const std::string& key : dirty_settings_) {
       if (key == kHlcSetting) continue;
-      TS_RETURN_IF_ERROR(meta_put(db_, key, *settings_[key]));
+      TS_RETURN_IF_ERROR(db_.queue("INSERT INTO hq_meta(key, value) VALUES($1, $2) "
+                                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                   PgParams().text(key).text(*settings_[key])));
     }
     for (const auto& [node, cursor] : cursors_) {
-      TS_ASSIGN_OR_RETURN(auto r, db_.run(
+      TS_RETURN_IF_ERROR(db_.queue(
           "INSERT INTO node_cursors(node_id, cursor) VALUES($1, $2) "
           "ON CONFLICT(node_id) DO UPDATE SET cursor = greatest(node_cursors.cursor, excluded.cursor)",
           PgParams().text(node).i64(cursor)));
-      (void)r;
     }
     TS_RETURN_IF_ERROR(write_states());
     if (!feed_.empty()) TS_RETURN_IF_ERROR(write_feed());
     if (dirty_settings_.contains(std::string(kHlcSetting))) {
-      TS_ASSIGN_OR_RETURN(auto r, db_.run(
+      TS_RETURN_IF_ERROR(db_.queue(
           "INSERT INTO hq_meta(key, value) VALUES($1, $2) ON CONFLICT(key) DO UPDATE SET "
           "value = greatest(hq_meta.value::numeric, excluded.value::numeric)::text",
           PgParams().text(kHlcSetting).text(*settings_[std::string(kHlcSetting)])));
-      (void)r;
     }
     done_ = true;
     return db_.commit();
@@ -773,11 +772,10 @@ class PgHqTransaction final : public HqTransaction {
       states.push_back(value.first);
       errors.push_back(value.second);
     }
-    TS_ASSIGN_OR_RETURN(auto r, db_.run(
+    TS_RETURN_IF_ERROR(db_.queue(
         "UPDATE inbound i SET state = t.s, error = t.e FROM unnest($1::text[], $2::bigint[], "
         "$3::text[], $4::text[]) AS t(n, q, s, e) WHERE i.node_id = t.n AND i.seq = t.q",
         PgParams().text_array(nodes).i64_array(seqs).text_array(states).text_array(errors)));
-    (void)r;
     states_.clear();
     return Status::Ok();
   }
@@ -787,16 +785,14 @@ class PgHqTransaction final : public HqTransaction {
     TS_ASSIGN_OR_RETURN(auto top, db_.query_i64("SELECT max(seq) FROM feed"));
     std::int64_t seq = top.value_or(0);
     for (const PendingFeed& f : feed_) {
-      TS_ASSIGN_OR_RETURN(auto r, db_.run(
+      TS_RETURN_IF_ERROR(db_.queue(
           "INSERT INTO feed(seq, channel, customer, payload, alias) VALUES($1, $2, $3, $4, $5)",
           PgParams().i64(++seq).text(f.channel).bytes(f.customer).bytes(f.payload).opt_bytes(f.alias)));
-      (void)r;
     }
     for (const auto& [customer, child] : tombstones_) {
-      TS_ASSIGN_OR_RETURN(auto r, db_.run(
+      TS_RETURN_IF_ERROR(db_.queue(
           "UPDATE tombstones SET feed_seq = $3 WHERE customer = $1 AND child = $2",
           PgParams().bytes(customer).bytes(child).i64(seq)));
-      (void)r;
     }
     return Status::Ok();
   }
@@ -812,7 +808,10 @@ class PgHqTransaction final : public HqTransaction {
   std::set<Guid> locked_customers_;
   std::vector<PendingFeed> feed_;
   std::vector<std::pair<std::string, std::string>> tombstones_;
-  std::map<Guid, std::string> channels_;  // customer -> channel, from put_customer
+  std::map<Guid, std::string> channels_;  // customer -> channel, from customer()/put_customer
+  // GUID -> the customer it was merged into, read by customer() for a missing GUID
+  // (under that GUID's lock) or written by put_alias().
+  std::map<Guid, std::optional<std::string>> aliases_;
   // (node, seq) -> (state, error) of the operations this transaction applied.
   std::map<std::pair<std::string, std::int64_t>, std::pair<std::string, std::string>> states_;
 };

@@ -160,14 +160,26 @@ Status PgConnection::error(PGresult* r, std::string_view what) const {
 }
 
 Status PgConnection::exec(std::string_view sql) {
+  Status queued = Status::Ok();
+  if (pipelined_) {
+    auto d = drain(false);
+    if (!d.ok()) queued = d.status();
+  }
   PGresult* r = PQexec(c_, std::string(sql).c_str());
   const auto st = PQresultStatus(r);
   Status s = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? Status::Ok() : error(r, "statement");
   PQclear(r);
-  return s;
+  return queued.ok() ? s : queued;
 }
 
 Status PgConnection::commit() {
+  if (pipelined_) {
+    auto d = drain(false);
+    if (!d.ok()) {
+      (void)exec("ROLLBACK");
+      return d.status();
+    }
+  }
   PGresult* r = PQexec(c_, "COMMIT");
   Status s = PQresultStatus(r) == PGRES_COMMAND_OK ? Status::Ok() : error(r, "commit");
   if (s.ok() && std::string_view(PQcmdStatus(r)) != "COMMIT")
@@ -176,18 +188,28 @@ Status PgConnection::commit() {
   return s;
 }
 
-Result<PgRows> PgConnection::run(std::string_view sql, const PgParams& params) {
-  auto it = prepared_.find(sql);
-  if (it == prepared_.end()) {
-    std::string name = "ts" + std::to_string(prepared_.size() + 1);
-    PGresult* r = PQprepare(c_, name.c_str(), std::string(sql).c_str(),
-                            static_cast<int>(params.types_.size()), params.types_.data());
+Result<std::string> PgConnection::statement(std::string_view sql, const PgParams& params, bool pipelined) {
+  if (auto it = prepared_.find(sql); it != prepared_.end()) return it->second;
+  std::string name = "ts" + std::to_string(prepared_.size() + 1);
+  const auto nparams = static_cast<int>(params.types_.size());
+  const std::string text(sql);
+  if (pipelined) {
+    if (PQsendPrepare(c_, name.c_str(), text.c_str(), nparams, params.types_.data()) != 1)
+      return error(nullptr, "prepare");
+    ++pending_;
+    unconfirmed_.push_back(text);
+  } else {
+    PGresult* r = PQprepare(c_, name.c_str(), text.c_str(), nparams, params.types_.data());
     const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     Status s = ok ? Status::Ok() : error(r, "prepare");
     PQclear(r);
     if (!ok) return s;
-    it = prepared_.emplace(std::string(sql), std::move(name)).first;
   }
+  prepared_.emplace(text, name);
+  return name;
+}
+
+Status PgConnection::send(const std::string& name, const PgParams& params) {
   const int n = static_cast<int>(params.values_.size());
   std::vector<const char*> values(static_cast<std::size_t>(n));
   std::vector<int> lengths(static_cast<std::size_t>(n));
@@ -197,8 +219,80 @@ Result<PgRows> PgConnection::run(std::string_view sql, const PgParams& params) {
     values[i] = v ? v->data() : nullptr;
     lengths[i] = v ? static_cast<int>(v->size()) : 0;
   }
-  PGresult* r = PQexecPrepared(c_, it->second.c_str(), n, values.data(), lengths.data(),
-                               formats.data(), /*resultFormat=*/1);
+  if (PQsendQueryPrepared(c_, name.c_str(), n, values.data(), lengths.data(), formats.data(),
+                          /*resultFormat=*/1) != 1)
+    return error(nullptr, "send");
+  ++pending_;
+  return Status::Ok();
+}
+
+Status PgConnection::queue(std::string_view sql, const PgParams& params) {
+  if (!pipelined_) {
+    if (PQenterPipelineMode(c_) != 1) return error(nullptr, "pipeline");
+    pipelined_ = true;
+  }
+  TS_ASSIGN_OR_RETURN(std::string name, statement(sql, params, true));
+  return send(name, params);
+}
+
+Result<PgRows> PgConnection::drain(bool keep_last) {
+  Status first = Status::Ok();
+  if (PQpipelineSync(c_) != 1) first = error(nullptr, "pipeline sync");
+  PGresult* last = nullptr;
+  for (int i = 0; i < pending_; ++i) {
+    PGresult* r = PQgetResult(c_);
+    if (r == nullptr) {
+      first = error(nullptr, "pipeline");
+      break;
+    }
+    const auto st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_PIPELINE_ABORTED && first.ok())
+      first = error(r, "query");
+    if (keep_last && i == pending_ - 1 && first.ok()) {
+      last = r;
+    } else {
+      PQclear(r);
+    }
+    while (PGresult* extra = PQgetResult(c_)) PQclear(extra);  // the NULL ending each result
+  }
+  // The sync point ends the pipeline.
+  for (;;) {
+    PGresult* r = PQgetResult(c_);
+    if (r == nullptr) break;
+    const bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+    PQclear(r);
+    if (sync) break;
+  }
+  pending_ = 0;
+  if (PQexitPipelineMode(c_) == 1) pipelined_ = false;
+  if (!first.ok()) {
+    for (const std::string& sql : unconfirmed_) prepared_.erase(sql);  // may not exist
+    unconfirmed_.clear();
+    if (last != nullptr) PQclear(last);
+    return first;
+  }
+  unconfirmed_.clear();
+  if (last == nullptr) return PgRows(nullptr);
+  return PgRows(last);
+}
+
+Result<PgRows> PgConnection::run(std::string_view sql, const PgParams& params) {
+  if (pipelined_) {
+    TS_RETURN_IF_ERROR(queue(sql, params));
+    return drain(true);
+  }
+  TS_ASSIGN_OR_RETURN(std::string name, statement(sql, params, false));
+  const int n = static_cast<int>(params.values_.size());
+  std::vector<const char*> values(static_cast<std::size_t>(n));
+  std::vector<int> lengths(static_cast<std::size_t>(n));
+  std::vector<int> formats(static_cast<std::size_t>(n), 1);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const auto& v = params.values_[i];
+    values[i] = v ? v->data() : nullptr;
+    lengths[i] = v ? static_cast<int>(v->size()) : 0;
+  }
+  PGresult* r = PQexecPrepared(c_, name.c_str(), n, values.data(), lengths.data(), formats.data(),
+                               /*resultFormat=*/1);
   const auto st = PQresultStatus(r);
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
     Status s = error(r, "query");

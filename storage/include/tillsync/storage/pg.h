@@ -96,7 +96,14 @@ class PgConnection {
   // (a statement of it had failed).
   Status commit();
   // Runs `sql` as a prepared statement (prepared on first use on this connection).
+  // Statements queue()d before it are sent in the same round trip, run first, in
+  // order; the first error among them is returned instead of this statement's result.
   Result<PgRows> run(std::string_view sql, const PgParams& params = {});
+  // Sends `sql` without waiting for its result (libpq pipeline mode): for writes and
+  // locks whose only outcome is "no error". Queued statements run in order, before
+  // whatever is sent next; their first error comes back from the next run(), exec()
+  // or commit() (commit() then rolls the transaction back).
+  Status queue(std::string_view sql, const PgParams& params = {});
   // The first column of the first row as bigint; nullopt when no row or NULL.
   Result<std::optional<std::int64_t>> query_i64(std::string_view sql, const PgParams& params = {});
 
@@ -106,7 +113,15 @@ class PgConnection {
  private:
   PgConnection(pg_conn* c, std::string display_url) : c_(c), display_url_(std::move(display_url)) {}
   Status error(pg_result* r, std::string_view what) const;
+  // The name `sql` is prepared under; prepares it first (queued when pipelined).
+  Result<std::string> statement(std::string_view sql, const PgParams& params, bool pipelined);
+  Status send(const std::string& name, const PgParams& params);
+  // Ends the pipeline: reads every queued result; keeps the last one when asked.
+  Result<PgRows> drain(bool keep_last);
   pg_conn* c_ = nullptr;
+  bool pipelined_ = false;
+  int pending_ = 0;                      // queued results not read yet
+  std::vector<std::string> unconfirmed_;  // prepared in the current pipeline
   std::string display_url_;
   std::map<std::string, std::string, std::less<>> prepared_;  // SQL -> statement name
 };
