@@ -13,10 +13,6 @@ using testing::TempDir;
 using testing::Terminal;
 using testing::terminal_config;
 
-constexpr FunctionalityProfile kAsyncEdits{.async_customer_creation = true,
-                                           .async_customer_addresses = true,
-                                           .async_customer_edits = true};
-
 class ConflictTest : public ::testing::Test {
  protected:
   void start(ConflictPolicy policy, DuplicatePolicy duplicates = DuplicatePolicy::flag) {
@@ -27,8 +23,8 @@ class ConflictTest : public ::testing::Test {
     hq->hq_options().conflict_policy = policy;
     hq->hq_options().duplicate_policy = duplicates;
     hq->start();
-    a = std::make_unique<Terminal>(dir.file("a.db"), terminal_config("S001", "T01", hq->endpoint(), kAsyncEdits), 1, &clock_a);
-    b = std::make_unique<Terminal>(dir.file("b.db"), terminal_config("S002", "T01", hq->endpoint(), kAsyncEdits), 2, &clock_b);
+    a = std::make_unique<Terminal>(dir.file("a.db"), terminal_config("S001", "T01", hq->endpoint(), testing::kAsyncEverything), 1, &clock_a);
+    b = std::make_unique<Terminal>(dir.file("b.db"), terminal_config("S002", "T01", hq->endpoint(), testing::kAsyncEverything), 2, &clock_b);
   }
 
   // Creates a customer on A and makes it known (converted) everywhere.

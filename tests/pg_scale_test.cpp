@@ -27,10 +27,6 @@ using testing::TempDir;
 using testing::Terminal;
 using testing::terminal_config;
 
-constexpr FunctionalityProfile kAsyncEdits{.async_customer_creation = true,
-                                           .async_customer_addresses = true,
-                                           .async_customer_edits = true};
-
 std::size_t env_size(const char* name, std::size_t fallback) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
@@ -80,7 +76,7 @@ class PgScaleTest : public ::testing::Test {
       std::snprintf(term, sizeof term, "T%02zu", i % 4 + 1);
       ts.push_back(std::make_unique<Terminal>(
           dir.file(std::string(store) + term + ".db"),
-          terminal_config(store, term, endpoints[i % hq_processes], kAsyncEdits, 10'000), 1000 + i));
+          terminal_config(store, term, endpoints[i % hq_processes], testing::kAsyncEverything, 10'000), 1000 + i));
       for (std::size_t k = 0; k < creates_each; ++k) {
         auto c = ts[i]->node().create_customer(
             testing::new_person("F" + std::to_string(i) + "x" + std::to_string(k), "Scale"));

@@ -34,10 +34,6 @@ using testing::TempDir;
 using testing::Terminal;
 using testing::terminal_config;
 
-constexpr FunctionalityProfile kAsyncEverything{.async_customer_creation = true,
-                                                .async_customer_addresses = true,
-                                                .async_customer_edits = true};
-
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -154,7 +150,7 @@ class ReplayLiveTest : public ::testing::Test {
     for (const auto& [store, terminal] : ids) {
       terminals.push_back(std::make_unique<Terminal>(
           dir.file(store + "-" + terminal + ".db"),
-          terminal_config(store, terminal, hq->endpoint(), kAsyncEverything), seed++));
+          terminal_config(store, terminal, hq->endpoint(), testing::kAsyncEverything), seed++));
     }
   }
 
@@ -419,7 +415,7 @@ class ReplayCaptureTest : public ::testing::Test {
     NodeConfig config;
     config.store_id = store;
     config.terminal_id = id;
-    config.profile = kAsyncEverything;
+    config.profile = testing::kAsyncEverything;
     ChannelNodeOptions o;
     o.seed = seed;
     auto node = ChannelNode::create(dir.file(store + "-" + id + ".db"), config, o);

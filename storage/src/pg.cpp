@@ -188,23 +188,16 @@ Status PgConnection::commit() {
   return s;
 }
 
-Result<std::string> PgConnection::statement(std::string_view sql, const PgParams& params, bool pipelined) {
+Result<std::string> PgConnection::statement(std::string_view sql, const PgParams& params) {
   if (auto it = prepared_.find(sql); it != prepared_.end()) return it->second;
-  std::string name = "ts" + std::to_string(prepared_.size() + 1);
+  // Never reused: a statement whose pipeline failed is prepared again under a new name.
+  std::string name = "ts" + std::to_string(++statements_);
   const auto nparams = static_cast<int>(params.types_.size());
   const std::string text(sql);
-  if (pipelined) {
-    if (PQsendPrepare(c_, name.c_str(), text.c_str(), nparams, params.types_.data()) != 1)
-      return error(nullptr, "prepare");
-    ++pending_;
-    unconfirmed_.push_back(text);
-  } else {
-    PGresult* r = PQprepare(c_, name.c_str(), text.c_str(), nparams, params.types_.data());
-    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    Status s = ok ? Status::Ok() : error(r, "prepare");
-    PQclear(r);
-    if (!ok) return s;
-  }
+  if (PQsendPrepare(c_, name.c_str(), text.c_str(), nparams, params.types_.data()) != 1)
+    return error(nullptr, "prepare");
+  ++pending_;
+  unconfirmed_.push_back(text);
   prepared_.emplace(text, name);
   return name;
 }
@@ -231,7 +224,7 @@ Status PgConnection::queue(std::string_view sql, const PgParams& params) {
     if (PQenterPipelineMode(c_) != 1) return error(nullptr, "pipeline");
     pipelined_ = true;
   }
-  TS_ASSIGN_OR_RETURN(std::string name, statement(sql, params, true));
+  TS_ASSIGN_OR_RETURN(std::string name, statement(sql, params));
   return send(name, params);
 }
 
@@ -276,30 +269,11 @@ Result<PgRows> PgConnection::drain(bool keep_last) {
   return PgRows(last);
 }
 
+// Always through the pipeline: with nothing queued it is one query and one sync, the
+// same single round trip PQexecPrepared makes.
 Result<PgRows> PgConnection::run(std::string_view sql, const PgParams& params) {
-  if (pipelined_) {
-    TS_RETURN_IF_ERROR(queue(sql, params));
-    return drain(true);
-  }
-  TS_ASSIGN_OR_RETURN(std::string name, statement(sql, params, false));
-  const int n = static_cast<int>(params.values_.size());
-  std::vector<const char*> values(static_cast<std::size_t>(n));
-  std::vector<int> lengths(static_cast<std::size_t>(n));
-  std::vector<int> formats(static_cast<std::size_t>(n), 1);
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const auto& v = params.values_[i];
-    values[i] = v ? v->data() : nullptr;
-    lengths[i] = v ? static_cast<int>(v->size()) : 0;
-  }
-  PGresult* r = PQexecPrepared(c_, name.c_str(), n, values.data(), lengths.data(), formats.data(),
-                               /*resultFormat=*/1);
-  const auto st = PQresultStatus(r);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    Status s = error(r, "query");
-    PQclear(r);
-    return s;
-  }
-  return PgRows(r);
+  TS_RETURN_IF_ERROR(queue(sql, params));
+  return drain(true);
 }
 
 Result<std::optional<std::int64_t>> PgConnection::query_i64(std::string_view sql, const PgParams& params) {

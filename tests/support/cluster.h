@@ -127,6 +127,11 @@ class Terminal {
   std::unique_ptr<Replicator> replicator_;
 };
 
+// Creations, addresses and edits all asynchronous (written to the log, replicated).
+inline constexpr FunctionalityProfile kAsyncEverything{.async_customer_creation = true,
+                                                       .async_customer_addresses = true,
+                                                       .async_customer_edits = true};
+
 inline NodeConfig terminal_config(const std::string& store, const std::string& terminal,
                                   const std::string& hq, FunctionalityProfile profile = {},
                                   int timeout_ms = 2000) {

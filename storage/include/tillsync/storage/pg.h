@@ -113,8 +113,8 @@ class PgConnection {
  private:
   PgConnection(pg_conn* c, std::string display_url) : c_(c), display_url_(std::move(display_url)) {}
   Status error(pg_result* r, std::string_view what) const;
-  // The name `sql` is prepared under; prepares it first (queued when pipelined).
-  Result<std::string> statement(std::string_view sql, const PgParams& params, bool pipelined);
+  // The name `sql` is prepared under; queues its preparation the first time.
+  Result<std::string> statement(std::string_view sql, const PgParams& params);
   Status send(const std::string& name, const PgParams& params);
   // Ends the pipeline: reads every queued result; keeps the last one when asked.
   Result<PgRows> drain(bool keep_last);
@@ -122,6 +122,7 @@ class PgConnection {
   bool pipelined_ = false;
   int pending_ = 0;                      // queued results not read yet
   std::vector<std::string> unconfirmed_;  // prepared in the current pipeline
+  std::uint64_t statements_ = 0;          // names given so far
   std::string display_url_;
   std::map<std::string, std::string, std::less<>> prepared_;  // SQL -> statement name
 };
