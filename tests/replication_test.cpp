@@ -150,11 +150,24 @@ TEST_F(ReplicationTest, HqDownCreationsFallBackThenEverythingConverges) {
   EXPECT_FALSE(a->node().status()->last_error.empty());
 
   hq->start(endpoint);  // HQ comes back on the same address
-  ASSERT_TRUE(a->sync().ok());
-  ASSERT_TRUE(b->sync().ok());
+  // The 150 ms timeout that makes the outage quick to detect can also expire on a
+  // loaded machine once HQ is back (sanitizers, PostgreSQL): a till then just syncs
+  // again, as its replicator would. Anything but hq_unreachable fails the test.
+  auto sync = [](Terminal& t) {
+    Result<SyncReport> r = t.sync();
+    for (int attempt = 1; !r.ok() && r.status().code() == Code::hq_unreachable && attempt < 20; ++attempt)
+      r = t.sync();
+    return r;
+  };
+  for (Terminal* t : {a.get(), b.get()}) {
+    auto r = sync(*t);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+  }
   EXPECT_EQ(run_job().converted, 10u);
-  ASSERT_TRUE(a->sync().ok());
-  ASSERT_TRUE(b->sync().ok());
+  for (Terminal* t : {a.get(), b.get()}) {
+    auto r = sync(*t);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+  }
 
   const auto d = hq_digest();
   EXPECT_EQ(d.customers, 10u);
