@@ -778,8 +778,7 @@ class Bench {
     const std::string schema = "bench_i_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(rd());
     TS_ASSIGN_OR_RETURN(auto admin, storage::PgConnection::open(server));
     TS_RETURN_IF_ERROR(admin->exec("CREATE SCHEMA " + schema));
-    const std::string url = server + (server.find('?') == std::string::npos ? "?" : "&") +
-                            "options=-csearch_path%3D" + schema;
+    const std::string url = storage::postgres_url_in_schema(server, schema);
     return std::make_pair(url, schema);
   }
 

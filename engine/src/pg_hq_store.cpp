@@ -237,12 +237,11 @@ Result<std::optional<std::string>> meta_get(PgConnection& db, std::string_view k
   return std::optional<std::string>{rows.text(0, 0)};
 }
 
+// Queued: its outcome comes back with the next read or the commit.
 Status meta_put(PgConnection& db, std::string_view key, std::string_view value) {
-  TS_ASSIGN_OR_RETURN(auto r, db.run("INSERT INTO hq_meta(key, value) VALUES($1, $2) "
-                                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                                     PgParams().text(key).text(value)));
-  (void)r;
-  return Status::Ok();
+  return db.queue("INSERT INTO hq_meta(key, value) VALUES($1, $2) "
+                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                  PgParams().text(key).text(value));
 }
 
 std::string ascii_lower(std::string_view s) {
@@ -411,15 +410,13 @@ class PgHqTransaction final : public HqTransaction {
     // (customer() is always called first, under its lock) keeps the one it has.
     channels_.try_emplace(c.guid, std::string(channel));
     return db_.queue(
-        "WITH up AS (INSERT INTO customers(guid, account_number, channel, search, sort_name, "
-        "sort_first, payload) VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(guid) DO UPDATE SET "
-        "account_number = excluded.account_number, search = excluded.search, "
-        "sort_name = excluded.sort_name, sort_first = excluded.sort_first, payload = excluded.payload "
-        "RETURNING channel), "
-        "del AS (DELETE FROM match_keys WHERE customer = $1 AND NOT (key = ANY($8::text[]))), "
+        "WITH del AS (DELETE FROM match_keys WHERE customer = $1 AND NOT (key = ANY($8::text[]))), "
         "ins AS (INSERT INTO match_keys(key, customer) SELECT k, $1 FROM unnest($8::text[]) AS k "
         "ON CONFLICT DO NOTHING) "
-        "SELECT channel FROM up",
+        "INSERT INTO customers(guid, account_number, channel, search, sort_name, sort_first, payload) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(guid) DO UPDATE SET "
+        "account_number = excluded.account_number, search = excluded.search, "
+        "sort_name = excluded.sort_name, sort_first = excluded.sort_first, payload = excluded.payload",
         p);
   }
   Result<std::string> channel_of(const Guid& customer) override {
@@ -731,9 +728,7 @@ class PgHqTransaction final : public HqTransaction {
     // locks and row locks it takes are held for as short a time as possible.
     for (const std::string& key : dirty_settings_) {
       if (key == kHlcSetting) continue;
-      TS_RETURN_IF_ERROR(db_.queue("INSERT INTO hq_meta(key, value) VALUES($1, $2) "
-                                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                                   PgParams().text(key).text(*settings_[key])));
+      TS_RETURN_IF_ERROR(meta_put(db_, key, *settings_[key]));
     }
     for (const auto& [node, cursor] : cursors_) {
       TS_RETURN_IF_ERROR(db_.queue(
@@ -957,7 +952,7 @@ Status init_postgres_hq(const std::string& url, std::string_view number_prefix, 
     (void)db->exec("ROLLBACK");
     return s;
   }
-  return db->exec("COMMIT");
+  return db->commit();
 }
 
 Result<std::unique_ptr<HqStore>> open_postgres_hq(const std::string& url) {

@@ -74,6 +74,10 @@ bool is_postgres_url(std::string_view location) {
   return location.starts_with("postgresql://") || location.starts_with("postgres://");
 }
 
+std::string postgres_url_in_schema(const std::string& url, const std::string& schema) {
+  return url + (url.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" + schema;
+}
+
 PgParams& PgParams::add(unsigned oid, std::optional<std::string> value) {
   types_.push_back(oid);
   values_.push_back(std::move(value));

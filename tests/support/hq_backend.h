@@ -58,8 +58,7 @@ class HqLocation {
     }
     Status s = (*admin)->exec("CREATE SCHEMA " + schema_);
     if (!s.ok()) ADD_FAILURE() << s.to_string();
-    location_ = base + (base.find('?') == std::string::npos ? "?" : "&") +
-                "options=-csearch_path%3D" + schema_;
+    location_ = storage::postgres_url_in_schema(base, schema_);
   }
   ~HqLocation() {
     if (schema_.empty()) return;

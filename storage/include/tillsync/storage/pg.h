@@ -32,6 +32,10 @@ namespace tillsync::storage {
 // "postgres://..."), as opposed to a file path.
 bool is_postgres_url(std::string_view location);
 
+// `url` with `schema` as its search_path, so an HQ there lives in that schema (e.g. one
+// schema per test or benchmark run on a shared server). `schema` is a plain identifier.
+std::string postgres_url_in_schema(const std::string& url, const std::string& schema);
+
 // The parameters of one statement execution. Append in $1, $2, ... order.
 class PgParams {
  public:
