@@ -5,6 +5,7 @@
 
 #include "support/cluster.h"
 #include "tillsync/storage/database.h"
+#include "tillsync/storage/pg.h"
 #include "tillsync/transport/socket.h"
 
 namespace tillsync {
@@ -132,6 +133,62 @@ TEST_F(ReplicationTest, AsyncCreateUploadConvertDistributeShowsAccountNumber) {
   EXPECT_TRUE(st->last_sync_at_ms.has_value());
 }
 
+// A staged create is its customer's `pending` row in the status view: an upload writes
+// no status row, yet the row shows who uploaded it and when HQ received it, and the
+// job's outcome keeps that creation time.
+TEST_F(ReplicationTest, StatusViewShowsEachStagedCreateOnceWithTheTimeHqReceivedIt) {
+  constexpr std::int64_t kReceived = 1'700'000'000'000;
+  ManualClock clock(kReceived);
+  hq->stop();
+  hq->hq_options().clock = &clock;
+  hq->start();
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  auto a = t->node().create_customer(new_person("Ada", "Lovelace"));
+  auto b = t->node().create_customer(new_person("Grace", "Hopper"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(t->sync().ok());
+  clock.advance(5'000);
+
+  auto pending = hq->inspect()->sync_status(SyncStatus::pending).value();
+  ASSERT_EQ(pending.size(), 2u);
+  for (const SyncStatusRecord& r : pending) {
+    EXPECT_TRUE(r.guid == a->customer.guid || r.guid == b->customer.guid);
+    EXPECT_EQ(r.node_id, "S001/T01");
+    EXPECT_EQ(r.created_at_ms, kReceived);
+    EXPECT_EQ(r.updated_at_ms, kReceived);
+    EXPECT_FALSE(r.account_number.has_value());
+  }
+  EXPECT_TRUE(hq->inspect()->sync_status(SyncStatus::converted)->empty());
+
+  // A row stored for a staged create (as versions before the derived rows wrote at
+  // upload) is the one shown, not a second one.
+  const std::string stored =
+      "INSERT INTO sync_status(guid, node_id, account_number, status, last_error, created_at_ms, "
+      "updated_at_ms, twin) SELECT entity, node_id, NULL, 'pending', '', 42, 42, NULL FROM inbound "
+      "WHERE seq = 1";
+  if (testing::testing_postgres()) {
+    ASSERT_TRUE(storage::PgConnection::open(hq->db()).value()->exec(stored).ok());
+  } else {
+    ASSERT_TRUE(storage::Database::open(hq->db()).value()->exec(stored).ok());
+  }
+  auto all = hq->inspect()->sync_status(std::nullopt).value();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].guid, a->customer.guid);  // ordered by creation time
+  EXPECT_EQ(all[0].created_at_ms, 42);
+  EXPECT_EQ(all[1].guid, b->customer.guid);
+  EXPECT_EQ(all[1].created_at_ms, kReceived);
+
+  EXPECT_EQ(run_job().converted, 2u);
+  EXPECT_TRUE(hq->inspect()->sync_status(SyncStatus::pending)->empty());
+  auto converted = hq->inspect()->sync_status(SyncStatus::converted).value();
+  ASSERT_EQ(converted.size(), 2u);
+  EXPECT_EQ(converted[0].created_at_ms, 42);
+  EXPECT_EQ(converted[1].guid, b->customer.guid);
+  EXPECT_EQ(converted[1].created_at_ms, kReceived);
+  EXPECT_EQ(converted[1].updated_at_ms, kReceived + 5'000);
+  EXPECT_TRUE(converted[1].account_number.has_value());
+}
+
 TEST_F(ReplicationTest, HqDownCreationsFallBackThenEverythingConverges) {
   const std::string endpoint = hq->endpoint();
   hq->stop();
@@ -201,6 +258,32 @@ TEST_F(ReplicationTest, RtsReplyLostAfterCommitLeavesExactlyOneCustomer) {
   ASSERT_TRUE(shown.ok());
   EXPECT_TRUE(shown->synced());
   EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
+}
+
+// The replicator records one acknowledgement while HQ stores the next batch: a push
+// that fails later still leaves every acknowledged batch recorded, and the batch whose
+// reply was lost is resent and applied once.
+TEST_F(ReplicationTest, AcknowledgedBatchesStayRecordedWhenALaterPushFails) {
+  constexpr std::uint8_t kPush = 7;  // protocol::MsgType::push
+  int pushes = 0;
+  hq->stop();
+  hq->options().drop_reply = [&](std::uint8_t type) { return type == kPush && ++pushes == 3; };
+  hq->start();
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(t->node().create_customer(new_person("Batch", "No" + std::to_string(i))).ok());
+  auto client = HqClient::connect(hq->endpoint(), 300).value();
+  auto replicator = Replicator::open(dir.file("S001-T01.db"), *client, {.push_batch = 2}).value();
+
+  auto failed = replicator->push_all();
+  EXPECT_EQ(failed.status().code(), Code::hq_unreachable);
+  EXPECT_EQ(pushes, 3);
+  EXPECT_EQ(t->node().status()->pending_ops, 1);  // ops 1-4 acknowledged and recorded
+
+  auto again = replicator->push_all();
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(*again, 1);  // HQ had stored op 5; its cursor says so
+  EXPECT_EQ(t->node().status()->pending_ops, 0);
+  EXPECT_EQ(run_job().converted, 5u);
 }
 
 TEST_F(ReplicationTest, DuplicatedAndResentBatchesApplyOnce) {

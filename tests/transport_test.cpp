@@ -100,6 +100,26 @@ TEST(Transport, TimeoutIsHqUnreachableAndALateReplyIsNeverTakenForTheNextOne) {
   EXPECT_EQ(ok->body, "dnoces");
 }
 
+TEST(Transport, SendThenReceiveLetsTheCallerWorkWhileTheServerAnswers) {
+  Context ctx;
+  EchoServer echo(ctx);
+  echo.serve(3);
+  auto c = Client::connect(ctx, echo.endpoint(), {.timeout_ms = 5000});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->receive().status().code(), Code::invalid_input);  // nothing was sent
+  ASSERT_TRUE(c->send(5, "first").ok());
+  // A request abandoned by the next send(): its reply arrives but is never returned.
+  ASSERT_TRUE(c->send(5, "second").ok());
+  auto r = c->receive();
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->body, "dnoces");
+  EXPECT_EQ(c->receive().status().code(), Code::invalid_input);  // already received
+  auto third = c->call(5, "third");
+  ASSERT_TRUE(third.ok()) << third.status().to_string();
+  EXPECT_EQ(third->body, "driht");
+  echo.join();
+}
+
 TEST(Transport, NobodyListeningIsHqUnreachable) {
   Context ctx;
   std::string endpoint;

@@ -146,7 +146,7 @@ struct Headquarters::Impl {
 
   // Duplicate detection at conversion (DESIGN.md §4). Returns true when `c` was merged
   // into an existing customer (policy merge) and must not be created.
-  Result<bool> handle_duplicate(HqTransaction& tx, const LogRecord& rec, Customer& c,
+  Result<bool> handle_duplicate(HqTransaction& tx, const StagedOp& op, Customer& c,
                                 std::string_view channel, std::optional<Guid>& twin_out) {
     TS_ASSIGN_OR_RETURN(auto twin, tx.find_duplicate(c));
     twin_out = twin;
@@ -156,7 +156,7 @@ struct Headquarters::Impl {
     TS_ASSIGN_OR_RETURN(Customer target, existing(tx, *twin));
     TS_RETURN_IF_ERROR(tx.put_alias(c.guid, target.guid));
     TS_RETURN_IF_ERROR(tx.append_alias(c.guid, target, channel));
-    TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, target.account_number, SyncStatus::duplicate,
+    TS_RETURN_IF_ERROR(record_status(tx, op, c.guid, target.account_number, SyncStatus::duplicate,
                                      "merged into existing customer " + target.account_id(), target.guid));
     return true;
   }
@@ -168,7 +168,8 @@ struct Headquarters::Impl {
     bool converted = false;
   };
 
-  Result<Applied> apply(HqTransaction& tx, const LogRecord& rec, const std::vector<FieldChange>& fixes) {
+  Result<Applied> apply(HqTransaction& tx, const StagedOp& op, const std::vector<FieldChange>& fixes) {
+    const LogRecord& rec = op.record;
     auto decoded = decode_payload(rec.kind, rec.payload);
     if (!decoded.ok()) return Applied{decoded.status()};
     const std::string channel = channel_of_node(rec.node_id);
@@ -182,14 +183,14 @@ struct Headquarters::Impl {
       if (have) {
         // Already created, e.g. by an RTS call whose reply was lost before the
         // terminal fell back to async (D4): the same GUID is the same customer.
-        TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, have->account_number, SyncStatus::converted, ""));
+        TS_RETURN_IF_ERROR(record_status(tx, op, c.guid, have->account_number, SyncStatus::converted, ""));
         return Applied{Status::Ok(), false};
       }
       for (const FieldChange& f : fixes) c.get(f.field) = f.value;
       Status valid = validate_customer(c);
       if (!valid.ok()) return Applied{valid};
       std::optional<Guid> twin;
-      TS_ASSIGN_OR_RETURN(bool merged, handle_duplicate(tx, rec, c, channel, twin));
+      TS_ASSIGN_OR_RETURN(bool merged, handle_duplicate(tx, op, c, channel, twin));
       if (merged) return Applied{Status::Ok(), true};
       TS_ASSIGN_OR_RETURN(std::string account, tx.next_account_number());
       c.account_number = account;
@@ -198,10 +199,10 @@ struct Headquarters::Impl {
       TS_RETURN_IF_ERROR(publish(tx, c, channel));
       if (twin) {
         TS_ASSIGN_OR_RETURN(Customer other, existing(tx, *twin));
-        TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, c.account_number, SyncStatus::duplicate,
+        TS_RETURN_IF_ERROR(record_status(tx, op, c.guid, c.account_number, SyncStatus::duplicate,
                                          "same e-mail or phone as customer " + other.account_id(), twin));
       } else {
-        TS_RETURN_IF_ERROR(record_status(tx, rec, c.guid, c.account_number, SyncStatus::converted, ""));
+        TS_RETURN_IF_ERROR(record_status(tx, op, c.guid, c.account_number, SyncStatus::converted, ""));
       }
       return Applied{Status::Ok(), true};
     }
@@ -321,15 +322,17 @@ struct Headquarters::Impl {
 
 
 
-  Status record_status(HqTransaction& tx, const LogRecord& rec, const Guid& guid,
+  // The status row of `guid` after `op`: created (by op's node, when HQ received op)
+  // if the view has none yet.
+  Status record_status(HqTransaction& tx, const StagedOp& op, const Guid& guid,
                        const std::optional<std::string>& account, SyncStatus status,
                        std::string_view error, std::optional<Guid> twin = std::nullopt) {
     TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(guid));
     SyncStatusRecord r = row.value_or(SyncStatusRecord{});
     if (!row) {
       r.guid = guid;
-      r.node_id = rec.node_id;
-      r.created_at_ms = now();
+      r.node_id = op.record.node_id;
+      r.created_at_ms = op.received_at_ms > 0 ? op.received_at_ms : now();
     }
     r.account_number = account;
     r.status = status;
@@ -340,11 +343,12 @@ struct Headquarters::Impl {
   }
 
   // Applies one op and records its outcome (state, status view) in `tx`.
-  Status apply_and_record(HqTransaction& tx, const LogRecord& rec,
+  Status apply_and_record(HqTransaction& tx, const StagedOp& op,
                           const std::vector<FieldChange>& fixes, JobReport& report) {
+    const LogRecord& rec = op.record;
     TS_ASSIGN_OR_RETURN(Hlc merged, tick(tx, rec.hlc));
     (void)merged;
-    TS_ASSIGN_OR_RETURN(Applied a, apply(tx, rec, fixes));
+    TS_ASSIGN_OR_RETURN(Applied a, apply(tx, op, fixes));
     if (a.domain.ok()) {
       TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::applied, ""));
       ++report.applied;
@@ -357,7 +361,7 @@ struct Headquarters::Impl {
     // The status view follows async customers: a failed create, or any failure of a
     // customer that is not converted yet.
     if (rec.kind == OpKind::customer_create || (row && row->status != SyncStatus::converted)) {
-      TS_RETURN_IF_ERROR(record_status(tx, rec, rec.entity, std::nullopt, SyncStatus::failed, error));
+      TS_RETURN_IF_ERROR(record_status(tx, op, rec.entity, std::nullopt, SyncStatus::failed, error));
     }
     ++report.failed;
     return Status::Ok();
@@ -499,26 +503,14 @@ Result<PushResult> Headquarters::push(std::string_view node_id, const std::vecto
     result.duplicates = first;
     result.gap = end < records.size();
     const std::span<const LogRecord> run(records.data() + first, end - first);
-    TS_ASSIGN_OR_RETURN(std::vector<bool> fresh, tx->stage_all(run));
-    std::vector<SyncStatusRecord> pending;
+    // A staged create is its customer's `pending` row in the status view until the job
+    // records an outcome (HqStore::sync_statuses): nothing else is written per record.
+    TS_ASSIGN_OR_RETURN(std::vector<bool> fresh, tx->stage_all(run, impl_->now()));
     for (std::size_t i = 0; i < run.size(); ++i) {
       cursor = run[i].seq;
-      if (!fresh[i]) {
-        ++result.duplicates;
-        continue;
-      }
-      ++result.staged;
-      if (run[i].kind == OpKind::customer_create) {
-        // An existing row (e.g. an RTS create already converted) is kept.
-        SyncStatusRecord p;
-        p.guid = run[i].entity;
-        p.node_id = run[i].node_id;
-        p.status = SyncStatus::pending;
-        p.created_at_ms = p.updated_at_ms = impl_->now();
-        pending.push_back(std::move(p));
-      }
+      if (fresh[i]) ++result.staged;
+      else ++result.duplicates;
     }
-    TS_RETURN_IF_ERROR(tx->add_sync_statuses_if_absent(pending));
     TS_RETURN_IF_ERROR(tx->commit());
     result.acked_seq = cursor;  // acknowledged only after the commit above
     return result;
@@ -565,7 +557,7 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
       JobReport part;
       TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
       TS_ASSIGN_OR_RETURN(auto ops, tx->staged(want));
-      for (const StagedOp& op : ops) TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op.record, {}, part));
+      for (const StagedOp& op : ops) TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op, {}, part));
       TS_RETURN_IF_ERROR(tx->commit());
       return std::pair{part, ops.size()};
     }));
@@ -622,7 +614,7 @@ Result<JobReport> Headquarters::resync(const Guid& guid, const std::vector<Field
       // The fixes go with the first failed operation (normally the create).
       const bool use = !fixes_used;
       fixes_used = true;
-      TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op.record, use ? fixes : std::vector<FieldChange>{}, report));
+      TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op, use ? fixes : std::vector<FieldChange>{}, report));
     }
     TS_RETURN_IF_ERROR(tx->commit());
     return report;

@@ -14,7 +14,21 @@ struct HqClient::Impl {
 
   template <class Reply, class Request>
   Result<Reply> call(MsgType type, Request request) {
-    auto frame = client->call(static_cast<std::uint8_t>(type), protocol::encode(std::move(request)));
+    return reply<Reply>(type, client->call(static_cast<std::uint8_t>(type), protocol::encode(std::move(request))));
+  }
+
+  // Sends `request`, runs `meanwhile`, then waits for the reply.
+  template <class Reply, class Request>
+  Result<Reply> call_overlapped(MsgType type, Request request, const std::function<void()>& meanwhile) {
+    Status sent = client->send(static_cast<std::uint8_t>(type), protocol::encode(std::move(request)));
+    if (!sent.ok()) return reply<Reply>(type, std::move(sent));
+    meanwhile();
+    return reply<Reply>(type, client->receive());
+  }
+
+  // The decoded reply to a `type` request, noting whether HQ answered at all.
+  template <class Reply>
+  Result<Reply> reply(MsgType type, Result<transport::Frame> frame) {
     if (!frame.ok()) {
       if (frame.status().code() == Code::hq_unreachable) reachable = false;
       else reachable = true;  // HQ answered, with an error
@@ -33,6 +47,12 @@ struct HqClient::Impl {
     return std::move(reply.customer);
   }
 };
+
+Result<PushReply> HqLink::push_overlapped(const std::string& node_id, const std::vector<LogRecord>& records,
+                                          const std::function<void()>& meanwhile) {
+  meanwhile();
+  return push(node_id, records);
+}
 
 Result<std::optional<HqCurveKeys>> load_curve_keys(const NodeConfig& config) {
   if (!config.key_dir && !config.hq_public_key) return std::optional<HqCurveKeys>{};
@@ -103,6 +123,13 @@ Result<std::vector<Customer>> HqClient::search(const std::string& node_id, const
 
 Result<PushReply> HqClient::push(const std::string& node_id, const std::vector<LogRecord>& records) {
   TS_ASSIGN_OR_RETURN(auto ack, impl_->call<protocol::PushAck>(MsgType::push, protocol::Push{node_id, records}));
+  return PushReply{std::move(ack.epoch), ack.acked_seq};
+}
+
+Result<PushReply> HqClient::push_overlapped(const std::string& node_id, const std::vector<LogRecord>& records,
+                                            const std::function<void()>& meanwhile) {
+  TS_ASSIGN_OR_RETURN(auto ack, impl_->call_overlapped<protocol::PushAck>(
+                                    MsgType::push, protocol::Push{node_id, records}, meanwhile));
   return PushReply{std::move(ack.epoch), ack.acked_seq};
 }
 

@@ -163,8 +163,12 @@ CREATE TABLE node_pulls (
 )sql";
 
 // Versioned like the SQLite schemas: append a migration, never edit one that shipped.
-constexpr std::array<PgMigration, 1> kMigrations{{
+constexpr std::array<PgMigration, 2> kMigrations{{
     {1, "HQ: customer master, staging, status view, feed, conflicts, duplicates, tombstones", kSchemaV1},
+    // As SQLite's migration 7: an upload writes no `pending` status rows; the view
+    // derives them from staged creates and the time they were received.
+    {2, "HQ: when each inbound operation was received",
+     "ALTER TABLE inbound ADD COLUMN received_at_ms bigint NOT NULL DEFAULT 0;"},
 }};
 
 constexpr std::string_view kSchemaTable =
@@ -291,6 +295,7 @@ Result<std::vector<StagedOp>> read_staged(const PgRows& rows, std::vector<Staged
     TS_ASSIGN_OR_RETURN(op.record, read_inbound(rows, i));
     op.state = parse_staged_state(rows.text(i, 7));
     op.error = rows.text(i, 8);
+    op.received_at_ms = rows.i64(i, 9);
     out.push_back(std::move(op));
   }
   return out;
@@ -444,21 +449,22 @@ class PgHqTransaction final : public HqTransaction {
     cursors_[std::string(node)] = v.value_or(0);
     return v.value_or(0);
   }
-  Result<bool> stage(const LogRecord& r) override {
+  Result<bool> stage(const LogRecord& r, std::int64_t received_at_ms) override {
     TS_ASSIGN_OR_RETURN(std::int64_t cursor, node_cursor(r.node_id));
     PgParams p;
     p.text(r.node_id).i64(r.seq).bytes(r.op_id.raw()).bytes(r.entity.raw());
     p.i64(static_cast<std::int64_t>(r.kind)).i64(static_cast<std::int64_t>(r.hlc.value)).bytes(r.payload);
+    p.i64(received_at_ms);
     TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-        "INSERT INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, state) "
-        "VALUES($1, $2, $3, $4, $5, $6, $7, 'staged') ON CONFLICT DO NOTHING",
+        "INSERT INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, received_at_ms, state) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7, $8, 'staged') ON CONFLICT DO NOTHING",
         p));
     cursors_[r.node_id] = std::max(cursor, r.seq);
     return rows.affected() > 0;
   }
   // One statement for the whole run (arrays through unnest): a push of 500 records is
   // a handful of round trips, not a thousand. All records are of one node.
-  Result<std::vector<bool>> stage_all(std::span<const LogRecord> records) override {
+  Result<std::vector<bool>> stage_all(std::span<const LogRecord> records, std::int64_t received_at_ms) override {
     std::vector<bool> fresh(records.size(), false);
     if (records.empty()) return fresh;
     const std::string& node = records.front().node_id;
@@ -475,10 +481,10 @@ class PgHqTransaction final : public HqTransaction {
     }
     PgParams p;
     p.text(node).i64_array(seqs).bytes_array(ops).bytes_array(entities).i64_array(kinds);
-    p.i64_array(hlcs).bytes_array(payloads);
+    p.i64_array(hlcs).bytes_array(payloads).i64(received_at_ms);
     TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-        "INSERT INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, state) "
-        "SELECT $1, s, o, e, k, h, p, 'staged' FROM unnest($2::bigint[], $3::bytea[], $4::bytea[], "
+        "INSERT INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, received_at_ms, state) "
+        "SELECT $1, s, o, e, k, h, p, $8, 'staged' FROM unnest($2::bigint[], $3::bytea[], $4::bytea[], "
         "$5::bigint[], $6::bigint[], $7::bytea[]) AS t(s, o, e, k, h, p) "
         "ON CONFLICT DO NOTHING RETURNING seq",
         p));
@@ -487,31 +493,6 @@ class PgHqTransaction final : public HqTransaction {
     for (std::size_t i = 0; i < records.size(); ++i) fresh[i] = inserted.contains(records[i].seq);
     cursors_[node] = std::max(cursor, records.back().seq);
     return fresh;
-  }
-  Status add_sync_statuses_if_absent(const std::vector<SyncStatusRecord>& records) override {
-    const bool plain = std::all_of(records.begin(), records.end(), [](const SyncStatusRecord& r) {
-      return !r.account_number && !r.twin;
-    });
-    if (!plain) return HqTransaction::add_sync_statuses_if_absent(records);
-    if (records.empty()) return Status::Ok();
-    std::vector<std::string> guids, nodes, statuses, errors;
-    std::vector<std::int64_t> created, updated;
-    for (const SyncStatusRecord& r : records) {
-      guids.emplace_back(r.guid.raw());
-      nodes.push_back(r.node_id);
-      statuses.emplace_back(to_string(r.status));
-      errors.push_back(r.last_error);
-      created.push_back(r.created_at_ms);
-      updated.push_back(r.updated_at_ms);
-    }
-    PgParams p;
-    p.bytes_array(guids).text_array(nodes).text_array(statuses).text_array(errors);
-    p.i64_array(created).i64_array(updated);
-    return db_.queue(
-        "INSERT INTO sync_status(" + std::string(kStatusColumns) + ") "
-        "SELECT g, n, NULL, s, e, c, u, NULL FROM unnest($1::bytea[], $2::text[], $3::text[], "
-        "$4::text[], $5::bigint[], $6::bigint[]) AS t(g, n, s, e, c, u) ON CONFLICT(guid) DO NOTHING",
-        p);
   }
   Result<std::vector<StagedOp>> staged(std::size_t limit) override {
     TS_RETURN_IF_ERROR(write_states());  // reads below see this transaction's outcomes
@@ -529,7 +510,7 @@ class PgHqTransaction final : public HqTransaction {
         locked_nodes_.insert(node);
       }
       TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-          "SELECT " + std::string(kInboundColumns) + ", state, error FROM inbound "
+          "SELECT " + std::string(kInboundColumns) + ", state, error, received_at_ms FROM inbound "
           "WHERE node_id = $1 AND state = 'staged' ORDER BY seq LIMIT $2",
           PgParams().text(node).i64(static_cast<std::int64_t>(limit - out.size()))));
       TS_ASSIGN_OR_RETURN(out, read_staged(rows, std::move(out)));
@@ -544,7 +525,7 @@ class PgHqTransaction final : public HqTransaction {
     TS_RETURN_IF_ERROR(write_states());
     TS_RETURN_IF_ERROR(lock_customer(customer));
     TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-        "SELECT " + std::string(kInboundColumns) + ", state, error FROM inbound "
+        "SELECT " + std::string(kInboundColumns) + ", state, error, received_at_ms FROM inbound "
         "WHERE entity = $1 AND state = 'failed' ORDER BY node_id, seq",
         PgParams().bytes(customer.raw())));
     return read_staged(rows);
@@ -573,14 +554,6 @@ class PgHqTransaction final : public HqTransaction {
         "twin = excluded.twin",
         status_params(r));
   }
-  Result<bool> add_sync_status_if_absent(const SyncStatusRecord& r) override {
-    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-        "INSERT INTO sync_status(" + std::string(kStatusColumns) + ") "
-        "VALUES($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT(guid) DO NOTHING",
-        status_params(r)));
-    return rows.affected() > 0;
-  }
-
   Status append_feed(const Customer& c, std::string_view channel) override {
     feed_.push_back({std::string(channel), std::string(c.guid.raw()), encode_customer(c), std::nullopt});
     return Status::Ok();
@@ -887,9 +860,17 @@ class PgHqStore final : public HqStore {
   Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) override {
     TS_ASSIGN_OR_RETURN(auto rows, db_->run(
         "SELECT " + std::string(kStatusColumns) + " FROM sync_status "
-        "WHERE $1::text IS NULL OR status = $1 ORDER BY created_at_ms, guid",
+        "WHERE $1::text IS NULL OR status = $1 "
+        "UNION ALL "
+        // One row per customer: the first create staged for it (by node, seq).
+        "SELECT * FROM (SELECT DISTINCT ON (entity) entity, node_id, NULL::text, 'pending'::text, "
+        "  ''::text, received_at_ms, received_at_ms, NULL::bytea FROM inbound i "
+        "  WHERE ($1::text IS NULL OR $1 = 'pending') AND state = 'staged' AND kind = $2 "
+        "    AND NOT EXISTS (SELECT 1 FROM sync_status s WHERE s.guid = i.entity) "
+        "  ORDER BY entity, node_id, seq) AS derived "
+        "ORDER BY 6, 1",
         PgParams().opt_text(filter ? std::optional<std::string>(std::string(to_string(*filter)))
-                                   : std::nullopt)));
+                                   : std::nullopt).i64(static_cast<std::int64_t>(OpKind::customer_create))));
     std::vector<SyncStatusRecord> out;
     for (int i = 0; i < rows.size(); ++i) out.push_back(read_status(rows, i));
     return out;

@@ -58,45 +58,90 @@ struct Replicator::Impl {
     return txn.commit();
   }
 
+  // Up to one batch of log records after `after`.
+  Result<std::vector<LogRecord>> read_batch(storage::ChangeLog& log, std::int64_t after) {
+    TS_ASSIGN_OR_RETURN(auto rows, log.read_after(after, options.push_batch));
+    std::vector<LogRecord> records;
+    records.reserve(rows.size());
+    for (auto& r : rows) {
+      TS_ASSIGN_OR_RETURN(LogRecord rec, to_record(std::move(r)));
+      records.push_back(std::move(rec));
+    }
+    return records;
+  }
+
+  // Records HQ's acknowledgement (and its epoch) in the terminal's database.
+  Status save_ack(const PushReply& reply) {
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
+    // HQ's cursor is the truth: it may be behind ours after an HQ reset (a gap), and
+    // then we resend from there.
+    TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, reply.acked_seq));
+    return txn.commit();
+  }
+
+  // Pushes everything after HQ's cursor, one batch at a time (one request in flight).
+  // While HQ stores a batch, the terminal records the previous acknowledgement
+  // (a durable commit) and reads the next batch, guessing that HQ takes this one
+  // whole; when HQ acknowledges less, the guess is dropped and the terminal resends
+  // from HQ's cursor. An acknowledgement not yet recorded when the terminal stops is
+  // only a resend next time: HQ is idempotent.
   Result<std::int64_t> push_all() {
     storage::ChangeLog log(*db);
     std::int64_t pushed = 0;
     int stalled = 0;
-    for (;;) {
-      TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
-      TS_ASSIGN_OR_RETURN(auto rows, log.read_after(acked, options.push_batch));
-      if (rows.empty()) return pushed;
-      std::vector<LogRecord> records;
-      records.reserve(rows.size());
-      for (auto& r : rows) {
-        TS_ASSIGN_OR_RETURN(LogRecord rec, to_record(std::move(r)));
-        records.push_back(std::move(rec));
-      }
-      TS_ASSIGN_OR_RETURN(PushReply reply, hq->push(config.node_id(), records));
+    TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
+    std::optional<PushReply> unsaved;  // HQ's last reply, not yet recorded here
+    TS_ASSIGN_OR_RETURN(std::vector<LogRecord> records, read_batch(log, acked));
+    while (!records.empty()) {
+      const std::int64_t sent_last = records.back().seq;
+      Status saved = Status::Ok(), read = Status::Ok();
+      bool overlapped = false;
+      std::vector<LogRecord> next;
+      auto reply = hq->push_overlapped(config.node_id(), records, [&] {
+        overlapped = true;
+        if (unsaved) saved = save_ack(*unsaved);
+        auto batch = read_batch(log, sent_last);
+        if (batch.ok()) next = std::move(batch).value();
+        else read = batch.status();
+      });
+      if (!overlapped && unsaved) saved = save_ack(*unsaved);
+      TS_RETURN_IF_ERROR(saved);
+      unsaved.reset();
+      if (!reply.ok()) return reply.status();
       TS_ASSIGN_OR_RETURN(std::int64_t last, log.last_seq());
-      if (reply.acked_seq > last) {
+      if (reply->acked_seq > last) {
         // HQ holds operations this terminal never wrote: its database was replaced or
         // another device uses this node id. Pushing on would make HQ skip our rows.
         return Status(Code::conflict,
-                      "HQ already holds " + std::to_string(reply.acked_seq) + " operations from " +
+                      "HQ already holds " + std::to_string(reply->acked_seq) + " operations from " +
                           config.node_id() + " but this terminal's log ends at " +
                           std::to_string(last) +
                           "; this terminal must be initialized with a new terminal id");
       }
-      TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
-      TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
-      // HQ's cursor is the truth: it may be behind ours after an HQ reset (a gap), and
-      // then we resend from there.
-      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, reply.acked_seq));
-      TS_RETURN_IF_ERROR(txn.commit());
-      if (reply.acked_seq > acked) {
-        pushed += reply.acked_seq - acked;
+      if (reply->acked_seq > acked) {
+        pushed += reply->acked_seq - acked;
         stalled = 0;
       } else if (++stalled > 2) {
+        TS_RETURN_IF_ERROR(save_ack(*reply));
         return Status::Internal("HQ does not acknowledge operations after seq " +
-                                std::to_string(reply.acked_seq));
+                                std::to_string(reply->acked_seq));
+      }
+      acked = reply->acked_seq;
+      unsaved = std::move(reply).value();
+      if (acked == sent_last && read.ok()) {
+        records = std::move(next);
+      } else {
+        auto batch = read_batch(log, acked);
+        if (!batch.ok()) {
+          TS_RETURN_IF_ERROR(save_ack(*unsaved));
+          return batch.status();
+        }
+        records = std::move(batch).value();
       }
     }
+    if (unsaved) TS_RETURN_IF_ERROR(save_ack(*unsaved));
+    return pushed;
   }
 
   // Re-applies this terminal's operations HQ has not acknowledged yet on top of `c`.

@@ -55,29 +55,15 @@ std::optional<DuplicatePolicy> parse_duplicate_policy(std::string_view s) {
   return std::nullopt;
 }
 
-Result<bool> HqTransaction::add_sync_status_if_absent(const SyncStatusRecord& record) {
-  TS_ASSIGN_OR_RETURN(auto existing, sync_status(record.guid));
-  if (existing) return false;
-  TS_RETURN_IF_ERROR(put_sync_status(record));
-  return true;
-}
-
-Result<std::vector<bool>> HqTransaction::stage_all(std::span<const LogRecord> records) {
+Result<std::vector<bool>> HqTransaction::stage_all(std::span<const LogRecord> records,
+                                                   std::int64_t received_at_ms) {
   std::vector<bool> fresh;
   fresh.reserve(records.size());
   for (const LogRecord& r : records) {
-    TS_ASSIGN_OR_RETURN(bool f, stage(r));
+    TS_ASSIGN_OR_RETURN(bool f, stage(r, received_at_ms));
     fresh.push_back(f);
   }
   return fresh;
-}
-
-Status HqTransaction::add_sync_statuses_if_absent(const std::vector<SyncStatusRecord>& records) {
-  for (const SyncStatusRecord& r : records) {
-    TS_ASSIGN_OR_RETURN(bool added, add_sync_status_if_absent(r));
-    (void)added;
-  }
-  return Status::Ok();
 }
 
 Status HqStore::for_each_customer_by_guid(const std::function<Status(const Customer&)>& fn) {
@@ -199,7 +185,7 @@ CREATE TABLE node_pulls (
 
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 6> migrations{{
+  static const std::array<storage::Migration, 7> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
       {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
       {3, "HQ: duplicate detection keys and GUID aliases", kDuplicateSchema},
@@ -214,6 +200,11 @@ const storage::SchemaSpec& hq_schema() {
        "DROP INDEX inbound_entity;\n"
        "CREATE INDEX inbound_failed ON inbound(entity) WHERE state = 'failed';\n"
        "DROP INDEX sync_status_status;"},
+      // An upload writes no `pending` status row (a second, randomly keyed B-tree write
+      // per creation): the status view derives it from the staged create and the time
+      // HQ received it.
+      {7, "HQ: when each inbound operation was received",
+       "ALTER TABLE inbound ADD COLUMN received_at_ms INTEGER NOT NULL DEFAULT 0;"},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
   return spec;
@@ -243,6 +234,37 @@ Status meta_put(storage::Database& db, std::string_view key, std::string_view va
   return st.run();
 }
 
+// Rows per multi-row INSERT: the largest power of two up to 64 that `remaining` holds,
+// so that at most seven statement texts per table are ever prepared and cached.
+std::size_t multi_row_chunk(std::size_t remaining) {
+  std::size_t rows = 64;
+  while (rows > remaining) rows /= 2;
+  return rows;
+}
+
+// "<head>(?1, …, ?n[, <constant>]), (…), …<tail>" for `rows` rows of `params` parameters
+// each, numbered on from row to row. Built once per (statement, rows): the texts are
+// the keys of the connection's statement cache.
+const std::string& multi_row_insert(std::size_t rows, std::string_view head, std::string_view constant,
+                                    int params, std::string_view tail) {
+  thread_local std::map<std::pair<std::string, std::size_t>, std::string, std::less<>> texts;
+  auto key = std::make_pair(std::string(head), rows);
+  auto it = texts.find(key);
+  if (it != texts.end()) return it->second;
+  std::string sql(head);
+  for (std::size_t r = 0; r < rows; ++r) {
+    sql += r == 0 ? "(" : ", (";
+    for (int p = 1; p <= params; ++p) {
+      if (p > 1) sql += ", ";
+      sql += "?" + std::to_string(static_cast<int>(r) * params + p);
+    }
+    if (!constant.empty()) sql += ", " + std::string(constant);
+    sql += ")";
+  }
+  sql += tail;
+  return texts.emplace(std::move(key), std::move(sql)).first->second;
+}
+
 Result<LogRecord> read_inbound(const storage::Statement& st, int col) {
   LogRecord r;
   r.node_id = st.column_text(col);
@@ -270,6 +292,7 @@ Result<std::vector<StagedOp>> read_staged(storage::Statement& st) {
     TS_ASSIGN_OR_RETURN(op.record, read_inbound(st, 0));
     op.state = parse_staged_state(st.column_text(7));
     op.error = st.column_text(8);
+    op.received_at_ms = st.column_int64(9);
     out.push_back(std::move(op));
   }
   return out;
@@ -388,13 +411,11 @@ class SqliteHqTransaction final : public HqTransaction {
     TS_ASSIGN_OR_RETURN(bool row, st.step());
     return row ? st.column_int64(0) : std::int64_t{0};
   }
-  Result<bool> stage(const LogRecord& r) override {
+  Result<bool> stage(const LogRecord& r, std::int64_t received_at_ms) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "INSERT OR IGNORE INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, state) "
-        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'staged')"));
-    st.bind(1, r.node_id).bind(2, r.seq).bind_blob(3, r.op_id.raw()).bind_blob(4, r.entity.raw());
-    st.bind(5, static_cast<std::int64_t>(r.kind)).bind(6, static_cast<std::int64_t>(r.hlc.value));
-    st.bind_blob(7, r.payload);
+        "INSERT OR IGNORE INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, "
+        "received_at_ms, state) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'staged')"));
+    bind_inbound(st, r, received_at_ms, 0);
     TS_RETURN_IF_ERROR(st.run());
     const bool fresh = db_.changes() > 0;
     // The node's cursor is written once per transaction, at commit().
@@ -402,16 +423,63 @@ class SqliteHqTransaction final : public HqTransaction {
     cursors_[r.node_id] = std::max(cursor, r.seq);
     return fresh;
   }
+  // One multi-row INSERT per chunk of records: statement set-up, cursor opening and
+  // bookkeeping are paid once per chunk instead of once per record. RETURNING names
+  // the rows actually inserted; a record whose (node, seq) or op id HQ already holds
+  // is ignored and comes back as not fresh.
+  // ?base+1..?base+8 of an INSERT INTO inbound(node_id, seq, op_id, entity, kind, hlc,
+  // payload, received_at_ms). Borrowed: `r` must outlive `st`.
+  static void bind_inbound(storage::Statement& st, const LogRecord& r, std::int64_t received_at_ms, int base) {
+    st.bind_borrowed(base + 1, r.node_id).bind(base + 2, r.seq).bind_blob_borrowed(base + 3, r.op_id.raw());
+    st.bind_blob_borrowed(base + 4, r.entity.raw()).bind(base + 5, static_cast<std::int64_t>(r.kind));
+    st.bind(base + 6, static_cast<std::int64_t>(r.hlc.value)).bind_blob_borrowed(base + 7, r.payload);
+    st.bind(base + 8, received_at_ms);
+  }
+  Result<std::vector<bool>> stage_all(std::span<const LogRecord> records, std::int64_t received_at_ms) override {
+    std::vector<bool> fresh(records.size(), false);
+    for (std::size_t at = 0; at < records.size();) {
+      const std::size_t rows = multi_row_chunk(records.size() - at);
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare(multi_row_insert(
+          rows,
+          "INSERT OR IGNORE INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, "
+          "received_at_ms, state) VALUES",
+          "'staged'", 8, " RETURNING node_id, seq")));
+      for (std::size_t i = 0; i < rows; ++i) bind_inbound(st, records[at + i], received_at_ms, static_cast<int>(i) * 8);
+      // Rows come back in insertion order; the search starts where the last one was.
+      std::size_t next = 0;
+      for (;;) {
+        TS_ASSIGN_OR_RETURN(bool row, st.step());
+        if (!row) break;
+        const std::string node = st.column_text(0);
+        const std::int64_t seq = st.column_int64(1);
+        for (std::size_t tried = 0; tried < rows; ++tried, next = (next + 1) % rows) {
+          const LogRecord& r = records[at + next];
+          if (r.seq == seq && r.node_id == node && !fresh[at + next]) {
+            fresh[at + next] = true;
+            break;
+          }
+        }
+      }
+      // The nodes' cursors are written once per transaction, at commit().
+      for (std::size_t i = 0; i < rows; ++i) {
+        const LogRecord& r = records[at + i];
+        TS_ASSIGN_OR_RETURN(std::int64_t cursor, node_cursor(r.node_id));
+        cursors_[r.node_id] = std::max(cursor, r.seq);
+      }
+      at += rows;
+    }
+    return fresh;
+  }
   Result<std::vector<StagedOp>> staged(std::size_t limit) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "SELECT " + std::string(kInboundColumns) + ", state, error FROM inbound "
+        "SELECT " + std::string(kInboundColumns) + ", state, error, received_at_ms FROM inbound "
         "WHERE state = 'staged' ORDER BY node_id, seq LIMIT ?1"));
     st.bind(1, static_cast<std::int64_t>(limit));
     return read_staged(st);
   }
   Result<std::vector<StagedOp>> failed_for(const Guid& customer) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "SELECT " + std::string(kInboundColumns) + ", state, error FROM inbound "
+        "SELECT " + std::string(kInboundColumns) + ", state, error, received_at_ms FROM inbound "
         "WHERE entity = ?1 AND state = 'failed' ORDER BY node_id, seq"));
     st.bind_blob(1, customer.raw());
     return read_staged(st);
@@ -452,16 +520,6 @@ class SqliteHqTransaction final : public HqTransaction {
         "updated_at_ms = excluded.updated_at_ms, twin = excluded.twin"));
     bind_status(st, r);
     return st.run();
-  }
-
-  Result<bool> add_sync_status_if_absent(const SyncStatusRecord& r) override {
-    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "INSERT INTO sync_status(guid, node_id, account_number, status, last_error, "
-        "created_at_ms, updated_at_ms, twin) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
-        "ON CONFLICT(guid) DO NOTHING"));
-    bind_status(st, r);
-    TS_RETURN_IF_ERROR(st.run());
-    return db_.changes() > 0;
   }
 
   Status append_feed(const Customer& c, std::string_view channel) override {
@@ -656,8 +714,18 @@ class SqliteHqStore final : public HqStore {
   Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) override {
     TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
         "SELECT guid, node_id, account_number, status, last_error, created_at_ms, updated_at_ms, "
-        "twin FROM sync_status WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at_ms, guid"));
+        "twin FROM sync_status WHERE ?1 IS NULL OR status = ?1 "
+        "UNION ALL "
+        // One row per customer: the first create staged for it (by node, seq).
+        "SELECT entity, node_id, NULL, 'pending', '', received_at_ms, received_at_ms, NULL "
+        "FROM (SELECT entity, node_id, received_at_ms, "
+        "        row_number() OVER (PARTITION BY entity ORDER BY node_id, seq) AS nth "
+        "      FROM inbound i WHERE state = 'staged' AND kind = ?2 "
+        "        AND NOT EXISTS (SELECT 1 FROM sync_status s WHERE s.guid = i.entity)) "
+        "WHERE nth = 1 AND (?1 IS NULL OR ?1 = 'pending') "
+        "ORDER BY 6, 1"));
     st.bind(1, filter ? std::optional<std::string>(std::string(to_string(*filter))) : std::nullopt);
+    st.bind(2, static_cast<std::int64_t>(OpKind::customer_create));
     std::vector<SyncStatusRecord> out;
     for (;;) {
       TS_ASSIGN_OR_RETURN(bool row, st.step());

@@ -131,6 +131,18 @@ Statement& Statement::bind_blob(int index, std::string_view bytes) {
   return *this;
 }
 
+Statement& Statement::bind_borrowed(int index, std::string_view text) {
+  TS_BIND(sqlite3_bind_text64(impl_->stmt, index, non_null(text.data()), text.size(),
+                              SQLITE_STATIC, SQLITE_UTF8));
+  return *this;
+}
+
+Statement& Statement::bind_blob_borrowed(int index, std::string_view bytes) {
+  TS_BIND(sqlite3_bind_blob64(impl_->stmt, index, non_null(bytes.data()), bytes.size(),
+                              SQLITE_STATIC));
+  return *this;
+}
+
 Statement& Statement::bind_null(int index) {
   TS_BIND(sqlite3_bind_null(impl_->stmt, index));
   return *this;

@@ -168,6 +168,18 @@ struct Client::Impl {
     return Status::Ok();
   }
 
+  // The request sent and not yet answered (send() … receive()).
+  struct Outstanding {
+    std::uint64_t id = 0;
+    Clock::time_point deadline;
+    int timeout_ms = 0;
+  };
+  std::optional<Outstanding> outstanding;
+
+  std::string unreachable(int timeout_ms) const {
+    return "HQ at " + endpoint + " did not answer within " + std::to_string(timeout_ms) + " ms";
+  }
+
   Status reopen(const std::string& why) {
     socket.reset();
     Status s = open();
@@ -200,21 +212,37 @@ Result<Client> Client::connect(Context& context, const std::string& endpoint,
 const std::string& Client::endpoint() const { return impl_->endpoint; }
 
 Result<Frame> Client::call(std::uint8_t type, std::string_view body, std::optional<int> timeout_ms) {
+  TS_RETURN_IF_ERROR(send(type, body, timeout_ms));
+  return receive();
+}
+
+Status Client::send(std::uint8_t type, std::string_view body, std::optional<int> timeout_ms) {
   Impl& c = *impl_;
+  c.outstanding.reset();
   if (!c.socket) TS_RETURN_IF_ERROR(c.open());
   const int timeout = timeout_ms.value_or(c.options.timeout_ms);
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout);
-  const std::uint64_t id = c.next_request_id++;
-  const std::string unreachable = "HQ at " + c.endpoint + " did not answer within " +
-                                  std::to_string(timeout) + " ms";
+  const Impl::Outstanding request{c.next_request_id++, Clock::now() + std::chrono::milliseconds(timeout), timeout};
   try {
     c.socket->set(zmq::sockopt::sndtimeo, timeout);
-    std::string request = encode_frame(type, id, body);
-    if (!c.socket->send(zmq::buffer(request), zmq::send_flags::none)) return c.reopen(unreachable);
+    std::string frame = encode_frame(type, request.id, body);
+    if (!c.socket->send(zmq::buffer(frame), zmq::send_flags::none)) return c.reopen(c.unreachable(timeout));
+  } catch (const zmq::error_t& e) {
+    return c.reopen("HQ at " + c.endpoint + ": " + e.what());
+  }
+  c.outstanding = request;
+  return Status::Ok();
+}
+
+Result<Frame> Client::receive() {
+  Impl& c = *impl_;
+  if (!c.outstanding || !c.socket) return Status::InvalidInput("receive", "no request is waiting for a reply");
+  const Impl::Outstanding request = *c.outstanding;
+  c.outstanding.reset();
+  try {
     for (;;) {
       zmq::pollitem_t item{c.socket->handle(), 0, ZMQ_POLLIN, 0};
-      const int wait = remaining_ms(deadline);
-      if (zmq::poll(&item, 1, std::chrono::milliseconds(wait)) == 0) return c.reopen(unreachable);
+      const int wait = remaining_ms(request.deadline);
+      if (zmq::poll(&item, 1, std::chrono::milliseconds(wait)) == 0) return c.reopen(c.unreachable(request.timeout_ms));
       zmq::message_t msg;
       if (!c.socket->recv(msg, zmq::recv_flags::dontwait)) continue;
       if (msg.more()) {
@@ -228,7 +256,7 @@ Result<Frame> Client::call(std::uint8_t type, std::string_view body, std::option
         if (frame.status().code() == Code::unsupported_version) return frame.status();
         continue;  // garbage: ignore
       }
-      if (frame->request_id != id) continue;  // a stale reply
+      if (frame->request_id != request.id) continue;  // a stale reply
       if (frame->type == kErrorReply) return decode_error(frame->body);
       return std::move(frame).value();
     }

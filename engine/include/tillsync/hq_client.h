@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,6 +29,13 @@ class HqLink {
   virtual Result<std::string> ping(const std::string& node_id) = 0;  // HQ's epoch
   virtual Result<struct PushReply> push(const std::string& node_id,
                                         const std::vector<LogRecord>& records) = 0;
+  // push() that runs `meanwhile` once the request is on its way and before waiting for
+  // the reply, so the caller's local work overlaps HQ's. `meanwhile` does not run when
+  // the request could not be sent (the error is returned). The default runs it, then
+  // push().
+  virtual Result<struct PushReply> push_overlapped(const std::string& node_id,
+                                                   const std::vector<LogRecord>& records,
+                                                   const std::function<void()>& meanwhile);
   virtual Result<struct PullReply> pull(const std::string& node_id, std::int64_t after,
                                         std::uint32_t limit, bool filtered) = 0;
 };
@@ -79,6 +87,8 @@ class HqClient final : public HqGateway, public HqLink {
   Result<std::vector<Customer>> search(const std::string& node_id, const std::string& text);
   Result<std::string> ping(const std::string& node_id) override;
   Result<PushReply> push(const std::string& node_id, const std::vector<LogRecord>& records) override;
+  Result<PushReply> push_overlapped(const std::string& node_id, const std::vector<LogRecord>& records,
+                                    const std::function<void()>& meanwhile) override;
   Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint32_t limit,
                          bool filtered) override;
   const std::string& endpoint() const;

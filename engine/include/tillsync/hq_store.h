@@ -52,6 +52,7 @@ struct StagedOp {
   LogRecord record;
   StagedState state = StagedState::staged;
   std::string error;
+  std::int64_t received_at_ms = 0;  // when HQ staged it (0: staged before this was kept)
 };
 
 // One entry of the outbound feed: the customer as HQ now has it, or (alias set) the
@@ -110,14 +111,15 @@ class HqTransaction {
 
   // Highest contiguous seq staged for `node` (0 when none).
   virtual Result<std::int64_t> node_cursor(std::string_view node) = 0;
-  // Stages one record (state staged) and advances the node's cursor to its seq. The
-  // caller guarantees record.seq == node_cursor + 1. false (and nothing written)
-  // when its op_id is already staged.
-  virtual Result<bool> stage(const LogRecord& record) = 0;
+  // Stages one record (state staged, received at `received_at_ms`) and advances the
+  // node's cursor to its seq. The caller guarantees record.seq == node_cursor + 1.
+  // false (and nothing written) when its op_id is already staged.
+  virtual Result<bool> stage(const LogRecord& record, std::int64_t received_at_ms) = 0;
   // stage() for a run of one node's records with consecutive seqs from
   // node_cursor + 1, returning for each whether it was new. The default calls stage()
-  // for each; a server backend sends them in one statement.
-  virtual Result<std::vector<bool>> stage_all(std::span<const LogRecord> records);
+  // for each; the backends send them in one statement (or one per 64 records).
+  virtual Result<std::vector<bool>> stage_all(std::span<const LogRecord> records,
+                                              std::int64_t received_at_ms);
   // Up to `limit` staged ops in (node, seq) order, only those in state `staged`.
   virtual Result<std::vector<StagedOp>> staged(std::size_t limit) = 0;
   // Failed ops of one customer in (node, seq) order: for re-synchronization.
@@ -125,14 +127,11 @@ class HqTransaction {
   virtual Status set_state(std::string_view node, std::int64_t seq, StagedState state,
                            std::string_view error) = 0;
 
+  // The status view's stored row for `guid`. An async customer whose create is still
+  // staged has no stored row: its `pending` row is derived from the staged create by
+  // HqStore::sync_statuses() (an upload writes no second, randomly keyed row).
   virtual Result<std::optional<SyncStatusRecord>> sync_status(const Guid& guid) = 0;
   virtual Status put_sync_status(const SyncStatusRecord& record) = 0;
-  // Adds `record` unless the status view already has a row for its GUID (an upload's
-  // `pending` row must not overwrite a customer already converted). Returns whether it
-  // was added. The default reads, then writes; a backend may do it in one statement.
-  virtual Result<bool> add_sync_status_if_absent(const SyncStatusRecord& record);
-  // The same for many records (default: one call each).
-  virtual Status add_sync_statuses_if_absent(const std::vector<SyncStatusRecord>& records);
 
   // Appends to the outbound feed. Feed seqs become visible in ascending order, so a
   // puller never skips an entry: SQLite assigns them at once (one writer at a time);
@@ -197,6 +196,9 @@ class HqStore {
   // digest of a large HQ needs bounded memory. Stops at the first error `fn` returns.
   // The default calls all_customers_by_guid(); backends override it to page.
   virtual Status for_each_customer_by_guid(const std::function<Status(const Customer&)>& fn);
+  // The status view (D12) ordered by creation time, then GUID: the stored rows, plus a
+  // `pending` row for each async customer whose create is staged and has no stored row
+  // (created and updated when HQ received it).
   virtual Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) = 0;
   virtual Result<std::vector<ConflictRecord>> conflicts() = 0;
   virtual Result<std::optional<std::string>> setting(std::string_view key) = 0;

@@ -52,6 +52,10 @@ class Statement {
   Statement& bind(int index, const std::optional<std::string>& text);  // nullopt binds NULL
   Statement& bind_blob(int index, std::span<const std::uint8_t> bytes);
   Statement& bind_blob(int index, std::string_view bytes);
+  // Binds without copying: `text`/`bytes` must stay valid and unchanged until this
+  // Statement is destroyed (which resets it). For large batched statements.
+  Statement& bind_borrowed(int index, std::string_view text);
+  Statement& bind_blob_borrowed(int index, std::string_view bytes);
   Statement& bind_null(int index);
 
   // Advances: true when a row is available, false when done.
