@@ -374,8 +374,10 @@ class Bench {
                          std::to_string(static_cast<long>(repl_rate)) + " vs " +
                              std::to_string(static_cast<long>(raw_sqlite)) + " rows/s"});
     c.bound =
-        "HQ's durable commit per 500-operation batch (fsync) plus staging each record with its "
-        "unique op id; the terminal reads its log and encodes frames in between (no pipelining)";
+        "HQ's serving thread: staging each record (its (node, seq) row, unique op id and "
+        "staged-index entries, one multi-row INSERT per 64 records) and one durable commit "
+        "per 500-operation batch; one request in flight, the terminal's ack commit and next "
+        "log read overlap HQ's work";
 
     // d: the sync job converts every staged creation.
     say("  customer sync job");
