@@ -271,7 +271,9 @@ TEST_F(ReplicationTest, AcknowledgedBatchesStayRecordedWhenALaterPushFails) {
   hq->start();
   auto t = terminal("S001", "T01", {.async_customer_creation = true});
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(t->node().create_customer(new_person("Batch", "No" + std::to_string(i))).ok());
-  auto client = HqClient::connect(hq->endpoint(), 300).value();
+  // The lost reply costs one timeout; a second is plenty for the others, also under
+  // a sanitizer on a loaded machine.
+  auto client = HqClient::connect(hq->endpoint(), 1000).value();
   auto replicator = Replicator::open(dir.file("S001-T01.db"), *client, {.push_batch = 2}).value();
 
   auto failed = replicator->push_all();

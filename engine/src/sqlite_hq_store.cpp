@@ -423,10 +423,6 @@ class SqliteHqTransaction final : public HqTransaction {
     cursors_[r.node_id] = std::max(cursor, r.seq);
     return fresh;
   }
-  // One multi-row INSERT per chunk of records: statement set-up, cursor opening and
-  // bookkeeping are paid once per chunk instead of once per record. RETURNING names
-  // the rows actually inserted; a record whose (node, seq) or op id HQ already holds
-  // is ignored and comes back as not fresh.
   // ?base+1..?base+8 of an INSERT INTO inbound(node_id, seq, op_id, entity, kind, hlc,
   // payload, received_at_ms). Borrowed: `r` must outlive `st`.
   static void bind_inbound(storage::Statement& st, const LogRecord& r, std::int64_t received_at_ms, int base) {
@@ -435,6 +431,10 @@ class SqliteHqTransaction final : public HqTransaction {
     st.bind(base + 6, static_cast<std::int64_t>(r.hlc.value)).bind_blob_borrowed(base + 7, r.payload);
     st.bind(base + 8, received_at_ms);
   }
+  // One multi-row INSERT per chunk of records: statement set-up, cursor opening and
+  // bookkeeping are paid once per chunk instead of once per record. RETURNING names
+  // the rows actually inserted; a record whose (node, seq) or op id HQ already holds
+  // is ignored and comes back as not fresh.
   Result<std::vector<bool>> stage_all(std::span<const LogRecord> records, std::int64_t received_at_ms) override {
     std::vector<bool> fresh(records.size(), false);
     for (std::size_t at = 0; at < records.size();) {
@@ -456,6 +456,7 @@ class SqliteHqTransaction final : public HqTransaction {
           const LogRecord& r = records[at + next];
           if (r.seq == seq && r.node_id == node && !fresh[at + next]) {
             fresh[at + next] = true;
+            next = (next + 1) % rows;
             break;
           }
         }
