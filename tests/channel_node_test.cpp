@@ -234,6 +234,22 @@ TEST_F(NodeTest, D4_RtsCommunicationErrorFallsBackToAsyncWithSameGuid) {
   EXPECT_EQ((*log)[0].entity, out->customer.guid);
 }
 
+TEST_F(NodeTest, D4_HqBusyFallsBackToAsyncButOtherHqErrorsAreReturned) {
+  auto node = make();
+  hq.fail_next = Status(Code::busy, "the request lost to other HQ processes 50 times");
+  auto busy = node->create_customer(person());
+  ASSERT_TRUE(busy.ok()) << busy.status().to_string();
+  EXPECT_EQ(busy->mode, CreationMode::async);
+  EXPECT_NE(busy->fallback_reason.find("HQ is busy"), std::string::npos);
+  EXPECT_EQ(node->read_log(0, 10)->size(), 1u);
+
+  hq.fail_next = Status::Internal("HQ's disk is full");
+  auto refused = node->create_customer(person());
+  EXPECT_EQ(refused.status().code(), Code::internal);
+  EXPECT_EQ(node->read_log(0, 10)->size(), 1u);  // nothing written for it
+  EXPECT_TRUE(hq.customers.empty());
+}
+
 TEST_F(NodeTest, D4_TimeoutAfterHqCommittedKeepsTheGuidSoHqCanDeduplicate) {
   auto node = make();
   hq.commit_then_timeout = true;  // HQ stored it, the reply was lost

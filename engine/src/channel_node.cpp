@@ -229,7 +229,9 @@ struct ChannelNode::Impl {
     if (config.profile.async_customer_creation) return create_async(std::move(c), is_online, {});
 
     // Sync mode (D1): HQ assigns the account number now. Any reason HQ cannot be
-    // reached turns this into an async creation with the same GUID (D4).
+    // reached turns this into an async creation with the same GUID (D4), and so does
+    // `busy`: HQ's shared database turned the request away (nothing was written) and
+    // the till must keep registering customers. Other errors are HQ's answer.
     std::string reason;
     if (!is_online) {
       reason = call.offline ? "terminal is in offline mode"
@@ -243,8 +245,9 @@ struct ChannelNode::Impl {
         TS_ASSIGN_OR_RETURN(Customer stored, store_from_hq(*reply));
         return CreateOutcome{std::move(stored), CreationMode::sync, {}};
       }
-      if (reply.status().code() != Code::hq_unreachable) return reply.status();
-      reason = reply.status().message();
+      const Code code = reply.status().code();
+      if (code != Code::hq_unreachable && code != Code::busy) return reply.status();
+      reason = code == Code::busy ? "HQ is busy: " + reply.status().message() : reply.status().message();
     }
     return create_async(std::move(c), /*is_online=*/false, std::move(reason));
   }
