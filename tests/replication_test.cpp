@@ -3,6 +3,8 @@
 // job explicitly, so every step is deterministic.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "support/cluster.h"
 #include "tillsync/storage/database.h"
 #include "tillsync/storage/pg.h"
@@ -286,6 +288,49 @@ TEST_F(ReplicationTest, AcknowledgedBatchesStayRecordedWhenALaterPushFails) {
   EXPECT_EQ(*again, 1);  // HQ had stored op 5; its cursor says so
   EXPECT_EQ(t->node().status()->pending_ops, 0);
   EXPECT_EQ(run_job().converted, 5u);
+}
+
+// HQ restored from an older backup (same epoch) is behind what the terminal recorded
+// as acknowledged: the batches in flight are answered with HQ's cursor (a gap), and the
+// terminal resends everything after it.
+TEST_F(ReplicationTest, HqRestoredFromAnOlderBackupGetsTheLostOperationsAgain) {
+  if (testing::testing_postgres()) GTEST_SKIP() << "restores an SQLite file; PostgreSQL restores are pg_restore's";
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  std::unique_ptr<HqClient> client;
+  std::unique_ptr<Replicator> replicator;
+  auto connect = [&] {  // HQ listens on a new port after each start
+    replicator.reset();
+    client = HqClient::connect(hq->endpoint(), 2000).value();
+    replicator = Replicator::open(dir.file("S001-T01.db"), *client, {.push_batch = 2}).value();
+  };
+  connect();
+  auto create = [&](int i) {
+    ASSERT_TRUE(t->node().create_customer(new_person("Restored", "No" + std::to_string(i))).ok());
+  };
+  for (int i = 1; i <= 2; ++i) create(i);
+  ASSERT_EQ(replicator->push_all().value(), 2);
+  hq->stop();
+  const std::string backup = dir.file("hq-backup.db");
+  std::filesystem::copy_file(hq->db(), backup);
+  hq->start();
+  connect();
+  for (int i = 3; i <= 5; ++i) create(i);
+  ASSERT_EQ(replicator->push_all().value(), 3);
+
+  hq->stop();  // the restore: HQ's file goes back to holding ops 1-2
+  std::filesystem::copy_file(backup, hq->db(), std::filesystem::copy_options::overwrite_existing);
+  hq->start();
+  connect();
+  for (int i = 6; i <= 8; ++i) create(i);
+  auto pushed = replicator->push_all();
+  ASSERT_TRUE(pushed.ok()) << pushed.status().to_string();
+  EXPECT_EQ(*pushed, 6);  // ops 3-8, from HQ's cursor
+  EXPECT_EQ(t->node().status()->pending_ops, 0);
+  EXPECT_EQ(run_job().converted, 8u);
+  EXPECT_EQ(hq_customer_count(), 8u);
+  auto synced = replicator->sync_once();
+  ASSERT_TRUE(synced.ok()) << synced.status().to_string();
+  EXPECT_EQ(synced->pulled, 8);
 }
 
 TEST_F(ReplicationTest, DuplicatedAndResentBatchesApplyOnce) {

@@ -100,24 +100,60 @@ TEST(Transport, TimeoutIsHqUnreachableAndALateReplyIsNeverTakenForTheNextOne) {
   EXPECT_EQ(ok->body, "dnoces");
 }
 
-TEST(Transport, SendThenReceiveLetsTheCallerWorkWhileTheServerAnswers) {
+TEST(Transport, SentRequestsAreReceivedInOrderAndCallAbandonsThem) {
   Context ctx;
   EchoServer echo(ctx);
-  echo.serve(3);
+  echo.serve(5);
   auto c = Client::connect(ctx, echo.endpoint(), {.timeout_ms = 5000});
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->receive().status().code(), Code::invalid_input);  // nothing was sent
   ASSERT_TRUE(c->send(5, "first").ok());
-  // A request abandoned by the next send(): its reply arrives but is never returned.
   ASSERT_TRUE(c->send(5, "second").ok());
-  auto r = c->receive();
-  ASSERT_TRUE(r.ok()) << r.status().to_string();
-  EXPECT_EQ(r->body, "dnoces");
-  EXPECT_EQ(c->receive().status().code(), Code::invalid_input);  // already received
+  auto r1 = c->receive();
+  ASSERT_TRUE(r1.ok()) << r1.status().to_string();
+  EXPECT_EQ(r1->body, "tsrif");
+  auto r2 = c->receive();
+  ASSERT_TRUE(r2.ok()) << r2.status().to_string();
+  EXPECT_EQ(r2->body, "dnoces");
+  EXPECT_EQ(c->receive().status().code(), Code::invalid_input);  // all received
+
+  // A call() abandons what is in flight: it gets its own reply, not the older one.
+  ASSERT_TRUE(c->send(5, "abandoned").ok());
   auto third = c->call(5, "third");
   ASSERT_TRUE(third.ok()) << third.status().to_string();
   EXPECT_EQ(third->body, "driht");
+  EXPECT_EQ(c->receive().status().code(), Code::invalid_input);
+  auto fourth = c->call(5, "fourth");  // the abandoned reply is not taken for this one
+  ASSERT_TRUE(fourth.ok()) << fourth.status().to_string();
+  EXPECT_EQ(fourth->body, "htruof");
   echo.join();
+}
+
+TEST(Transport, AReplyThatOvertakesAnOlderOneWaitsForItsReceive) {
+  Context ctx;
+  auto server = Server::bind(ctx, "tcp://127.0.0.1:*");
+  ASSERT_TRUE(server.ok());
+  std::thread answer([&] {
+    std::vector<Request> got;
+    while (got.size() < 2) {
+      auto r = server->receive(5000);
+      ASSERT_TRUE(r.ok()) << r.status().to_string();
+      if (*r) got.push_back(std::move(**r));
+    }
+    // Answered newest first.
+    ASSERT_TRUE(server->reply(got[1], 0x81, "two").ok());
+    ASSERT_TRUE(server->reply(got[0], 0x81, "one").ok());
+  });
+  auto c = Client::connect(ctx, server->endpoint(), {.timeout_ms = 5000});
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c->send(1, "a").ok());
+  ASSERT_TRUE(c->send(1, "b").ok());
+  auto first = c->receive();
+  auto second = c->receive();
+  answer.join();
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(first->body, "one");
+  EXPECT_EQ(second->body, "two");
 }
 
 TEST(Transport, NobodyListeningIsHqUnreachable) {

@@ -17,15 +17,6 @@ struct HqClient::Impl {
     return reply<Reply>(type, client->call(static_cast<std::uint8_t>(type), protocol::encode(std::move(request))));
   }
 
-  // Sends `request`, runs `meanwhile`, then waits for the reply.
-  template <class Reply, class Request>
-  Result<Reply> call_overlapped(MsgType type, Request request, const std::function<void()>& meanwhile) {
-    Status sent = client->send(static_cast<std::uint8_t>(type), protocol::encode(std::move(request)));
-    if (!sent.ok()) return reply<Reply>(type, std::move(sent));
-    meanwhile();
-    return reply<Reply>(type, client->receive());
-  }
-
   // The decoded reply to a `type` request, noting whether HQ answered at all.
   template <class Reply>
   Result<Reply> reply(MsgType type, Result<transport::Frame> frame) {
@@ -48,10 +39,16 @@ struct HqClient::Impl {
   }
 };
 
-Result<PushReply> HqLink::push_overlapped(const std::string& node_id, const std::vector<LogRecord>& records,
-                                          const std::function<void()>& meanwhile) {
-  meanwhile();
-  return push(node_id, records);
+Status HqLink::start_push(const std::string& node_id, const std::vector<LogRecord>& records) {
+  started_.push_back(push(node_id, records));
+  return Status::Ok();
+}
+
+Result<PushReply> HqLink::finish_push() {
+  if (started_.empty()) return Status::InvalidInput("push", "no push is waiting for its reply");
+  Result<PushReply> reply = std::move(started_.front());
+  started_.pop_front();
+  return reply;
 }
 
 Result<std::optional<HqCurveKeys>> load_curve_keys(const NodeConfig& config) {
@@ -126,10 +123,15 @@ Result<PushReply> HqClient::push(const std::string& node_id, const std::vector<L
   return PushReply{std::move(ack.epoch), ack.acked_seq};
 }
 
-Result<PushReply> HqClient::push_overlapped(const std::string& node_id, const std::vector<LogRecord>& records,
-                                            const std::function<void()>& meanwhile) {
-  TS_ASSIGN_OR_RETURN(auto ack, impl_->call_overlapped<protocol::PushAck>(
-                                    MsgType::push, protocol::Push{node_id, records}, meanwhile));
+Status HqClient::start_push(const std::string& node_id, const std::vector<LogRecord>& records) {
+  Status sent = impl_->client->send(static_cast<std::uint8_t>(MsgType::push),
+                                    protocol::encode(protocol::Push{node_id, records}));
+  if (!sent.ok()) return impl_->reply<protocol::PushAck>(MsgType::push, std::move(sent)).status();
+  return Status::Ok();
+}
+
+Result<PushReply> HqClient::finish_push() {
+  TS_ASSIGN_OR_RETURN(auto ack, impl_->reply<protocol::PushAck>(MsgType::push, impl_->client->receive()));
   return PushReply{std::move(ack.epoch), ack.acked_seq};
 }
 

@@ -1,5 +1,7 @@
 #include "tillsync/replicator.h"
 
+#include <deque>
+
 #include "apply.h"
 #include "customer_table.h"
 #include "node_schema.h"
@@ -80,34 +82,60 @@ struct Replicator::Impl {
     return txn.commit();
   }
 
-  // Pushes everything after HQ's cursor, one batch at a time (one request in flight).
-  // While HQ stores a batch, the terminal records the previous acknowledgement
-  // (a durable commit) and reads the next batch, guessing that HQ takes this one
-  // whole; when HQ acknowledges less, the guess is dropped and the terminal resends
-  // from HQ's cursor. An acknowledgement not yet recorded when the terminal stops is
-  // only a resend next time: HQ is idempotent.
+  // Pushes everything after HQ's cursor with up to kPushWindow batches in flight, so
+  // HQ finds the next batch waiting when it has committed one. While HQ works, the
+  // terminal reads and sends the next batch (guessing that HQ takes the earlier ones
+  // whole) and records the previous acknowledgement (a durable commit). When HQ
+  // acknowledges less than a batch, the batches after it are drained and the terminal
+  // resends from HQ's cursor. An acknowledgement not yet recorded when the terminal
+  // stops is only a resend next time: HQ is idempotent.
+  static constexpr std::size_t kPushWindow = 2;
+
   Result<std::int64_t> push_all() {
+    std::deque<std::int64_t> in_flight;  // last seq of each batch sent, oldest first
+    auto pushed = push_window(in_flight);
+    // After an error, the replies to batches still in flight are read and dropped, so
+    // none of them is taken for the reply to a later request.
+    for (; !in_flight.empty(); in_flight.pop_front()) (void)hq->finish_push();
+    return pushed;
+  }
+
+  Result<std::int64_t> push_window(std::deque<std::int64_t>& in_flight) {
     storage::ChangeLog log(*db);
     std::int64_t pushed = 0;
     int stalled = 0;
     TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
-    std::optional<PushReply> unsaved;  // HQ's last reply, not yet recorded here
-    TS_ASSIGN_OR_RETURN(std::vector<LogRecord> records, read_batch(log, acked));
-    while (!records.empty()) {
-      const std::int64_t sent_last = records.back().seq;
-      Status saved = Status::Ok(), read = Status::Ok();
-      bool overlapped = false;
-      std::vector<LogRecord> next;
-      auto reply = hq->push_overlapped(config.node_id(), records, [&] {
-        overlapped = true;
-        if (unsaved) saved = save_ack(*unsaved);
-        auto batch = read_batch(log, sent_last);
-        if (batch.ok()) next = std::move(batch).value();
-        else read = batch.status();
-      });
-      if (!overlapped && unsaved) saved = save_ack(*unsaved);
-      TS_RETURN_IF_ERROR(saved);
-      unsaved.reset();
+    std::optional<PushReply> unsaved;      // HQ's last reply, not yet recorded here
+    std::int64_t sent_up_to = acked;       // the next batch starts after this seq
+    bool resending = false;                // HQ took less: drain, then resend from its cursor
+    // Every way out records HQ's last reply first.
+    auto leave = [&](Status s) -> Status {
+      if (unsaved) {
+        Status saved = save_ack(*unsaved);
+        if (!saved.ok() && s.ok()) s = saved;
+      }
+      return s;
+    };
+    for (;;) {
+      while (!resending && in_flight.size() < kPushWindow) {
+        auto records = read_batch(log, sent_up_to);
+        if (!records.ok()) return leave(records.status());
+        if (records->empty()) break;
+        TS_RETURN_IF_ERROR(leave(hq->start_push(config.node_id(), *records)));
+        sent_up_to = records->back().seq;
+        in_flight.push_back(sent_up_to);
+      }
+      if (in_flight.empty()) {
+        TS_RETURN_IF_ERROR(leave(Status::Ok()));
+        return pushed;
+      }
+      if (unsaved) {
+        TS_RETURN_IF_ERROR(save_ack(*unsaved));
+        unsaved.reset();
+      }
+      auto reply = hq->finish_push();
+      const std::int64_t batch_last = in_flight.front();
+      in_flight.pop_front();
       if (!reply.ok()) return reply.status();
       TS_ASSIGN_OR_RETURN(std::int64_t last, log.last_seq());
       if (reply->acked_seq > last) {
@@ -119,29 +147,27 @@ struct Replicator::Impl {
                           std::to_string(last) +
                           "; this terminal must be initialized with a new terminal id");
       }
+      // A reply to a batch sent before HQ answered short (drained) does not count as a
+      // stall: HQ has not seen the resend yet.
+      const bool draining = resending;
       if (reply->acked_seq > acked) {
         pushed += reply->acked_seq - acked;
         stalled = 0;
-      } else if (++stalled > 2) {
+      } else if (!draining && ++stalled > 2) {
         TS_RETURN_IF_ERROR(save_ack(*reply));
         return Status::Internal("HQ does not acknowledge operations after seq " +
                                 std::to_string(reply->acked_seq));
       }
+      // HQ's cursor is the truth: behind what was sent (a gap, e.g. after an HQ reset),
+      // everything after it is sent again once the batches in flight are answered.
       acked = reply->acked_seq;
       unsaved = std::move(reply).value();
-      if (acked == sent_last && read.ok()) {
-        records = std::move(next);
-      } else {
-        auto batch = read_batch(log, acked);
-        if (!batch.ok()) {
-          TS_RETURN_IF_ERROR(save_ack(*unsaved));
-          return batch.status();
-        }
-        records = std::move(batch).value();
+      if (acked != batch_last) resending = true;
+      if (resending && in_flight.empty()) {
+        resending = false;
+        sent_up_to = acked;
       }
     }
-    if (unsaved) TS_RETURN_IF_ERROR(save_ack(*unsaved));
-    return pushed;
   }
 
   // Re-applies this terminal's operations HQ has not acknowledged yet on top of `c`.

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <filesystem>
 #include <limits>
@@ -356,9 +357,11 @@ Result<double> raw_sqlite_batched_inserts(const std::string& dir, std::size_t ro
 
 // ---- raw ZeroMQ -------------------------------------------------------------------
 
-Result<double> raw_zmq_transfer(std::size_t messages, std::size_t bytes, std::size_t batch) {
+Result<double> raw_zmq_transfer(std::size_t messages, std::size_t bytes, std::size_t batch,
+                                std::size_t window) {
   if (messages == 0) return Status::InvalidInput("messages", "at least one message");
   if (batch == 0) return Status::InvalidInput("batch", "at least one message per batch");
+  if (window == 0) return Status::InvalidInput("window", "at least one batch in flight");
   double rate = 0;
   Status s = guarded("raw zmq transfer", [&]() -> Status {
     zmq::context_t ctx;
@@ -400,18 +403,24 @@ Result<double> raw_zmq_transfer(std::size_t messages, std::size_t bytes, std::si
     const std::string payload = incompressible_bytes(bytes, 3);
     Status sender_status = guarded("raw zmq sender", [&]() -> Status {
       const auto start = SteadyClock::now();
-      for (std::size_t sent = 0; sent < messages;) {
-        const std::size_t k = std::min(batch, messages - sent);
-        for (std::size_t j = 0; j < k; ++j) {
-          const auto flags = j + 1 < k ? zmq::send_flags::sndmore : zmq::send_flags::none;
-          if (!data_out.send(zmq::buffer(payload), flags)) {
-            return Status::Internal("raw zmq: send timed out");
+      std::deque<std::size_t> in_flight;  // messages sent up to each unacked batch
+      for (std::size_t sent = 0; sent < messages || !in_flight.empty();) {
+        if (sent < messages && in_flight.size() < window) {
+          const std::size_t k = std::min(batch, messages - sent);
+          for (std::size_t j = 0; j < k; ++j) {
+            const auto flags = j + 1 < k ? zmq::send_flags::sndmore : zmq::send_flags::none;
+            if (!data_out.send(zmq::buffer(payload), flags)) {
+              return Status::Internal("raw zmq: send timed out");
+            }
           }
+          sent += k;
+          in_flight.push_back(sent);
+          continue;
         }
-        sent += k;
         zmq::message_t ack;
         if (!ack_in.recv(ack)) return Status::Internal("raw zmq sender: no ack");
-        if (get_u64(ack) != sent) return Status::Internal("raw zmq: unexpected ack");
+        if (get_u64(ack) != in_flight.front()) return Status::Internal("raw zmq: unexpected ack");
+        in_flight.pop_front();
       }
       rate = static_cast<double>(messages) / seconds_since(start);
       return Status::Ok();
@@ -561,19 +570,35 @@ Status hq_loop(sqlite3* db, zmq::socket_t& router, std::size_t expected) {
   return Status::Ok();
 }
 
-// Phase 2, terminal end: ship the outbox in order, one changeset in flight, recording
-// each ack durably before the next send.
-Status ship(sqlite3* db, zmq::socket_t& dealer, PeerStats& stats) {
+// Phase 2, terminal end: ship the outbox in order with up to `window` changesets in
+// flight, recording each ack durably as it comes.
+Status ship(sqlite3* db, zmq::socket_t& dealer, PeerStats& stats, std::size_t window) {
   TS_ASSIGN_OR_RETURN(auto next, prepare(db, "SELECT id, ops, changeset FROM outbox "
                                              "WHERE id > ?1 ORDER BY id LIMIT 1"));
   TS_ASSIGN_OR_RETURN(auto acked, prepare(db, "UPDATE shipped SET acked = ?1"));
-  std::int64_t cursor = 0;
-  for (;;) {
+  std::int64_t cursor = 0;  // the last id sent
+  std::deque<std::pair<std::int64_t, std::int64_t>> in_flight;  // (id, ops), oldest first
+  for (bool outbox_done = false;;) {
+    if (outbox_done || in_flight.size() >= window) {
+      if (in_flight.empty()) break;
+      zmq::message_t ack;
+      if (!dealer.recv(ack)) return Status::Internal("peer terminal: no ack");
+      const auto [id, ops] = in_flight.front();
+      if (get_u64(ack) != static_cast<std::uint64_t>(id)) {
+        return Status::Internal("peer terminal: unexpected ack");
+      }
+      bind_int(acked.get(), 1, id);
+      TS_RETURN_IF_ERROR(step_done(db, acked.get(), "record ack"));
+      stats.ops += static_cast<std::size_t>(ops);
+      in_flight.pop_front();
+      continue;
+    }
     bind_int(next.get(), 1, cursor);
     const int rc = sqlite3_step(next.get());
     if (rc == SQLITE_DONE) {
       sqlite3_reset(next.get());
-      break;
+      outbox_done = true;
+      continue;
     }
     if (rc != SQLITE_ROW) {
       sqlite3_reset(next.get());
@@ -591,16 +616,8 @@ Status ship(sqlite3* db, zmq::socket_t& dealer, PeerStats& stats) {
     if (!sent) return Status::Internal("peer terminal: send timed out");
     stats.bytes_shipped += size;
     ++stats.changesets;
-
-    zmq::message_t ack;
-    if (!dealer.recv(ack)) return Status::Internal("peer terminal: no ack");
-    if (get_u64(ack) != static_cast<std::uint64_t>(id)) {
-      return Status::Internal("peer terminal: unexpected ack");
-    }
-    bind_int(acked.get(), 1, id);
-    TS_RETURN_IF_ERROR(step_done(db, acked.get(), "record ack"));
+    in_flight.emplace_back(id, ops);
     cursor = id;
-    stats.ops += static_cast<std::size_t>(ops);
   }
   return Status::Ok();
 }
@@ -609,8 +626,9 @@ Status ship(sqlite3* db, zmq::socket_t& dealer, PeerStats& stats) {
 
 Result<PeerStats> session_changeset_peer(const std::string& dir, std::size_t ops,
                                          std::size_t batch, bool durable,
-                                         std::size_t edit_every) {
+                                         std::size_t edit_every, std::size_t window) {
   if (ops == 0) return Status::InvalidInput("ops", "at least one operation");
+  if (window == 0) return Status::InvalidInput("window", "at least one changeset in flight");
   if (batch == 0) return Status::InvalidInput("batch", "at least one operation per changeset");
   TS_RETURN_IF_ERROR(ensure_dir(dir));
   const fs::path base(dir);
@@ -655,7 +673,7 @@ INSERT INTO shipped VALUES (0);
     });
     const auto start = SteadyClock::now();
     Status ship_status = guarded("peer terminal", [&]() -> Status {
-      return ship(terminal.get(), dealer, stats);
+      return ship(terminal.get(), dealer, stats, window);
     });
     stats.replication_seconds = seconds_since(start);
     hq_thread.join();

@@ -54,9 +54,11 @@ Result<double> raw_sqlite_batched_inserts(const std::string& dir, std::size_t ro
 // Raw ZeroMQ: `messages` messages of `bytes` bytes sent from a PUSH socket to a PULL
 // socket over tcp://127.0.0.1:* in batches of `batch` (one multipart message per batch,
 // one frame per message). The receiver acks each batch on a second PUSH->PULL pair and
-// the sender waits for the ack before the next batch, like an acked replication protocol
-// with one batch in flight. Returns messages per second (scenario c).
-Result<double> raw_zmq_transfer(std::size_t messages, std::size_t bytes, std::size_t batch);
+// the sender keeps at most `window` batches unacknowledged, like an acked replication
+// protocol (tillsync's replicator keeps 2 in flight). Returns messages per second
+// (scenario c).
+Result<double> raw_zmq_transfer(std::size_t messages, std::size_t bytes, std::size_t batch,
+                                std::size_t window = 2);
 
 // The peer (issue 7 item h), "what a C++ developer would otherwise do": a terminal SQLite
 // db with a `customers` table (one row per customer with the fields of the typical create,
@@ -72,8 +74,9 @@ Result<double> raw_zmq_transfer(std::size_t messages, std::size_t bytes, std::si
 //     reads the outbox in order and sends each changeset over ZeroMQ DEALER->ROUTER on
 //     tcp://127.0.0.1:*; the HQ thread applies it with sqlite3changeset_apply to an HQ
 //     SQLite db with the same tables in one transaction (same durability, WAL) and acks
-//     after commit; the sender records the acked outbox id in the terminal db (same
-//     durability) before sending the next one (one changeset in flight, as tillsync).
+//     after commit; the sender records each acked outbox id in the terminal db (same
+//     durability), with at most `window` changesets in flight (2, as tillsync's
+//     replicator).
 // The default edit_every = 0 is the workload of scenario c (a backlog of creations).
 struct PeerStats {
   std::size_t ops = 0;
@@ -85,6 +88,6 @@ struct PeerStats {
 };
 Result<PeerStats> session_changeset_peer(const std::string& dir, std::size_t ops,
                                          std::size_t batch, bool durable,
-                                         std::size_t edit_every = 0);
+                                         std::size_t edit_every = 0, std::size_t window = 2);
 
 }  // namespace tillsync::bench

@@ -2,12 +2,15 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <system_error>
 #include <vector>
 #include <zmq.hpp>
@@ -168,19 +171,28 @@ struct Client::Impl {
     return Status::Ok();
   }
 
-  // The request sent and not yet answered (send() … receive()).
+  // Requests sent and not yet answered (send() … receive()), oldest first, and
+  // replies that came before an older request's.
   struct Outstanding {
     std::uint64_t id = 0;
     Clock::time_point deadline;
     int timeout_ms = 0;
   };
-  std::optional<Outstanding> outstanding;
+  std::deque<Outstanding> outstanding;
+  std::map<std::uint64_t, Frame> early;
+
+  bool is_outstanding(std::uint64_t id) const {
+    return std::any_of(outstanding.begin(), outstanding.end(), [id](const Outstanding& o) { return o.id == id; });
+  }
 
   std::string unreachable(int timeout_ms) const {
     return "HQ at " + endpoint + " did not answer within " + std::to_string(timeout_ms) + " ms";
   }
 
+  // Closes the socket (every request in flight is abandoned) and opens a new one.
   Status reopen(const std::string& why) {
+    outstanding.clear();
+    early.clear();
     socket.reset();
     Status s = open();
     return s.ok() ? Status::HqUnreachable(why) : s;
@@ -212,13 +224,14 @@ Result<Client> Client::connect(Context& context, const std::string& endpoint,
 const std::string& Client::endpoint() const { return impl_->endpoint; }
 
 Result<Frame> Client::call(std::uint8_t type, std::string_view body, std::optional<int> timeout_ms) {
+  impl_->outstanding.clear();  // their late replies are ignored
+  impl_->early.clear();
   TS_RETURN_IF_ERROR(send(type, body, timeout_ms));
   return receive();
 }
 
 Status Client::send(std::uint8_t type, std::string_view body, std::optional<int> timeout_ms) {
   Impl& c = *impl_;
-  c.outstanding.reset();
   if (!c.socket) TS_RETURN_IF_ERROR(c.open());
   const int timeout = timeout_ms.value_or(c.options.timeout_ms);
   const Impl::Outstanding request{c.next_request_id++, Clock::now() + std::chrono::milliseconds(timeout), timeout};
@@ -229,15 +242,22 @@ Status Client::send(std::uint8_t type, std::string_view body, std::optional<int>
   } catch (const zmq::error_t& e) {
     return c.reopen("HQ at " + c.endpoint + ": " + e.what());
   }
-  c.outstanding = request;
+  c.outstanding.push_back(request);
   return Status::Ok();
 }
 
 Result<Frame> Client::receive() {
   Impl& c = *impl_;
-  if (!c.outstanding || !c.socket) return Status::InvalidInput("receive", "no request is waiting for a reply");
-  const Impl::Outstanding request = *c.outstanding;
-  c.outstanding.reset();
+  if (c.outstanding.empty() || !c.socket)
+    return Status::InvalidInput("receive", "no request is waiting for a reply");
+  const Impl::Outstanding request = c.outstanding.front();
+  c.outstanding.pop_front();
+  if (auto it = c.early.find(request.id); it != c.early.end()) {
+    Frame frame = std::move(it->second);
+    c.early.erase(it);
+    if (frame.type == kErrorReply) return decode_error(frame.body);
+    return frame;
+  }
   try {
     for (;;) {
       zmq::pollitem_t item{c.socket->handle(), 0, ZMQ_POLLIN, 0};
@@ -256,7 +276,11 @@ Result<Frame> Client::receive() {
         if (frame.status().code() == Code::unsupported_version) return frame.status();
         continue;  // garbage: ignore
       }
-      if (frame->request_id != request.id) continue;  // a stale reply
+      if (frame->request_id != request.id) {
+        // A later request's reply is kept for its receive(); anything else is stale.
+        if (c.is_outstanding(frame->request_id)) c.early.emplace(frame->request_id, std::move(frame).value());
+        continue;
+      }
       if (frame->type == kErrorReply) return decode_error(frame->body);
       return std::move(frame).value();
     }

@@ -8,7 +8,7 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,25 +20,6 @@
 #include "tillsync/status.h"
 
 namespace tillsync {
-
-// The replication half of the terminal-HQ conversation. HqClient speaks it over
-// ZeroMQ; LocalHqLink (local_hq_link.h) calls a Headquarters in the same process.
-class HqLink {
- public:
-  virtual ~HqLink() = default;
-  virtual Result<std::string> ping(const std::string& node_id) = 0;  // HQ's epoch
-  virtual Result<struct PushReply> push(const std::string& node_id,
-                                        const std::vector<LogRecord>& records) = 0;
-  // push() that runs `meanwhile` once the request is on its way and before waiting for
-  // the reply, so the caller's local work overlaps HQ's. `meanwhile` does not run when
-  // the request could not be sent (the error is returned). The default runs it, then
-  // push().
-  virtual Result<struct PushReply> push_overlapped(const std::string& node_id,
-                                                   const std::vector<LogRecord>& records,
-                                                   const std::function<void()>& meanwhile);
-  virtual Result<struct PullReply> pull(const std::string& node_id, std::int64_t after,
-                                        std::uint32_t limit, bool filtered) = 0;
-};
 
 struct PushReply {
   std::string epoch;
@@ -52,6 +33,30 @@ struct PullReply {
   std::vector<Customer> customers;
   // (alias, target): a terminal-made GUID HQ merged into an existing customer.
   std::vector<std::pair<Guid, Guid>> aliases;
+};
+
+// The replication half of the terminal-HQ conversation. HqClient speaks it over
+// ZeroMQ; LocalHqLink (local_hq_link.h) calls a Headquarters in the same process.
+class HqLink {
+ public:
+  virtual ~HqLink() = default;
+  virtual Result<std::string> ping(const std::string& node_id) = 0;  // HQ's epoch
+  virtual Result<PushReply> push(const std::string& node_id,
+                                        const std::vector<LogRecord>& records) = 0;
+  // push() in two halves, so that several batches can be on their way while the caller
+  // works: start_push() sends a batch, finish_push() returns the reply to the oldest
+  // batch started and not finished (HQ answers them in order). A start_push() error
+  // means the batch was not sent. Do not push() while batches are in flight (HqClient
+  // abandons them).
+  // finish_push() with nothing started is invalid_input. The defaults run push() in
+  // start_push() and keep its result for finish_push().
+  virtual Status start_push(const std::string& node_id, const std::vector<LogRecord>& records);
+  virtual Result<PushReply> finish_push();
+  virtual Result<PullReply> pull(const std::string& node_id, std::int64_t after,
+                                        std::uint32_t limit, bool filtered) = 0;
+
+ private:
+  std::deque<Result<PushReply>> started_;  // the defaults' results, oldest first
 };
 
 // CurveZMQ settings of a terminal: its own key pair and HQ's public key (Z85).
@@ -87,8 +92,8 @@ class HqClient final : public HqGateway, public HqLink {
   Result<std::vector<Customer>> search(const std::string& node_id, const std::string& text);
   Result<std::string> ping(const std::string& node_id) override;
   Result<PushReply> push(const std::string& node_id, const std::vector<LogRecord>& records) override;
-  Result<PushReply> push_overlapped(const std::string& node_id, const std::vector<LogRecord>& records,
-                                    const std::function<void()>& meanwhile) override;
+  Status start_push(const std::string& node_id, const std::vector<LogRecord>& records) override;
+  Result<PushReply> finish_push() override;
   Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint32_t limit,
                          bool filtered) override;
   const std::string& endpoint() const;

@@ -89,11 +89,12 @@ class Client {
   // never be mistaken for the reply to a later one.
   Result<Frame> call(std::uint8_t type, std::string_view body,
                      std::optional<int> timeout_ms = std::nullopt);
-  // call() in two halves, so the caller can work while the server does. send() starts
-  // the timeout; receive() waits for the reply to the last send() until the same
-  // deadline. One request is outstanding at a time: a send() abandons an earlier
-  // request whose reply was never received (its late reply is ignored). receive()
-  // without a send() is invalid_input. Errors as for call().
+  // call() in two halves, so the caller can work, or send more, while the server
+  // answers. Each send() starts its request's timeout; receive() returns the reply to
+  // the oldest request sent and not yet received, waiting until that request's
+  // deadline. A timeout or communication failure abandons every request in flight
+  // (the socket is reopened), and so does call(); their late replies are ignored.
+  // receive() with nothing in flight is invalid_input. Errors as for call().
   Status send(std::uint8_t type, std::string_view body, std::optional<int> timeout_ms = std::nullopt);
   Result<Frame> receive();
   const std::string& endpoint() const;
