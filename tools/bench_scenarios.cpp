@@ -376,8 +376,8 @@ class Bench {
     c.bound =
         "HQ's serving thread: staging each record (its (node, seq) row, unique op id and "
         "staged-index entries, one multi-row INSERT per 64 records) and one durable commit "
-        "per 500-operation batch; one request in flight, the terminal's ack commit and next "
-        "log read overlap HQ's work";
+        "per 500-operation batch; two batches in flight, so HQ finds the next one waiting, "
+        "and the terminal's ack commit and next log read overlap HQ's work";
 
     // d: the sync job converts every staged creation.
     say("  customer sync job");
