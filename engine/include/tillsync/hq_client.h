@@ -41,19 +41,17 @@ class HqLink {
  public:
   virtual ~HqLink() = default;
   virtual Result<std::string> ping(const std::string& node_id) = 0;  // HQ's epoch
-  virtual Result<PushReply> push(const std::string& node_id,
-                                        const std::vector<LogRecord>& records) = 0;
+  virtual Result<PushReply> push(const std::string& node_id, const std::vector<LogRecord>& records) = 0;
   // push() in two halves, so that several batches can be on their way while the caller
   // works: start_push() sends a batch, finish_push() returns the reply to the oldest
   // batch started and not finished (HQ answers them in order). A start_push() error
-  // means the batch was not sent. Do not push() while batches are in flight (HqClient
-  // abandons them).
-  // finish_push() with nothing started is invalid_input. The defaults run push() in
-  // start_push() and keep its result for finish_push().
+  // means the batch was not sent; finish_push() with nothing started is invalid_input.
+  // Do not push() while batches are in flight (HqClient abandons them). The defaults
+  // run push() in start_push() and keep its result for finish_push().
   virtual Status start_push(const std::string& node_id, const std::vector<LogRecord>& records);
   virtual Result<PushReply> finish_push();
-  virtual Result<PullReply> pull(const std::string& node_id, std::int64_t after,
-                                        std::uint32_t limit, bool filtered) = 0;
+  virtual Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint32_t limit,
+                                 bool filtered) = 0;
 
  private:
   std::deque<Result<PushReply>> started_;  // the defaults' results, oldest first
