@@ -17,14 +17,16 @@ struct HqClient::Impl {
     return reply<Reply>(type, client->call(static_cast<std::uint8_t>(type), protocol::encode(std::move(request))));
   }
 
+  // Notes whether a failed request reached HQ (an error reply means it did).
+  Status failed(Status s) {
+    reachable = s.code() != Code::hq_unreachable;
+    return s;
+  }
+
   // The decoded reply to a `type` request, noting whether HQ answered at all.
   template <class Reply>
   Result<Reply> reply(MsgType type, Result<transport::Frame> frame) {
-    if (!frame.ok()) {
-      if (frame.status().code() == Code::hq_unreachable) reachable = false;
-      else reachable = true;  // HQ answered, with an error
-      return frame.status();
-    }
+    if (!frame.ok()) return failed(frame.status());
     reachable = true;
     if (frame->type != protocol::reply_type(type))
       return Status::Internal("HQ answered with an unexpected message type");
@@ -126,8 +128,7 @@ Result<PushReply> HqClient::push(const std::string& node_id, const std::vector<L
 Status HqClient::start_push(const std::string& node_id, const std::vector<LogRecord>& records) {
   Status sent = impl_->client->send(static_cast<std::uint8_t>(MsgType::push),
                                     protocol::encode(protocol::Push{node_id, records}));
-  if (!sent.ok()) return impl_->reply<protocol::PushAck>(MsgType::push, std::move(sent)).status();
-  return Status::Ok();
+  return sent.ok() ? sent : impl_->failed(std::move(sent));
 }
 
 Result<PushReply> HqClient::finish_push() {

@@ -149,11 +149,10 @@ struct Replicator::Impl {
       }
       // A reply to a batch sent before HQ answered short (drained) does not count as a
       // stall: HQ has not seen the resend yet.
-      const bool draining = resending;
       if (reply->acked_seq > acked) {
         pushed += reply->acked_seq - acked;
         stalled = 0;
-      } else if (!draining && ++stalled > 2) {
+      } else if (!resending && ++stalled > 2) {
         TS_RETURN_IF_ERROR(save_ack(*reply));
         return Status::Internal("HQ does not acknowledge operations after seq " +
                                 std::to_string(reply->acked_seq));

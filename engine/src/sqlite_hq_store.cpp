@@ -1,5 +1,6 @@
 // The embedded HQ backend: one SQLite file in WAL mode.
 #include <array>
+#include <bit>
 #include <map>
 #include <cstdio>
 
@@ -234,35 +235,33 @@ Status meta_put(storage::Database& db, std::string_view key, std::string_view va
   return st.run();
 }
 
-// Rows per multi-row INSERT: the largest power of two up to 64 that `remaining` holds,
-// so that at most seven statement texts per table are ever prepared and cached.
-std::size_t multi_row_chunk(std::size_t remaining) {
+// Records per staging INSERT: the largest power of two up to 64 that `remaining` holds,
+// so that only seven statement texts are ever prepared and cached.
+std::size_t stage_chunk(std::size_t remaining) {
   std::size_t rows = 64;
   while (rows > remaining) rows /= 2;
   return rows;
 }
 
-// "<head>(?1, …, ?n[, <constant>]), (…), …<tail>" for `rows` rows of `params` parameters
-// each, numbered on from row to row. Built once per (statement, rows): the texts are
-// the keys of the connection's statement cache.
-const std::string& multi_row_insert(std::size_t rows, std::string_view head, std::string_view constant,
-                                    int params, std::string_view tail) {
-  thread_local std::map<std::pair<std::string, std::size_t>, std::string, std::less<>> texts;
-  auto key = std::make_pair(std::string(head), rows);
-  auto it = texts.find(key);
-  if (it != texts.end()) return it->second;
-  std::string sql(head);
-  for (std::size_t r = 0; r < rows; ++r) {
-    sql += r == 0 ? "(" : ", (";
-    for (int p = 1; p <= params; ++p) {
-      if (p > 1) sql += ", ";
-      sql += "?" + std::to_string(static_cast<int>(r) * params + p);
+// The staging INSERT of `rows` records (a power of two up to 64), eight parameters a
+// record, numbered on from record to record; it returns the rows actually inserted.
+const std::string& stage_sql(std::size_t rows) {
+  static const std::array<std::string, 7> texts = [] {
+    std::array<std::string, 7> out;
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      std::string& sql = out[i];
+      sql = "INSERT OR IGNORE INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, "
+            "received_at_ms, state) VALUES";
+      for (int r = 0; r < (1 << i); ++r) {
+        sql += r == 0 ? "(" : ", (";
+        for (int p = 1; p <= 8; ++p) sql += "?" + std::to_string(r * 8 + p) + ", ";
+        sql += "'staged')";
+      }
+      sql += " RETURNING node_id, seq";
     }
-    if (!constant.empty()) sql += ", " + std::string(constant);
-    sql += ")";
-  }
-  sql += tail;
-  return texts.emplace(std::move(key), std::move(sql)).first->second;
+    return out;
+  }();
+  return texts.at(static_cast<std::size_t>(std::countr_zero(rows)));
 }
 
 Result<LogRecord> read_inbound(const storage::Statement& st, int col) {
@@ -438,12 +437,8 @@ class SqliteHqTransaction final : public HqTransaction {
   Result<std::vector<bool>> stage_all(std::span<const LogRecord> records, std::int64_t received_at_ms) override {
     std::vector<bool> fresh(records.size(), false);
     for (std::size_t at = 0; at < records.size();) {
-      const std::size_t rows = multi_row_chunk(records.size() - at);
-      TS_ASSIGN_OR_RETURN(auto st, db_.prepare(multi_row_insert(
-          rows,
-          "INSERT OR IGNORE INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, "
-          "received_at_ms, state) VALUES",
-          "'staged'", 8, " RETURNING node_id, seq")));
+      const std::size_t rows = stage_chunk(records.size() - at);
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare(stage_sql(rows)));
       for (std::size_t i = 0; i < rows; ++i) bind_inbound(st, records[at + i], received_at_ms, static_cast<int>(i) * 8);
       // Rows come back in insertion order; the search starts where the last one was.
       std::size_t next = 0;

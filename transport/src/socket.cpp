@@ -189,10 +189,15 @@ struct Client::Impl {
     return "HQ at " + endpoint + " did not answer within " + std::to_string(timeout_ms) + " ms";
   }
 
-  // Closes the socket (every request in flight is abandoned) and opens a new one.
-  Status reopen(const std::string& why) {
+  // Forgets every request in flight: their late replies are ignored.
+  void abandon() {
     outstanding.clear();
     early.clear();
+  }
+
+  // Closes the socket (every request in flight is abandoned) and opens a new one.
+  Status reopen(const std::string& why) {
+    abandon();
     socket.reset();
     Status s = open();
     return s.ok() ? Status::HqUnreachable(why) : s;
@@ -224,8 +229,7 @@ Result<Client> Client::connect(Context& context, const std::string& endpoint,
 const std::string& Client::endpoint() const { return impl_->endpoint; }
 
 Result<Frame> Client::call(std::uint8_t type, std::string_view body, std::optional<int> timeout_ms) {
-  impl_->outstanding.clear();  // their late replies are ignored
-  impl_->early.clear();
+  impl_->abandon();
   TS_RETURN_IF_ERROR(send(type, body, timeout_ms));
   return receive();
 }
@@ -252,11 +256,15 @@ Result<Frame> Client::receive() {
     return Status::InvalidInput("receive", "no request is waiting for a reply");
   const Impl::Outstanding request = c.outstanding.front();
   c.outstanding.pop_front();
+  // The server's answer: its reply, or the error it sent.
+  auto answer = [](Frame frame) -> Result<Frame> {
+    if (frame.type == kErrorReply) return decode_error(frame.body);
+    return frame;
+  };
   if (auto it = c.early.find(request.id); it != c.early.end()) {
     Frame frame = std::move(it->second);
     c.early.erase(it);
-    if (frame.type == kErrorReply) return decode_error(frame.body);
-    return frame;
+    return answer(std::move(frame));
   }
   try {
     for (;;) {
@@ -281,8 +289,7 @@ Result<Frame> Client::receive() {
         if (c.is_outstanding(frame->request_id)) c.early.emplace(frame->request_id, std::move(frame).value());
         continue;
       }
-      if (frame->type == kErrorReply) return decode_error(frame->body);
-      return std::move(frame).value();
+      return answer(std::move(frame).value());
     }
   } catch (const zmq::error_t& e) {
     return c.reopen("HQ at " + c.endpoint + ": " + e.what());
