@@ -475,7 +475,7 @@ TEST_F(CaptureCorruption, InnerLengthsThatDisagreeWithTheBodyAreRejected) {
 
 TEST_F(CaptureCorruption, UnknownOperationKindIsRejected) {
   const std::size_t body_length = frames_[1] - frames_[0] - 8;
-  for (char kind : {'\0', '\x09', '\xff'}) {
+  for (char kind : {'\0', '\x0a', '\xff'}) {
     std::string damaged =
         with_body_edit(bytes_, frames_[0], body_length, [kind](std::string& b) { b[40] = kind; });
     Status s = read_modified(damaged);

@@ -27,8 +27,9 @@ class FakeHq final : public HqGateway {
 
   bool reachable() override { return up; }
 
-  Result<Customer> create_customer(const std::string&, const Customer& c) override {
+  Result<RtsAnswer> create_customer(const std::string&, const Guid& request, const Customer& c) override {
     TS_RETURN_IF_ERROR(before_call());
+    if (auto done = requests.find(request); done != requests.end()) return after_call(done->second);
     Customer stored = c;
     auto it = customers.find(c.guid);
     if (it == customers.end()) {
@@ -37,28 +38,39 @@ class FakeHq final : public HqGateway {
     } else {
       stored = it->second;
     }
-    return after_call(stored);
+    return after_call(requests[request] = RtsAnswer{stored, Hlc{}, {}});
   }
-  Result<Customer> edit_customer(const std::string&, const Guid& g, std::int64_t,
-                                 const std::vector<FieldChange>& changes) override {
+  Result<RtsAnswer> edit_customer(const std::string&, const Guid& request, const Guid& g, std::int64_t,
+                                  const std::vector<FieldChange>& changes) override {
     TS_RETURN_IF_ERROR(before_call());
+    if (auto done = requests.find(request); done != requests.end()) return after_call(done->second);
     Customer& c = customers.at(g);
     for (const auto& ch : changes) c.get(ch.field) = ch.value;
     ++c.version;
-    return after_call(c);
+    return after_call(requests[request] = RtsAnswer{c, Hlc{}, {}});
   }
-  Result<Customer> add_address(const std::string&, const Guid& g, const Address& a) override {
+  Result<RtsAnswer> add_address(const std::string&, const Guid& request, const Guid& g, const Address& a) override {
     TS_RETURN_IF_ERROR(before_call());
+    if (auto done = requests.find(request); done != requests.end()) {
+      done->second.customer = customers.at(g);
+      return after_call(done->second);
+    }
     Customer& c = customers.at(g);
     c.addresses.push_back(a);
-    return after_call(c);
+    return after_call(requests[request] = RtsAnswer{c, Hlc{}, {}});
   }
-  Result<Customer> issue_loyalty_card(const std::string&, const Guid& g) override {
+  Result<RtsAnswer> issue_loyalty_card(const std::string&, const Guid& request, const Guid& g) override {
     TS_RETURN_IF_ERROR(before_call());
+    if (auto done = requests.find(request); done != requests.end()) {
+      done->second.customer = customers.at(g);
+      return after_call(done->second);
+    }
     Customer& c = customers.at(g);
     c.loyalty_cards.push_back({"L" + std::to_string(c.loyalty_cards.size() + 1), 42});
-    return after_call(c);
+    return after_call(requests[request] = RtsAnswer{c, Hlc{}, c.loyalty_cards.back().card_number});
   }
+
+  std::map<Guid, RtsAnswer> requests;  // what each request id did
 
  private:
   Status before_call() {
@@ -66,9 +78,9 @@ class FakeHq final : public HqGateway {
     if (!fail_next.ok()) return std::exchange(fail_next, Status::Ok());
     return Status::Ok();
   }
-  Result<Customer> after_call(Customer c) {
-    if (commit_then_timeout) return Status::HqUnreachable("RTS call timed out after 2000 ms");
-    return c;
+  Result<RtsAnswer> after_call(RtsAnswer a) {
+    if (commit_then_timeout) return Status(Code::outcome_unknown, "RTS call timed out after 2000 ms");
+    return a;
   }
 };
 
@@ -130,8 +142,10 @@ TEST_F(NodeTest, D1_SyncCreationGetsAccountNumberFromHqAndSendsTerminalGuid) {
   EXPECT_EQ(out->customer.account_id(), *out->customer.account_number);
   ASSERT_EQ(hq.customers.size(), 1u);
   EXPECT_EQ(hq.customers.begin()->first, out->customer.guid);  // HQ got the terminal's GUID
-  // A sync creation is HQ's write: nothing waits in the terminal's log.
-  EXPECT_EQ(log_rows(*node), 0);
+  // A sync creation is logged too, under its request id (HQ knows it and does not apply
+  // it twice; a new HQ database gets it back).
+  EXPECT_EQ(log_rows(*node), 1);
+  EXPECT_EQ(node->read_log(0, 1)->at(0).op_id, hq.requests.begin()->first);
   auto found = node->find(*out->customer.account_number);
   ASSERT_TRUE(found.ok());
   EXPECT_EQ(found->guid, out->customer.guid);
@@ -367,7 +381,7 @@ TEST_F(NodeTest, D8_SyncedCustomerEditGoesThroughRts) {
   ASSERT_TRUE(edited.ok()) << edited.status().to_string();
   EXPECT_EQ(edited->email, "ada@example.com");
   EXPECT_EQ(hq.customers.at(out->customer.guid).email, "ada@example.com");
-  EXPECT_EQ(log_rows(*node), 0);
+  EXPECT_EQ(log_rows(*node), 2);  // the create and the edit, under their request ids
   auto offline = node->edit_customer(*out->customer.account_number, {{Field::phone, "555 1234"}},
                                      {.offline = true});
   ASSERT_FALSE(offline.ok());
@@ -390,8 +404,8 @@ TEST_F(NodeTest, D8_AsyncEditsLogBothPendingAndSyncedCustomers) {
   EXPECT_EQ(e1->version, synced->customer.version);  // still the HQ version it saw
   auto log = node->read_log(0, 10);
   ASSERT_TRUE(log.ok());
-  ASSERT_EQ(log->size(), 3u);  // pending create + two updates
-  auto upd = decode_payload((*log)[1].kind, (*log)[1].payload);
+  ASSERT_EQ(log->size(), 4u);  // sync create (logged), pending create, two updates
+  auto upd = decode_payload((*log)[2].kind, (*log)[2].payload);
   ASSERT_TRUE(upd.ok());
   const auto& u = std::get<CustomerUpdated>(*upd);
   EXPECT_EQ(u.customer, synced->customer.guid);
@@ -492,7 +506,7 @@ TEST_F(NodeTest, D10_AddressOfSyncedCustomerGoesThroughRtsWhenFeatureOff) {
                                  {{}, "", "2 Side St", "Springfield", "", "", "US"});
   ASSERT_TRUE(added.ok()) << added.status().to_string();
   EXPECT_EQ(hq.customers.at(out->customer.guid).addresses.size(), 1u);
-  EXPECT_EQ(log_rows(*node), 0);
+  EXPECT_EQ(log_rows(*node), 2);  // the create and the address, under their request ids
   auto offline = node->add_address(*out->customer.account_number,
                                    {{}, "", "3 Side St", "Springfield", "", "", "US"},
                                    {.offline = true});
@@ -517,9 +531,9 @@ TEST_F(NodeTest, D10_AsyncAddressesLoggedForPendingAndSyncedCustomers) {
   EXPECT_EQ(hq.calls, calls);
   auto log = node->read_log(0, 10);
   ASSERT_TRUE(log.ok());
-  ASSERT_EQ(log->size(), 3u);
-  EXPECT_EQ((*log)[1].kind, OpKind::address_add);
+  ASSERT_EQ(log->size(), 4u);  // sync create (logged), pending create, two addresses
   EXPECT_EQ((*log)[2].kind, OpKind::address_add);
+  EXPECT_EQ((*log)[3].kind, OpKind::address_add);
 }
 
 // ---- D11: default customer -------------------------------------------------------------

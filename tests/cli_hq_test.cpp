@@ -474,8 +474,10 @@ TEST_F(HqCliTest, SyncModeCreateGetsAccountNumberAtOnce) {
   EXPECT_NE(offline["fallback_reason"].get<std::string>().find("offline"), std::string::npos);
   EXPECT_EQ(hq_customers().size(), 1u);
 
-  // The sync-mode terminal's offline customer converges through sync + job.
-  EXPECT_EQ(sync("S001")["pushed"], 1);
+  // The sync-mode terminal's offline customer converges through sync + job. Its three
+  // real-time writes are in its log too (a new HQ database would get them back); HQ
+  // knows their request ids and applies none of them twice.
+  EXPECT_EQ(sync("S001")["pushed"], 4);
   EXPECT_EQ(run_job()["converted"], 1);
   sync("S001");
   json shown = ok_json({"store", "show", "--db", terminal_db("S001"), offline["guid"]});
@@ -672,6 +674,44 @@ TEST_F(HqCliTest, StoppedHqMeansHqUnreachable) {
   stop_hq();
 }
 
+// Issue 15: the till's disk restored from a backup, tried as a new user would. HQ ends
+// with 9 customers, the till too, none Pending sync; `store status` tells what the till
+// did by itself.
+TEST_F(HqCliTest, TillRestoredFromItsNightlyBackupLosesNoCustomer) {
+  init_hq();
+  start_hq();
+  init_terminal("S001", {"--async-mode"});
+  const std::string db = terminal_db("S001");
+  auto create_n = [&](int from, int to) {
+    for (int i = from; i <= to; ++i) create("S001", {"--first-name", "P" + std::to_string(i), "--last-name", "Restore"});
+  };
+  create_n(1, 3);
+  sync("S001");
+  run_job();
+  EXPECT_EQ(hq_customers().size(), 3u);
+  // The nightly backup: the file alone (each command checkpoints its WAL on close).
+  std::filesystem::copy_file(db, dir_.file("backup.db"));
+  create_n(4, 5);
+  sync("S001");
+  run_job();
+  EXPECT_EQ(hq_customers().size(), 5u);
+  for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(db + suffix);
+  std::filesystem::copy_file(dir_.file("backup.db"), db, std::filesystem::copy_options::overwrite_existing);
+  create_n(6, 9);
+  sync("S001");
+  run_job();
+  json last = sync("S001");
+  EXPECT_EQ(last["pending_ops"], 0);
+  EXPECT_EQ(hq_customers().size(), 9u);
+  json mine = ok_json({"store", "customers", "--db", db})["customers"];
+  EXPECT_EQ(mine.size(), 9u);
+  for (const json& c : mine) EXPECT_NE(c["account_id"], "Pending sync") << c.dump();
+  json status = ok_json({"store", "status", "--db", db});
+  EXPECT_TRUE(status["last_recovery"].is_string()) << status.dump();
+  EXPECT_EQ(run_job()["applied"], 0);  // nothing left, nothing applied twice
+  stop_hq();
+}
+
 TEST_F(HqCliTest, ServeJobConvertsContinuously) {
   init_hq();
   start_hq("20");
@@ -753,7 +793,7 @@ TEST_F(HqCliTest, ResyncFixesFailedRecord) {
   {
     auto hq = tillsync::Headquarters::open(hq_db_);
     ASSERT_TRUE(hq.ok()) << hq.status().to_string();
-    auto pushed = (*hq)->push("S009/T01", {rec});
+    auto pushed = (*hq)->push("S009/T01", rec.seq - 1, {rec});
     ASSERT_TRUE(pushed.ok()) << pushed.status().to_string();
   }
   json job = run_job();

@@ -59,8 +59,9 @@ TEST(Operations, KindNumbersAreStable) {
   EXPECT_EQ(static_cast<int>(OpKind::contact_remove), 6);
   EXPECT_EQ(static_cast<int>(OpKind::address_update), 7);
   EXPECT_EQ(static_cast<int>(OpKind::contact_update), 8);
+  EXPECT_EQ(static_cast<int>(OpKind::loyalty_card_issued), 9);
   EXPECT_FALSE(op_kind_from_int(0).has_value());
-  EXPECT_FALSE(op_kind_from_int(9).has_value());
+  EXPECT_FALSE(op_kind_from_int(10).has_value());
   EXPECT_EQ(op_kind_from_int(2), OpKind::customer_update);
 }
 

@@ -61,34 +61,39 @@ class FaultyLink final : public HqLink, public HqGateway {
 
   bool reachable() override { return reachable_; }
 
-  Result<Customer> create_customer(const std::string& node, const Customer& c) override {
-    return call([&] { return hq().rts_create(node, c); });
+  Result<RtsAnswer> create_customer(const std::string& node, const Guid& request, const Customer& c) override {
+    return call([&] { return hq().rts_create(node, request, c); }, true);
   }
-  Result<Customer> edit_customer(const std::string& node, const Guid& customer, std::int64_t base,
-                                 const std::vector<FieldChange>& changes) override {
-    return call([&] { return hq().rts_edit(node, customer, base, changes); });
+  Result<RtsAnswer> edit_customer(const std::string& node, const Guid& request, const Guid& customer,
+                                  std::int64_t base, const std::vector<FieldChange>& changes) override {
+    return call([&] { return hq().rts_edit(node, request, customer, base, changes); }, true);
   }
-  Result<Customer> add_address(const std::string& node, const Guid& customer,
-                               const Address& address) override {
-    return call([&] { return hq().rts_add_address(node, customer, address); });
+  Result<RtsAnswer> add_address(const std::string& node, const Guid& request, const Guid& customer,
+                                const Address& address) override {
+    return call([&] { return hq().rts_add_address(node, request, customer, address); }, true);
   }
-  Result<Customer> issue_loyalty_card(const std::string& node, const Guid& customer) override {
-    return call([&] { return hq().rts_issue_loyalty_card(node, customer); });
+  Result<RtsAnswer> issue_loyalty_card(const std::string& node, const Guid& request,
+                                       const Guid& customer) override {
+    return call([&] { return hq().rts_issue_loyalty_card(node, request, customer); }, true);
   }
 
-  Result<std::string> ping(const std::string&) override {
-    return call([&]() -> Result<std::string> { return hq().epoch(); });
+  Result<HelloReply> hello(const std::string& node) override {
+    return call([&]() -> Result<HelloReply> {
+      TS_ASSIGN_OR_RETURN(HelloResult r, hq().hello(node));
+      return HelloReply{hq().epoch(), r.push_cursor, r.hq_hlc};
+    });
   }
-  Result<PushReply> push(const std::string& node, const std::vector<LogRecord>& records) override {
+  Result<PushReply> push(const std::string& node, std::int64_t prev,
+                         const std::vector<LogRecord>& records) override {
     return call([&]() -> Result<PushReply> {
-      TS_ASSIGN_OR_RETURN(PushResult r, hq().push(node, records));
+      TS_ASSIGN_OR_RETURN(PushResult r, hq().push(node, prev, records));
       return PushReply{hq().epoch(), r.acked_seq};
     });
   }
-  Result<PullReply> pull(const std::string& node, std::int64_t after, std::uint32_t limit,
-                         bool filtered) override {
+  Result<PullReply> pull(const std::string& node, std::int64_t after, std::uint64_t after_mark,
+                         std::uint32_t limit, bool filtered) override {
     return call([&]() -> Result<PullReply> {
-      TS_ASSIGN_OR_RETURN(PullResult r, hq().pull(node, after, limit, filtered));
+      TS_ASSIGN_OR_RETURN(PullResult r, hq().pull(node, after, after_mark, limit, filtered));
       return to_pull_reply(hq().epoch(), std::move(r));
     });
   }
@@ -97,8 +102,9 @@ class FaultyLink final : public HqLink, public HqGateway {
   Headquarters& hq() { return **hq_; }
 
   // Four draws per call whatever the state, so one call's faults don't shift the next.
+  // `rts`: a lost reply is outcome_unknown (the request reached HQ), as over ZeroMQ.
   template <typename F>
-  auto call(F&& f) -> decltype(f()) {
+  auto call(F&& f, bool rts = false) -> decltype(f()) {
     const std::uint64_t a = (*rng_)(), b = (*rng_)(), c = (*rng_)(), d = (*rng_)();
     (void)d;
     const bool flaky = net == Net::flaky;
@@ -115,6 +121,7 @@ class FaultyLink final : public HqLink, public HqGateway {
     if (net == Net::replies_lost || (flaky && c % 5 == 0)) {
       ++lost_replies;
       reachable_ = false;
+      if (rts) return Status(Code::outcome_unknown, "reply lost (simulated partition)");
       return Status::HqUnreachable("reply lost (simulated partition)");
     }
     reachable_ = true;

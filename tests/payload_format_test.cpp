@@ -159,6 +159,8 @@ std::vector<Sample> samples_v1() {
                        {AddressField::country, "POL"}}}},
       {"a new value", ContactUpdated{zoe, 11, work_mail, "zoë.praca@example.org"}},
       {"an empty value", ContactUpdated{zoe, 12, work_mail, ""}},
+      // Added with kind 9 (a new kind, not a new format: the other samples' bytes stay).
+      {"a card HQ issued", LoyaltyCardIssued{zoe, {"L000000042-1", 1733140800000}}},
   };
 }
 
@@ -256,6 +258,10 @@ void describe(std::ostream& out, const AddressUpdated& p) {
 void describe(std::ostream& out, const ContactUpdated& p) {
   out << "customer " << p.customer.to_string() << " base_version " << p.base_version
       << " contact " << p.contact.to_string() << " value " << quoted(p.value) << "\n";
+}
+void describe(std::ostream& out, const LoyaltyCardIssued& p) {
+  out << "customer " << p.customer.to_string() << " card " << quoted(p.card.card_number)
+      << " issued_at_ms " << p.card.issued_at_ms << "\n";
 }
 // A kind added after this file was written: compared by operator== only.
 template <class T>

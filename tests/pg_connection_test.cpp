@@ -19,14 +19,14 @@ class PgConnectionTest : public ::testing::Test {
   std::unique_ptr<PgConnection> db;
 };
 
-TEST_F(PgConnectionTest, SerializationFailuresAndDeadlocksAreBusyOtherErrorsInternal) {
+TEST_F(PgConnectionTest, SerializationFailuresAndDeadlocksAreBusyConstraintsTheirOwnOtherErrorsInternal) {
   auto raise = [&](const char* sqlstate) {
     return db->exec(std::string("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '") + sqlstate + "'; END $$");
   };
   EXPECT_EQ(raise("40001").code(), Code::busy);
   EXPECT_EQ(raise("40P01").code(), Code::busy);
   Status unique = raise("23505");
-  EXPECT_EQ(unique.code(), Code::internal);
+  EXPECT_EQ(unique.code(), Code::constraint_violation);
   EXPECT_NE(unique.message().find("23505"), std::string::npos) << unique.message();
   auto r = db->run("SELECT no_such_column FROM pg_class");
   EXPECT_EQ(r.status().code(), Code::internal);
@@ -42,7 +42,7 @@ TEST_F(PgConnectionTest, AQueuedFailureComesBackFromTheNextReadAndCommitRollsBac
   ASSERT_TRUE(db->queue("INSERT INTO t VALUES($1)", PgParams().i64(2)).ok());  // aborted
   auto read = db->run("SELECT count(*)::bigint FROM t");
   ASSERT_FALSE(read.ok());
-  EXPECT_EQ(read.status().code(), Code::internal);
+  EXPECT_EQ(read.status().code(), Code::constraint_violation);
   EXPECT_NE(read.status().message().find("23505"), std::string::npos) << read.status().message();
   EXPECT_FALSE(db->commit().ok());  // rolled back, not committed
   EXPECT_EQ(db->query_i64("SELECT count(*)::bigint FROM t").value(), std::optional<std::int64_t>{0});

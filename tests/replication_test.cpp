@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 
 #include "support/cluster.h"
 #include "tillsync/storage/database.h"
@@ -94,7 +95,19 @@ TEST_F(ReplicationTest, RtsEditAddressAndLoyaltyCardOfSyncedCustomer) {
   EXPECT_EQ(at_hq[0].email, "mary@example.com");
   EXPECT_EQ(at_hq[0].addresses.size(), 1u);
   EXPECT_EQ(at_hq[0].loyalty_cards.size(), 1u);
-  EXPECT_EQ(t->node().read_log(0, 10)->size(), 0u);  // all through RTS, nothing logged
+  // All through RTS, and all logged under their request ids: HQ applies none of them a
+  // second time when they are pushed.
+  auto logged = t->node().read_log(0, 10).value();
+  ASSERT_EQ(logged.size(), 4u);
+  EXPECT_EQ(logged[3].kind, OpKind::loyalty_card_issued);
+  ASSERT_TRUE(t->sync().ok());
+  JobReport job = run_job();
+  EXPECT_EQ(job.applied, 4u);
+  EXPECT_EQ(job.converted, 0u);
+  at_hq = hq->inspect()->customers(account).value();
+  EXPECT_EQ(at_hq[0].addresses.size(), 1u);  // not added twice
+  EXPECT_EQ(at_hq[0].loyalty_cards.size(), 1u);
+  EXPECT_EQ(at_hq[0].version, card->version);
   ASSERT_TRUE(t->sync().ok());
   EXPECT_EQ(t->node().digest()->hex, hq_digest().hex);
 }
@@ -246,16 +259,18 @@ TEST_F(ReplicationTest, RtsReplyLostAfterCommitLeavesExactlyOneCustomer) {
   auto out = t->node().create_customer(new_person("Alan", "Turing"));
   ASSERT_TRUE(out.ok()) << out.status().to_string();
   EXPECT_EQ(out->mode, CreationMode::async);  // the terminal saw a timeout
+  EXPECT_EQ(out->fallback_code, "no_answer");
   EXPECT_EQ(dropped, 1);
   EXPECT_EQ(hq_customer_count(), 1u);        // but HQ had committed it
 
   ASSERT_TRUE(t->sync().ok());
-  run_job();
+  JobReport job = run_job();
+  EXPECT_EQ(job.applied, 1u);  // logged under the request id HQ carried out: not again
+  EXPECT_EQ(job.converted, 0u);
   ASSERT_TRUE(t->sync().ok());
   EXPECT_EQ(hq_customer_count(), 1u);
-  auto status = hq->inspect()->sync_status(std::nullopt).value();
-  ASSERT_EQ(status.size(), 1u);
-  EXPECT_EQ(status[0].status, SyncStatus::converted);
+  // Created through the real-time service: no async conversion to show in D12's view.
+  EXPECT_TRUE(hq->inspect()->sync_status(std::nullopt).value().empty());
   auto shown = t->node().find(out->customer.guid.to_string());
   ASSERT_TRUE(shown.ok());
   EXPECT_TRUE(shown->synced());
@@ -294,7 +309,6 @@ TEST_F(ReplicationTest, AcknowledgedBatchesStayRecordedWhenALaterPushFails) {
 // as acknowledged: the batches in flight are answered with HQ's cursor (a gap), and the
 // terminal resends everything after it.
 TEST_F(ReplicationTest, HqRestoredFromAnOlderBackupGetsTheLostOperationsAgain) {
-  if (testing::testing_postgres()) GTEST_SKIP() << "restores an SQLite file; PostgreSQL restores are pg_restore's";
   auto t = terminal("S001", "T01", {.async_customer_creation = true});
   std::unique_ptr<HqClient> client;
   std::unique_ptr<Replicator> replicator;
@@ -310,15 +324,14 @@ TEST_F(ReplicationTest, HqRestoredFromAnOlderBackupGetsTheLostOperationsAgain) {
   for (int i = 1; i <= 2; ++i) create(i);
   ASSERT_EQ(replicator->push_all().value(), 2);
   hq->stop();
-  const std::string backup = dir.file("hq-backup.db");
-  std::filesystem::copy_file(hq->db(), backup);
+  hq_location.backup(dir, "hq-backup");
   hq->start();
   connect();
   for (int i = 3; i <= 5; ++i) create(i);
   ASSERT_EQ(replicator->push_all().value(), 3);
 
-  hq->stop();  // the restore: HQ's file goes back to holding ops 1-2
-  std::filesystem::copy_file(backup, hq->db(), std::filesystem::copy_options::overwrite_existing);
+  hq->stop();  // the restore: HQ's database goes back to holding ops 1-2
+  hq_location.restore(dir, "hq-backup");
   hq->start();
   connect();
   for (int i = 6; i <= 8; ++i) create(i);
@@ -333,6 +346,161 @@ TEST_F(ReplicationTest, HqRestoredFromAnOlderBackupGetsTheLostOperationsAgain) {
   EXPECT_EQ(synced->pulled, 8);
 }
 
+// Every customer of the terminal is HQ's, with HQ's account number, and none is
+// Pending sync; and the terminal has every customer HQ has.
+void expect_terminal_equals_hq(Terminal& t, Headquarters& hq) {
+  auto mine = t.node().search("").value();
+  auto theirs = hq.customers("").value();
+  std::map<Guid, std::optional<std::string>> numbers;
+  for (const Customer& c : theirs) numbers[c.guid] = c.account_number;
+  EXPECT_EQ(mine.size(), theirs.size()) << t.node().node_id();
+  for (const Customer& c : mine) {
+    EXPECT_TRUE(c.synced()) << t.node().node_id() << ": " << c.display_name() << " is Pending sync";
+    auto it = numbers.find(c.guid);
+    ASSERT_NE(it, numbers.end()) << t.node().node_id() << ": " << c.display_name() << " is not at HQ";
+    EXPECT_EQ(c.account_number, it->second) << t.node().node_id() << ": " << c.display_name();
+  }
+  EXPECT_EQ(t.node().digest()->hex, hq.digest()->hex) << t.node().node_id();
+  EXPECT_EQ(t.node().status()->pending_ops, 0) << t.node().node_id();
+}
+
+// Issue 15, item 1: the till's disk is replaced by last night's backup. HQ holds two
+// operations of this node that the restored log lacks, at the seqs the till now gives
+// its next creations; it refuses them (conflict), and the till moves its operations
+// after HQ's cursor by itself. Nothing is lost, nothing applied twice.
+TEST_F(ReplicationTest, TerminalRestoredFromAnOlderBackupLosesNothing) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  auto create = [&](const std::string& name) {
+    ASSERT_TRUE(t->node().create_customer(new_person(name, "Restored")).ok());
+  };
+  for (const char* n : {"Ann", "Ben", "Cid"}) create(n);
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(run_job().converted, 3u);
+  const std::string backup = dir.file("till-backup.db");
+  t->backup_to(backup);  // the nightly backup
+  for (const char* n : {"Dee", "Eve"}) create(n);
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(run_job().converted, 2u);
+  EXPECT_EQ(hq_customer_count(), 5u);
+
+  t->restore_from(backup);  // the till's disk was replaced
+  for (const char* n : {"Fay", "Gus", "Hal", "Ivy"}) create(n);
+  auto first = t->sync();
+  ASSERT_TRUE(first.ok()) << first.status().to_string();
+  EXPECT_EQ(first->pushed, 4);
+  EXPECT_NE(t->node().status()->last_recovery.find("moved after them"), std::string::npos)
+      << t->node().status()->last_recovery;
+  EXPECT_EQ(run_job().converted, 4u);
+  ASSERT_TRUE(t->sync().ok());
+  EXPECT_EQ(hq_customer_count(), 9u);
+  EXPECT_EQ(run_job().applied, 0u);  // nothing staged twice
+  expect_terminal_equals_hq(*t, *hq->inspect());
+  auto statuses = hq->inspect()->sync_status(std::nullopt).value();
+  EXPECT_EQ(statuses.size(), 9u);
+  for (const auto& r : statuses) EXPECT_EQ(r.status, SyncStatus::converted) << r.guid.to_string();
+}
+
+// A different op id at a (node, seq) HQ holds is refused with conflict, nothing staged.
+TEST_F(ReplicationTest, AnotherOperationAtAHeldSeqIsAConflictAndStagesNothing) {
+  auto a = terminal("S001", "T01", {.async_customer_creation = true});
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a->node().create_customer(new_person("A" + std::to_string(i), "X")).ok());
+  ASSERT_TRUE(a->sync().ok());
+  // Another database under the same node id: its seqs 1-2 are other operations.
+  Terminal b(dir.file("again.db"), terminal_config("S001", "T01", hq->endpoint(), {.async_customer_creation = true}), 77);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(b.node().create_customer(new_person("B" + std::to_string(i), "X")).ok());
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  auto refused = client->push("S001/T01", 0, b.node().read_log(0, 10).value());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::conflict) << refused.status().to_string();
+  EXPECT_EQ(run_job().applied, 3u);  // only A's
+  // The same operations again are duplicates, acknowledged at HQ's cursor.
+  auto resent = client->push("S001/T01", 0, a->node().read_log(0, 10).value());
+  ASSERT_TRUE(resent.ok()) << resent.status().to_string();
+  EXPECT_EQ(resent->acked_seq, 3);
+  EXPECT_EQ(run_job().applied, 0u);
+}
+
+// Issue 15, item 1: a till re-initialised (new database) under the node id of one that
+// HQ already knows keeps both histories.
+TEST_F(ReplicationTest, TerminalReinitialisedUnderTheSameNodeIdLosesNothing) {
+  {
+    auto old = terminal("S001", "T01", {.async_customer_creation = true});
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(old->node().create_customer(new_person("Old" + std::to_string(i), "X")).ok());
+    ASSERT_TRUE(old->sync().ok());
+  }
+  Terminal fresh(dir.file("reinit.db"), terminal_config("S001", "T01", hq->endpoint(), {.async_customer_creation = true}), 99);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(fresh.node().create_customer(new_person("New" + std::to_string(i), "X")).ok());
+  auto s = fresh.sync();
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  EXPECT_EQ(s->pushed, 2);
+  EXPECT_EQ(run_job().converted, 5u);
+  ASSERT_TRUE(fresh.sync().ok());
+  expect_terminal_equals_hq(fresh, *hq->inspect());
+  EXPECT_EQ(hq_customer_count(), 5u);
+}
+
+// Issue 15, item 2: HQ restored from a backup taken before one till's last three
+// creations. That till has nothing new to push; it notices that HQ holds less than it
+// acknowledged, pushes again, and both tills pull again from the start of HQ's (older)
+// feed. Account numbers HQ hands out again never delete or replace a customer on a
+// till: every till ends equal to HQ.
+TEST_F(ReplicationTest, HqRestoredFromAnOlderBackupGetsEverythingBackFromTheTills) {
+  auto a = terminal("S001", "T01", {.async_customer_creation = true});
+  auto b = terminal("S002", "T01", {.async_customer_creation = true});
+  auto create = [&](Terminal& t, const std::string& name) {
+    ASSERT_TRUE(t.node().create_customer(new_person(name, t.node().node_id())).ok());
+  };
+  auto sync_all = [&] {
+    for (Terminal* t : {a.get(), b.get()}) {
+      auto s = t->sync();
+      ASSERT_TRUE(s.ok()) << t->node().node_id() << ": " << s.status().to_string();
+    }
+  };
+  for (const char* n : {"A1", "A2", "A3"}) create(*a, n);
+  for (const char* n : {"B1", "B2", "B3"}) create(*b, n);
+  sync_all();
+  run_job();
+  sync_all();
+  const std::string endpoint = hq->endpoint();
+  hq->stop();
+  hq_location.backup(dir, "hq-backup");
+  hq->start(endpoint);
+  for (const char* n : {"A4", "A5", "A6"}) create(*a, n);
+  sync_all();
+  EXPECT_EQ(run_job().converted, 3u);
+  sync_all();  // both tills know A4-A6 with their account numbers
+  EXPECT_EQ(hq_customer_count(), 9u);
+
+  hq->stop();
+  hq_location.restore(dir, "hq-backup");
+  hq->start(endpoint);
+  for (const char* n : {"B4", "B5"}) create(*b, n);
+  ASSERT_TRUE(b->sync().ok());
+  run_job();  // B4, B5 get the account numbers A4, A5 had
+  ASSERT_TRUE(b->sync().ok());
+  // On B, A4 and A5 gave their numbers up to B4 and B5 (HQ's word is final) and wait
+  // for HQ's new ones; nothing was deleted or replaced.
+  auto on_b = b->node().search("").value();
+  EXPECT_EQ(on_b.size(), 11u);
+  for (const Customer& c : on_b) {
+    if (c.first_name == "A4" || c.first_name == "A5") {
+      EXPECT_FALSE(c.synced()) << c.first_name << " still shows " << c.account_id();
+    } else {
+      EXPECT_TRUE(c.synced()) << c.first_name;
+    }
+  }
+  sync_all();  // A has nothing new, yet pushes A4-A6 again
+  EXPECT_NE(a->node().status()->last_recovery.find("restored"), std::string::npos)
+      << a->node().status()->last_recovery;
+  run_job();
+  sync_all();
+  sync_all();
+  EXPECT_EQ(hq_customer_count(), 11u);
+  auto h = hq->inspect();
+  expect_terminal_equals_hq(*a, *h);
+  expect_terminal_equals_hq(*b, *h);
+}
+
 TEST_F(ReplicationTest, DuplicatedAndResentBatchesApplyOnce) {
   auto t = terminal("S001", "T01", {.async_customer_creation = true});
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(t->node().create_customer(new_person("P" + std::to_string(i), "X")).ok());
@@ -342,14 +510,14 @@ TEST_F(ReplicationTest, DuplicatedAndResentBatchesApplyOnce) {
   auto client = HqClient::connect(hq->endpoint(), 2000).value();
   // The same batch three times, then an overlapping one, then one after a gap.
   for (int i = 0; i < 3; ++i) {
-    auto ack = client->push("S001/T01", {records[0], records[1]});
+    auto ack = client->push("S001/T01", 0, {records[0], records[1]});
     ASSERT_TRUE(ack.ok()) << ack.status().to_string();
     EXPECT_EQ(ack->acked_seq, 2);
   }
-  auto gap = client->push("S001/T01", {records[3]});
+  auto gap = client->push("S001/T01", 3, {records[3]});
   ASSERT_TRUE(gap.ok());
   EXPECT_EQ(gap->acked_seq, 2);  // HQ answers with its cursor: resend from 3
-  auto overlap = client->push("S001/T01", {records[1], records[2], records[3]});
+  auto overlap = client->push("S001/T01", 1, {records[1], records[2], records[3]});
   ASSERT_TRUE(overlap.ok());
   EXPECT_EQ(overlap->acked_seq, 4);
 
@@ -368,7 +536,7 @@ TEST_F(ReplicationTest, PushOfAnotherNodesOperationsIsUnauthorizedAndWritesNothi
   ASSERT_TRUE(t->node().create_customer(new_person("Eve", "Spoof")).ok());
   auto records = t->node().read_log(0, 10).value();
   auto client = HqClient::connect(hq->endpoint(), 2000).value();
-  auto spoofed = client->push("S002/T09", records);
+  auto spoofed = client->push("S002/T09", 0, records);
   ASSERT_FALSE(spoofed.ok());
   EXPECT_EQ(spoofed.status().code(), Code::unauthorized);
   run_job();
@@ -383,7 +551,7 @@ TEST_F(ReplicationTest, TerminalRestartMidSyncResumesFromCheckpoint) {
   {
     auto client = HqClient::connect(hq->endpoint(), 2000).value();
     auto records = t->node().read_log(0, 10).value();
-    ASSERT_TRUE(client->push("S001/T01", records).ok());  // HQ has 1..10, terminal's ack lost
+    ASSERT_TRUE(client->push("S001/T01", 0, records).ok());  // HQ has 1..10, terminal's ack lost
   }
   t->restart();
   EXPECT_EQ(t->node().status()->acked_seq, 0);
@@ -504,11 +672,11 @@ TEST_F(ReplicationTest, FilteredNodeCannotLaterAskForTheUnfilteredFeed) {
   auto own = terminal("S001", "T01", {.filter_shared_customer_tables = true});
   ASSERT_TRUE(own->sync().ok());  // registers S001/T01 for filtered pulls
   auto client = HqClient::connect(hq->endpoint(), 2000).value();
-  auto unfiltered = client->pull("S001/T01", 0, 100, /*filtered=*/false);
+  auto unfiltered = client->pull("S001/T01", 0, 0, 100, /*filtered=*/false);
   ASSERT_FALSE(unfiltered.ok());
   EXPECT_EQ(unfiltered.status().code(), Code::unauthorized);
-  EXPECT_TRUE(client->pull("S001/T01", 0, 100, /*filtered=*/true).ok());
-  EXPECT_TRUE(client->pull("S003/T01", 0, 100, /*filtered=*/false).ok());  // never filtered
+  EXPECT_TRUE(client->pull("S001/T01", 0, 0, 100, /*filtered=*/true).ok());
+  EXPECT_TRUE(client->pull("S003/T01", 0, 0, 100, /*filtered=*/false).ok());  // never filtered
 }
 
 TEST_F(ReplicationTest, FailedRecordIsReportedAndFixedWithResync) {
@@ -522,7 +690,7 @@ TEST_F(ReplicationTest, FailedRecordIsReportedAndFixedWithResync) {
   LogRecord bad = records[0];
   bad.payload = encode_payload(payload);
   auto client = HqClient::connect(hq->endpoint(), 2000).value();
-  ASSERT_TRUE(client->push("S001/T01", {bad}).ok());
+  ASSERT_TRUE(client->push("S001/T01", 0, {bad}).ok());
   JobReport job = run_job();
   EXPECT_EQ(job.failed, 1u);
   auto failed = hq->inspect()->sync_status(SyncStatus::failed).value();
@@ -538,6 +706,110 @@ TEST_F(ReplicationTest, FailedRecordIsReportedAndFixedWithResync) {
   EXPECT_TRUE(now[0].last_error.empty());
   ASSERT_TRUE(t->sync().ok());
   EXPECT_EQ(t->node().find(out->customer.guid.to_string())->email, "bad.mail@example.com");
+}
+
+// A log record as a buggy or hostile terminal could send it: `c` created by `node` at
+// `seq`, whatever its content.
+LogRecord crafted_create(const std::string& node, std::int64_t seq, const Customer& c, std::uint64_t op_seed) {
+  GuidGenerator ids(op_seed);
+  LogRecord r;
+  r.seq = seq;
+  r.op_id = ids.next();
+  r.entity = c.guid;
+  r.kind = OpKind::customer_create;
+  r.hlc = Hlc::make(1'700'000'000'000, static_cast<std::uint16_t>(seq));
+  r.node_id = node;
+  r.payload = encode_payload(CustomerCreated{c});
+  return r;
+}
+
+Customer crafted_customer(GuidGenerator& g, const std::string& last) {
+  Customer c;
+  c.guid = g.next();
+  c.first_name = "Crafted";
+  c.last_name = last;
+  c.language = "en-us";
+  c.currency = "USD";
+  c.customer_group = "RETAIL";
+  c.receipt_option = "print";
+  return c;
+}
+
+// Issue 15, item 6: an operation whose write HQ's storage refuses (an address GUID
+// another customer's address has) is marked failed with a clear error, and the job
+// applies every other operation, on this pass and every later one. Operations with a
+// nil or repeated child GUID fail validation the same way.
+TEST_F(ReplicationTest, PoisonRecordsAreMarkedFailedAndTheJobGoesOn) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  NewCustomer with_address = new_person("Honest", "Shopper");
+  with_address.addresses.push_back({Guid{}, "", "1 Main St", "Springfield", "", "", "US"});
+  auto honest = t->node().create_customer(with_address);
+  ASSERT_TRUE(honest.ok()) << honest.status().to_string();
+  const Guid taken = honest->customer.addresses.at(0).guid;
+  ASSERT_TRUE(t->sync().ok());
+
+  GuidGenerator g(4242);
+  Customer steals = crafted_customer(g, "Steals");  // its address reuses `taken`
+  steals.addresses.push_back({taken, "home", "2 Elm St", "Shelbyville", "", "", "US"});
+  Customer nil_child = crafted_customer(g, "NilChild");
+  nil_child.addresses.push_back({Guid{}, "home", "3 Oak St", "Ogdenville", "", "", "US"});
+  Customer twice = crafted_customer(g, "Twice");
+  const Guid same = g.next();
+  twice.contacts.push_back({same, ContactKind::email, "a@example.com"});
+  twice.contacts.push_back({same, ContactKind::email, "b@example.com"});
+  Customer fine = crafted_customer(g, "Fine");
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  auto pushed = client->push("S009/T01", 0,
+                             {crafted_create("S009/T01", 1, steals, 1), crafted_create("S009/T01", 2, nil_child, 2),
+                              crafted_create("S009/T01", 3, twice, 3), crafted_create("S009/T01", 4, fine, 4)});
+  ASSERT_TRUE(pushed.ok()) << pushed.status().to_string();
+
+  JobReport job = run_job();
+  EXPECT_EQ(job.converted, 2u);  // the honest customer and "Fine"
+  EXPECT_EQ(job.failed, 3u);
+  EXPECT_EQ(job.remaining, 0u);
+  EXPECT_EQ(run_job().applied + run_job().failed, 0u);  // settled: no pass sees them again
+  auto failed = hq->inspect()->sync_status(SyncStatus::failed).value();
+  ASSERT_EQ(failed.size(), 3u);
+  std::map<Guid, std::string> errors;
+  for (const auto& r : failed) errors[r.guid] = r.last_error;
+  EXPECT_NE(errors[steals.guid].find("refused by HQ's storage"), std::string::npos) << errors[steals.guid];
+  EXPECT_NE(errors[nil_child.guid].find("nil"), std::string::npos) << errors[nil_child.guid];
+  EXPECT_NE(errors[twice.guid].find("used twice"), std::string::npos) << errors[twice.guid];
+  EXPECT_EQ(hq_customer_count(), 2u);
+  // The honest customer still has its own address.
+  auto h = hq->inspect();
+  EXPECT_EQ(h->customers("Honest").value().at(0).addresses.at(0).street, "1 Main St");
+}
+
+// Issue 15, item 6: a feed entry this terminal cannot store (its address GUID is one
+// of a local pending customer's, sent by a buggy till elsewhere) is set aside and shown
+// by `store status`; the pull goes on with the other entries.
+TEST_F(ReplicationTest, AFeedEntryTheTerminalCannotStoreIsSetAsideAndThePullGoesOn) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true});
+  NewCustomer with_address = new_person("Local", "Pending");
+  with_address.addresses.push_back({Guid{}, "", "1 Main St", "Springfield", "", "", "US"});
+  auto local = t->node().create_customer(with_address);
+  ASSERT_TRUE(local.ok());
+  const Guid taken = local->customer.addresses.at(0).guid;
+
+  GuidGenerator g(777);
+  Customer clash = crafted_customer(g, "Clash");
+  clash.addresses.push_back({taken, "home", "9 Far Rd", "Capital City", "", "", "US"});
+  Customer fine = crafted_customer(g, "Fine");
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  ASSERT_TRUE(client->push("S009/T01", 0, {crafted_create("S009/T01", 1, clash, 5), crafted_create("S009/T01", 2, fine, 6)}).ok());
+  EXPECT_EQ(run_job().converted, 2u);
+
+  auto s = t->sync();  // pushes "Local", pulls "Clash" and "Fine"
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  EXPECT_TRUE(t->node().find(fine.guid.to_string()).ok());
+  EXPECT_FALSE(t->node().find(clash.guid.to_string()).ok());
+  EXPECT_TRUE(t->node().find(local->customer.guid.to_string()).ok());
+  auto st = t->node().status().value();
+  EXPECT_EQ(st.set_aside, 1);
+  EXPECT_NE(st.set_aside_error.find("constraint_violation"), std::string::npos) << st.set_aside_error;
+  EXPECT_EQ(st.pending_ops, 0);
 }
 
 TEST_F(ReplicationTest, AsyncEditOfPendingCustomerReachesConvertedCustomer) {

@@ -281,21 +281,22 @@ TEST_F(HqCurveTest, TerminalsSyncAndCreateOverCurve) {
 
 TEST_F(HqCurveTest, RequestClaimingAnotherNodeIsUnauthorizedAndWritesNothing) {
   auto client = HqClient::connect(hq->endpoint(), 3000, curve("T01")).value();
-  ASSERT_TRUE(client->ping("S001/T01").ok());
+  ASSERT_TRUE(client->hello("S001/T01").ok());
   // T01's key, T02's name: RTS create, search, pull and push are all refused.
   Customer c;
   c.guid = Guid::parse("6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab").value();
   c.type = CustomerType::person;
   c.first_name = "Spoofed";
   c.last_name = "Node";
-  EXPECT_EQ(client->create_customer("S001/T02", c).status().code(), Code::unauthorized);
+  const Guid request = Guid::parse("0190f0a0-0000-7000-8000-000000000001").value();
+  EXPECT_EQ(client->create_customer("S001/T02", request, c).status().code(), Code::unauthorized);
   EXPECT_EQ(client->search("S001/T02", "").status().code(), Code::unauthorized);
-  EXPECT_EQ(client->pull("S001/T02", 0, 100, false).status().code(), Code::unauthorized);
-  EXPECT_EQ(client->push("S001/T02", {}).status().code(), Code::unauthorized);
-  EXPECT_EQ(client->ping("S001/T02").status().code(), Code::unauthorized);
+  EXPECT_EQ(client->pull("S001/T02", 0, 0, 100, false).status().code(), Code::unauthorized);
+  EXPECT_EQ(client->push("S001/T02", 0, {}).status().code(), Code::unauthorized);
+  EXPECT_EQ(client->hello("S001/T02").status().code(), Code::unauthorized);
   EXPECT_TRUE(hq->inspect()->customers("").value().empty());
   // Acting as itself works.
-  auto created = client->create_customer("S001/T01", c);
+  auto created = client->create_customer("S001/T01", request, c);
   ASSERT_TRUE(created.ok()) << created.status().to_string();
   EXPECT_EQ(hq->inspect()->customers("").value().size(), 1u);
 }
@@ -312,7 +313,7 @@ TEST_F(HqCurveTest, KeyRemovedFromTheAllowlistIsLockedOutAfterReload) {
   bool locked_out = false;
   for (int i = 0; i < 50 && !locked_out; ++i) {
     if (i == 0) hq->service().request_reload();
-    locked_out = client->ping("S001/T02").status().code() == Code::hq_unreachable;
+    locked_out = client->hello("S001/T02").status().code() == Code::hq_unreachable;
   }
   EXPECT_TRUE(locked_out);
   ASSERT_TRUE(t2.node().create_customer(new_person("After", "Revocation"), {.offline = true}).ok());

@@ -182,7 +182,7 @@ TEST(StorageOpen, EnablesForeignKeys) {
       db->exec("CREATE TABLE p(id INTEGER PRIMARY KEY);"
                "CREATE TABLE c(p INTEGER NOT NULL REFERENCES p(id));"));
   Status s = db->exec("INSERT INTO c VALUES(7)");
-  EXPECT_CODE(s, Code::internal);
+  EXPECT_CODE(s, Code::constraint_violation);
 }
 
 struct SynchronousCase {
@@ -404,7 +404,7 @@ TEST_F(StorageStatement, ConstraintViolationIsAnError) {
   ASSERT_OK_AND_ASSIGN(auto st, db_->prepare("INSERT INTO v(id) VALUES(?1)"));
   st.bind(1, std::int64_t{1});
   Status s = st.run();
-  EXPECT_CODE(s, Code::internal);
+  EXPECT_CODE(s, Code::constraint_violation);
   EXPECT_NE(s.message().find("UNIQUE"), std::string::npos) << s.message();
 }
 

@@ -47,6 +47,10 @@ Customer valid_person() {
   c.contacts.push_back({{}, ContactKind::email, "ada.work@example.org"});
   c.contacts.push_back({{}, ContactKind::phone, "(020) 7946-0001"});
   c.affiliations = {"VIP", "Staff"};
+  GuidGenerator ids(3);  // every child row has a GUID of its own
+  c.guid = ids.next();
+  for (Address& a : c.addresses) a.guid = ids.next();
+  for (Contact& k : c.contacts) k.guid = ids.next();
   return c;
 }
 
@@ -391,7 +395,7 @@ TEST(ValidationD13, CustomerChecksEveryScalarField) {
 
 TEST(ValidationD13, CustomerAddressErrorsNameTheIndex) {
   Customer c = valid_person();
-  c.addresses.push_back({{}, "delivery", "1 Side St", "Leeds", "", "", "GB"});
+  c.addresses.push_back({GuidGenerator(4).next(), "delivery", "1 Side St", "Leeds", "", "", "GB"});
   ASSERT_TRUE(validate_customer(c).ok());
   c.addresses[1].country = "GBRX";
   EXPECT_TRUE(IsInvalid(validate_customer(c), "addresses[1].country"));
@@ -519,6 +523,46 @@ TEST(ValidationNormalize, PhoneKeepsDigitsAndALeadingPlus) {
   EXPECT_EQ(normalize_phone(""), "");
   EXPECT_EQ(normalize_phone("+"), "");
   EXPECT_EQ(normalize_phone("+1 555"), normalize_phone(" +1-555 "));
+}
+
+}  // namespace
+}  // namespace tillsync
+
+namespace tillsync {
+namespace {
+
+// Issue 15, item 6: addresses and contacts are rows keyed by their GUIDs; a nil or
+// repeated child GUID is refused before anything is stored, naming the field.
+TEST(ValidationChildren, NilAndRepeatedChildGuidsAreRefused) {
+  GuidGenerator g(11);
+  Customer c;
+  c.guid = g.next();
+  c.first_name = "Ada";
+  c.last_name = "Lovelace";
+  c.language = "en-us";
+  c.currency = "USD";
+  c.customer_group = "RETAIL";
+  c.receipt_option = "print";
+  c.addresses.push_back({g.next(), "home", "1 Main St", "Springfield", "", "", "US"});
+  c.contacts.push_back({g.next(), ContactKind::phone, "555 0100"});
+  ASSERT_TRUE(validate_customer(c).ok()) << validate_customer(c).to_string();
+
+  Customer nil_address = c;
+  nil_address.addresses[0].guid = Guid{};
+  Status s = validate_customer(nil_address);
+  EXPECT_EQ(s.code(), Code::invalid_input);
+  EXPECT_EQ(s.field(), "addresses[0].guid");
+
+  Customer repeated = c;
+  repeated.contacts[0].guid = repeated.addresses[0].guid;
+  s = validate_customer(repeated);
+  EXPECT_EQ(s.code(), Code::invalid_input);
+  EXPECT_EQ(s.field(), "contacts[0].guid");
+  EXPECT_NE(s.message().find("used twice"), std::string::npos) << s.message();
+
+  Customer own = c;
+  own.contacts[0].guid = own.guid;
+  EXPECT_EQ(validate_customer(own).code(), Code::invalid_input);
 }
 
 }  // namespace

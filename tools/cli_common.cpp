@@ -22,7 +22,8 @@ namespace tillsync::cli {
 int exit_code_for(Code code) {
   switch (code) {
     case Code::ok: return kExitOk;
-    case Code::hq_unreachable: return kExitHqUnreachable;
+    case Code::hq_unreachable:
+    case Code::outcome_unknown: return kExitHqUnreachable;
     case Code::internal:
     case Code::busy: return kExitInternal;
     default: return kExitDomain;

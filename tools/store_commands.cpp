@@ -102,6 +102,10 @@ Json status_json(const NodeStatus& s, const NodeConfig& config) {
   j["last_sync_at"] = s.last_sync_at_ms ? Json(iso8601_utc(*s.last_sync_at_ms)) : Json(nullptr);
   j["last_error"] = s.last_error.empty() ? Json(nullptr) : Json(s.last_error);
   j["last_seq"] = s.last_seq;
+  j["last_recovery"] = s.last_recovery.empty() ? Json(nullptr) : Json(s.last_recovery);
+  j["unsettled_requests"] = s.unsettled_requests;
+  j["set_aside"] = s.set_aside;
+  j["set_aside_error"] = s.set_aside_error.empty() ? Json(nullptr) : Json(s.set_aside_error);
   j["hq"] = config.hq_endpoint ? Json(*config.hq_endpoint) : Json(nullptr);
   j["rts_timeout_ms"] = config.rts_timeout_ms;
   j["encrypted"] = config.key_dir.has_value();
@@ -124,6 +128,13 @@ std::string status_text(const NodeStatus& s, const NodeConfig& config) {
   t += "last sync:       " +
        (s.last_sync_at_ms ? iso8601_utc(*s.last_sync_at_ms) : std::string("never")) + "\n";
   if (!s.last_error.empty()) t += "last error:      " + one_line(s.last_error) + "\n";
+  if (!s.last_recovery.empty()) t += "last recovery:   " + one_line(s.last_recovery) + "\n";
+  if (s.unsettled_requests > 0)
+    t += "unsettled:       " + std::to_string(s.unsettled_requests) +
+         " real-time request(s) sent without an answer; settled with HQ at the next sync\n";
+  if (s.set_aside > 0)
+    t += "set aside:       " + std::to_string(s.set_aside) +
+         " customer(s) from HQ this terminal could not store; latest: " + one_line(s.set_aside_error) + "\n";
   const FunctionalityProfile& p = config.profile;
   t += "async creation:  " + on_off(p.async_customer_creation) +
        "; offline data exclusion: " + on_off(p.filter_shared_customer_tables) +
@@ -363,6 +374,7 @@ int run_create(const Cli& cli, const CreateOptions& o) {
   Json j = customer_json(out.customer);
   j["mode"] = std::string(to_string(out.mode));
   if (!out.fallback_reason.empty()) j["fallback_reason"] = out.fallback_reason;
+  if (!out.fallback_code.empty()) j["fallback_code"] = out.fallback_code;
   std::string human = "created customer " + out.customer.account_id() + " (guid " +
                       out.customer.guid.to_string() + ") in " + std::string(to_string(out.mode)) +
                       " mode";
@@ -772,6 +784,7 @@ int run_watch(const Cli& cli, ChannelNode& node, Replicator& replicator, const S
   }
   std::string last_error;
   while (!stop_requested()) {
+    (void)node.reconcile();  // real-time requests that got no answer, if HQ answers now
     auto report = replicator.sync_once();
     const std::string now = iso8601_utc(SystemClock::instance().now_ms());
     if (report) {
@@ -837,12 +850,15 @@ int run_sync(const Cli& cli, const SyncOptions& o) {
                                         connected.status().message())));
     }
     client = std::move(connected).value();
+    (*node)->attach_hq(client.get());
     auto opened = Replicator::open(o.db, *client);
     if (!opened) return cli.fail(opened.status());
     replicator = std::move(opened).value();
   }
   if (o.watch) return run_watch(cli, **node, *replicator, o);
 
+  // Real-time requests that got no answer are settled first (`store status` tells).
+  (void)(*node)->reconcile();
   auto report = replicator->sync_once();
   if (!report) return cli.fail(explain_sync_failure(**node, report.status()));
   return cli.ok(report_json(*report), "synced terminal " + config.node_id() + " with HQ at " +

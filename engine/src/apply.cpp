@@ -43,6 +43,15 @@ Status apply_to_customer(Customer& c, const Payload& p, const std::vector<FieldC
       for (const AddressFieldChange& ch : au->changes) address_field(a, ch.field) = ch.value;
       changed = !au->changes.empty();
     }
+  } else if (const auto* card = std::get_if<LoyaltyCardIssued>(&p)) {
+    const bool held = std::any_of(c.loyalty_cards.begin(), c.loyalty_cards.end(),
+                                  [&](const LoyaltyCard& l) { return l.card_number == card->card.card_number; });
+    if (card->card.card_number.empty() || card->card.card_number.size() > kMaxTextLength)
+      return Status::InvalidInput("card_number", "card_number: must be 1-200 characters");
+    if (!held) {
+      c.loyalty_cards.push_back(card->card);
+      changed = true;
+    }
   } else if (const auto* cu = std::get_if<ContactUpdated>(&p)) {
     for (Contact& k : c.contacts) {
       if (k.guid != cu->contact) continue;

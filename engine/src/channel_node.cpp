@@ -129,15 +129,15 @@ struct ChannelNode::Impl {
   }
 
   // Appends one operation to the change log and advances the persisted HLC, inside
-  // the caller's transaction.
-  Status log(storage::Transaction& txn, const Payload& payload) {
+  // the caller's transaction. `op_id`: the id of the real-time request it records.
+  Status log(storage::Transaction& txn, const Payload& payload, std::optional<Guid> op_id = std::nullopt) {
     // Another process (a replicator) may have advanced the persisted clock past HQ's.
     TS_ASSIGN_OR_RETURN(std::int64_t persisted, node_db::get_int(*db, node_db::key::hlc, 0));
     if (static_cast<std::uint64_t>(persisted) > hlc.last().value)
       hlc = HybridLogicalClock(*clock, Hlc{static_cast<std::uint64_t>(persisted)});
     const Hlc ts = hlc.now();
     storage::LogRow row;
-    row.op_id = std::string(new_op_id().raw());
+    row.op_id = std::string((op_id ? *op_id : new_op_id()).raw());
     row.entity = std::string(entity_of(payload).raw());
     row.kind = static_cast<int>(kind_of(payload));
     row.hlc = ts.value;
@@ -149,12 +149,213 @@ struct ChannelNode::Impl {
     return node_db::put_int(txn, node_db::key::hlc, static_cast<std::int64_t>(ts.value));
   }
 
-  // Stores a customer as HQ returned it (sync mode), replacing the local copy.
-  Result<Customer> store_from_hq(const Customer& c) {
+  // ---- real-time requests (sync mode) ----
+  // Every HQ-answered write is logged under its request id, like an async one, so that
+  // a new HQ database gets it back; HQ does not apply it twice (it knows the id).
+
+  // What a request asks, without the GUIDs made for it: the same thing asked again
+  // (a cashier repeating a command that got no answer) has the same content.
+  static std::string content_of(const Payload& p) {
+    Payload q = p;
+    std::visit(
+        [](auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, CustomerCreated>) {
+            v.customer.guid = Guid{};
+            for (Address& a : v.customer.addresses) a.guid = Guid{};
+            for (Contact& k : v.customer.contacts) k.guid = Guid{};
+          } else if constexpr (std::is_same_v<T, AddressAdded>) {
+            v.address.guid = Guid{};
+          } else if constexpr (std::is_same_v<T, LoyaltyCardIssued>) {
+            v.card = {};
+          }
+        },
+        q);
+    return std::string(1, static_cast<char>(kind_of(q))) + encode_payload(q);
+  }
+
+  Result<RtsAnswer> send(const Guid& request, const Payload& p) {
+    const std::string node = config.node_id();
+    if (const auto* c = std::get_if<CustomerCreated>(&p)) return hq->create_customer(node, request, c->customer);
+    if (const auto* u = std::get_if<CustomerUpdated>(&p))
+      return hq->edit_customer(node, request, u->customer, u->base_version, u->changes);
+    if (const auto* a = std::get_if<AddressAdded>(&p)) return hq->add_address(node, request, a->customer, a->address);
+    if (const auto* l = std::get_if<LoyaltyCardIssued>(&p)) return hq->issue_loyalty_card(node, request, l->customer);
+    return Status::Internal("not a real-time request");
+  }
+
+  // Stores HQ's answer to `request` and logs the write under the request id, in one
+  // transaction. Returns the customer as stored.
+  Result<Customer> settle(const Guid& request, Payload p, const RtsAnswer& a, std::string_view note = {}) {
+    if (auto* l = std::get_if<LoyaltyCardIssued>(&p)) {
+      l->card = LoyaltyCard{a.card_number, 0};
+      for (const LoyaltyCard& card : a.customer.loyalty_cards)
+        if (card.card_number == a.card_number) l->card = card;
+    }
+    const Guid asked = entity_of(p);
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
-    TS_RETURN_IF_ERROR(customers().upsert(txn, c));
+    TS_ASSIGN_OR_RETURN(std::int64_t released, customers().upsert_from_hq(txn, a.customer));
+    (void)released;
+    if (a.customer.guid != asked) {
+      // HQ merged the GUID asked for into this customer: it names that one here too.
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+          "INSERT OR REPLACE INTO guid_aliases(alias, target) VALUES(?1, ?2)"));
+      st.bind_blob(1, asked.raw()).bind_blob(2, a.customer.guid.raw());
+      TS_RETURN_IF_ERROR(st.run());
+      TS_RETURN_IF_ERROR(customers().remove(txn, asked));
+    }
+    TS_RETURN_IF_ERROR(merge_clock(txn, a.hq_hlc));
+    TS_ASSIGN_OR_RETURN(auto logged, db->prepare("SELECT 1 FROM change_log WHERE op_id = ?1"));
+    logged.bind_blob(1, request.raw());
+    TS_ASSIGN_OR_RETURN(bool already, logged.step());
+    if (!already) TS_RETURN_IF_ERROR(log(txn, p, request));
+    {
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare("INSERT OR IGNORE INTO rts_applied(op_id) VALUES(?1)"));
+      st.bind_blob(1, request.raw());
+      TS_RETURN_IF_ERROR(st.run());
+    }
+    {
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+          "UPDATE rts_requests SET state = 'done', note = ?2, at_ms = ?3 WHERE request = ?1"));
+      st.bind_blob(1, request.raw()).bind(2, note).bind(3, clock->now_ms());
+      TS_RETURN_IF_ERROR(st.run());
+    }
     TS_RETURN_IF_ERROR(txn.commit());
-    return c;
+    return a.customer;
+  }
+
+  // HQ's clock as an answer carried it: later local writes order after it.
+  Status merge_clock(storage::Transaction& txn, Hlc hq_hlc) {
+    TS_ASSIGN_OR_RETURN(std::int64_t persisted, node_db::get_int(*db, node_db::key::hlc, 0));
+    if (static_cast<std::int64_t>(hq_hlc.value) <= persisted) return Status::Ok();
+    return node_db::put_int(txn, node_db::key::hlc, static_cast<std::int64_t>(hq_hlc.value));
+  }
+
+  // A request sent without an answer: kept to be settled with HQ at the next contact.
+  Status remember_unknown(const Guid& request, const Payload& p) {
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+        "INSERT OR IGNORE INTO rts_requests(request, kind, customer, content, payload, state, note, at_ms) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, 'unknown', '', ?6)"));
+    st.bind_blob(1, request.raw()).bind(2, static_cast<std::int64_t>(kind_of(p)));
+    st.bind_blob(3, entity_of(p).raw()).bind_blob(4, content_of(p)).bind_blob(5, encode_payload(p));
+    st.bind(6, clock->now_ms());
+    TS_RETURN_IF_ERROR(st.run());
+    return txn.commit();
+  }
+
+  struct Earlier {
+    Guid request;
+    Payload payload;
+    bool settled = false;  // done: HQ carried it out and this terminal stored the answer
+  };
+  static constexpr std::int64_t kRememberMs = 24 * 3600 * 1000;
+
+  // The same request made earlier without an answer (or settled in the last day).
+  Result<std::optional<Earlier>> earlier(const Payload& p) {
+    TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+        "SELECT request, payload, state FROM rts_requests WHERE content = ?1 AND kind = ?2 "
+        "AND state IN ('unknown', 'done') AND at_ms >= ?3 ORDER BY at_ms DESC LIMIT 1"));
+    st.bind_blob(1, content_of(p)).bind(2, static_cast<std::int64_t>(kind_of(p)));
+    st.bind(3, clock->now_ms() - kRememberMs);
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return std::optional<Earlier>{};
+    auto request = Guid::from_raw(st.column_blob(0));
+    TS_ASSIGN_OR_RETURN(Payload earlier_payload, decode_payload(kind_of(p), st.column_blob(1)));
+    if (!request) return Status::CorruptLog("rts_requests row has a malformed request id");
+    return std::optional<Earlier>{Earlier{*request, std::move(earlier_payload), st.column_text(2) == "done"}};
+  }
+
+  static Status unknown_outcome(const Status& s, std::string_view what) {
+    return Status(Code::outcome_unknown,
+                  std::string(what) + " was sent to HQ but no answer came in time (" + s.message() +
+                      "): HQ may have carried it out. The terminal settles it with HQ at its next "
+                      "contact (store sync); repeating the same command does not do it twice");
+  }
+
+  // One real-time write: the same request as an earlier unanswered one is sent again
+  // under its id (HQ carries an id out once), also while the gateway still waits to
+  // retry HQ after that failure: the cashier asked again; otherwise a new request.
+  Result<Customer> rts_write(Payload p, const CallOptions& call, std::string_view what) {
+    TS_ASSIGN_OR_RETURN(auto before, earlier(p));
+    const bool retry = before && !before->settled;
+    if (call.offline || hq == nullptr || !config.hq_endpoint || !retry) {
+      TS_RETURN_IF_ERROR(require_online(call, what));
+    }
+    Guid request = new_op_id();
+    if (before) {
+      if (before->settled) {
+        // Settled since: this terminal already has HQ's answer.
+        return find(entity_of(before->payload).to_string());
+      }
+      request = before->request;
+      p = before->payload;
+    }
+    auto answer = send(request, p);
+    if (answer.ok()) return settle(request, p, *answer);
+    if (answer.status().code() == Code::outcome_unknown) {
+      TS_RETURN_IF_ERROR(remember_unknown(request, p));
+      return unknown_outcome(answer.status(), what);
+    }
+    return answer.status();
+  }
+
+  // Settles requests sent without an answer: each is sent again under its id.
+  Result<std::int64_t> reconcile() {
+    if (hq == nullptr || !config.hq_endpoint) return std::int64_t{0};
+    // Settled ones are kept a day (a repeated command is recognised), then dropped.
+    {
+      TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare("DELETE FROM rts_requests WHERE state != 'unknown' AND at_ms < ?1"));
+      st.bind(1, clock->now_ms() - kRememberMs);
+      TS_RETURN_IF_ERROR(st.run());
+      TS_RETURN_IF_ERROR(txn.commit());
+    }
+    std::vector<std::pair<Guid, Payload>> open;
+    {
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+          "SELECT request, kind, payload FROM rts_requests WHERE state = 'unknown' ORDER BY at_ms, request"));
+      for (;;) {
+        TS_ASSIGN_OR_RETURN(bool row, st.step());
+        if (!row) break;
+        auto request = Guid::from_raw(st.column_blob(0));
+        auto kind = op_kind_from_int(static_cast<int>(st.column_int64(1)));
+        if (!request || !kind) return Status::CorruptLog("rts_requests row is malformed");
+        TS_ASSIGN_OR_RETURN(Payload p, decode_payload(*kind, st.column_blob(2)));
+        open.emplace_back(*request, std::move(p));
+      }
+    }
+    std::int64_t settled = 0;
+    for (auto& [request, p] : open) {
+      auto answer = send(request, p);
+      const std::string what = std::string(to_string(kind_of(p))) + " request " + request.to_string() +
+                               " for customer " + entity_of(p).to_string();
+      if (answer.ok()) {
+        TS_ASSIGN_OR_RETURN(Customer c, settle(request, p, *answer, "settled with HQ at a later contact"));
+        (void)c;
+        TS_RETURN_IF_ERROR(note_recovery(what + ", sent without an answer earlier, is carried out at HQ"));
+        ++settled;
+        continue;
+      }
+      const Code code = answer.status().code();
+      if (code == Code::hq_unreachable || code == Code::outcome_unknown || code == Code::busy) break;
+      // HQ refused it (e.g. the customer no longer exists): nothing was done.
+      TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+          "UPDATE rts_requests SET state = 'failed', note = ?2, at_ms = ?3 WHERE request = ?1"));
+      st.bind_blob(1, request.raw()).bind(2, answer.status().to_string()).bind(3, clock->now_ms());
+      TS_RETURN_IF_ERROR(st.run());
+      TS_RETURN_IF_ERROR(txn.commit());
+      TS_RETURN_IF_ERROR(note_recovery(what + ", sent without an answer earlier, was refused by HQ: " +
+                                       answer.status().to_string()));
+    }
+    return settled;
+  }
+
+  Status note_recovery(const std::string& what) {
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_RETURN_IF_ERROR(node_db::put(txn, node_db::key::last_recovery, what));
+    return txn.commit();
   }
 
   Customer build(const NewCustomer& in) {
@@ -204,7 +405,8 @@ struct ChannelNode::Impl {
     }
   }
 
-  Result<CreateOutcome> create_async(Customer c, bool is_online, std::string fallback_reason) {
+  Result<CreateOutcome> create_async(Customer c, bool is_online, std::string fallback_reason,
+                                     std::string fallback_code, std::optional<Guid> op_id = std::nullopt) {
     // D5: with offline data exclusion, nothing is created while offline.
     if (!is_online && config.profile.filter_shared_customer_tables) {
       return Status(Code::offline_creation_blocked,
@@ -217,39 +419,70 @@ struct ChannelNode::Impl {
     c.account_number.reset();
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
     TS_RETURN_IF_ERROR(customers().insert(txn, c));
-    TS_RETURN_IF_ERROR(log(txn, CustomerCreated{c}));
+    TS_RETURN_IF_ERROR(log(txn, CustomerCreated{c}, op_id));
     TS_RETURN_IF_ERROR(txn.commit());
-    return CreateOutcome{std::move(c), CreationMode::async, std::move(fallback_reason)};
+    return CreateOutcome{std::move(c), CreationMode::async, std::move(fallback_reason), std::move(fallback_code)};
   }
 
   Result<CreateOutcome> create(const NewCustomer& in, const CallOptions& call) {
     Customer c = build(in);
     TS_RETURN_IF_ERROR(validate_customer(c));
     const bool is_online = online(call);
-    if (config.profile.async_customer_creation) return create_async(std::move(c), is_online, {});
+    if (config.profile.async_customer_creation) return create_async(std::move(c), is_online, {}, {});
 
     // Sync mode (D1): HQ assigns the account number now. Any reason HQ cannot be
     // reached turns this into an async creation with the same GUID (D4), and so does
     // `busy`: HQ's shared database turned the request away (nothing was written) and
     // the till must keep registering customers. Other errors are HQ's answer.
-    std::string reason;
-    if (!is_online) {
-      reason = call.offline ? "terminal is in offline mode"
-               : !config.hq_endpoint ? "no HQ configured"
-                                     : "HQ unreachable";
-    } else {
-      Customer request = c;
-      inherit_affiliations(request, CreationMode::sync);
-      auto reply = hq->create_customer(config.node_id(), request);
-      if (reply.ok()) {
-        TS_ASSIGN_OR_RETURN(Customer stored, store_from_hq(*reply));
-        return CreateOutcome{std::move(stored), CreationMode::sync, {}};
-      }
-      const Code code = reply.status().code();
-      if (code != Code::hq_unreachable && code != Code::busy) return reply.status();
-      reason = code == Code::busy ? "HQ is busy: " + reply.status().message() : reply.status().message();
+    Customer request = c;
+    inherit_affiliations(request, CreationMode::sync);
+    Payload p = CustomerCreated{request};
+    // The same customer asked for before without an answer is the same request, sent
+    // again under its id (also while the gateway waits to retry HQ: the cashier asked).
+    TS_ASSIGN_OR_RETURN(auto before, earlier(p));
+    const bool retry = before && !before->settled && !call.offline && hq != nullptr && config.hq_endpoint;
+    if (!is_online && !retry) {
+      return create_async(std::move(c), false, call.offline ? "terminal is in offline mode"
+                                                : !config.hq_endpoint ? "no HQ configured"
+                                                                      : "HQ unreachable",
+                          call.offline ? "offline_mode" : !config.hq_endpoint ? "no_hq" : "hq_unreachable");
     }
-    return create_async(std::move(c), /*is_online=*/false, std::move(reason));
+    Guid id = new_op_id();
+    if (before) {
+      if (before->settled) {
+        TS_ASSIGN_OR_RETURN(Customer stored, find(entity_of(before->payload).to_string()));
+        return CreateOutcome{std::move(stored), CreationMode::sync, {}, {}};
+      }
+      id = before->request;
+      p = before->payload;
+      c = std::get<CustomerCreated>(p).customer;
+    }
+    auto reply = send(id, p);
+    if (reply.ok()) {
+      TS_ASSIGN_OR_RETURN(Customer stored, settle(id, p, *reply));
+      return CreateOutcome{std::move(stored), CreationMode::sync, {}, {}};
+    }
+    const Code code = reply.status().code();
+    if (code != Code::hq_unreachable && code != Code::busy && code != Code::outcome_unknown) return reply.status();
+    const std::string reason =
+        code == Code::busy ? "HQ is busy: " + reply.status().message() : reply.status().message();
+    const std::string reason_code = code == Code::busy              ? "hq_busy"
+                                    : code == Code::outcome_unknown ? "no_answer"
+                                                                    : "hq_unreachable";
+    // Logged under the request id: if HQ did carry the request out, it knows the id and
+    // does not apply the async create again; the account number comes with the pull.
+    auto fallback = create_async(c, false, reason, reason_code, id);
+    if (!fallback.ok() && code == Code::outcome_unknown) {
+      // No async fallback here (D5, D9), yet HQ may have created the customer: it is
+      // settled with HQ at the next contact, never created twice.
+      TS_RETURN_IF_ERROR(remember_unknown(id, p));
+      return Status(Code::outcome_unknown,
+                    "creating the customer was sent to HQ but no answer came in time, and this "
+                    "terminal cannot create it offline (" + fallback.status().message() +
+                        "): HQ may have created it. The terminal settles it with HQ at its next "
+                        "contact (store sync); repeating the same creation does not create a second customer");
+    }
+    return fallback;
   }
 
   Status require_online(const CallOptions& call, std::string_view what) {
@@ -273,22 +506,25 @@ struct ChannelNode::Impl {
       if (!current.synced() && edited.title != current.title && !edited.title.empty())
         TS_RETURN_IF_ERROR(check_enhanced_fields(edited, config.profile));
       // The version stays the HQ version this terminal last saw: HQ uses it to tell
-      // concurrent edits from ones that saw each other.
+      // concurrent edits from ones that saw each other. Read again inside the write
+      // transaction: a pull (another connection, `store sync --watch`) may have
+      // committed since, and its values must not be overwritten with stale ones.
       TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
-      TS_RETURN_IF_ERROR(customers().update_scalars(txn, edited));
-      TS_RETURN_IF_ERROR(log(txn, CustomerUpdated{current.guid, current.version, changes}));
+      TS_ASSIGN_OR_RETURN(Customer fresh, find(current.guid.to_string()));
+      Customer result = fresh;
+      for (const FieldChange& ch : changes) result.get(ch.field) = ch.value;
+      TS_RETURN_IF_ERROR(validate_customer(result));
+      TS_RETURN_IF_ERROR(customers().update_scalars(txn, result));
+      TS_RETURN_IF_ERROR(log(txn, CustomerUpdated{fresh.guid, fresh.version, changes}));
       TS_RETURN_IF_ERROR(txn.commit());
-      return edited;
+      return result;
     }
     if (!current.synced()) {
       return Status(Code::pending_customer_not_editable,
                     "customer is pending sync and cannot be edited until HQ assigns its account "
                     "number (async_customer_edits is off)");
     }
-    TS_RETURN_IF_ERROR(require_online(call, "editing a customer"));
-    TS_ASSIGN_OR_RETURN(Customer reply,
-                        hq->edit_customer(config.node_id(), current.guid, current.version, changes));
-    return store_from_hq(reply);
+    return rts_write(CustomerUpdated{current.guid, current.version, changes}, call, "editing a customer");
   }
 
   Result<Customer> add_address(std::string_view id, Address address, const CallOptions& call) {
@@ -302,8 +538,7 @@ struct ChannelNode::Impl {
       TS_RETURN_IF_ERROR(customers().add_address(txn, current.guid, address));
       TS_RETURN_IF_ERROR(log(txn, AddressAdded{current.guid, address}));
       TS_RETURN_IF_ERROR(txn.commit());
-      current.addresses.push_back(std::move(address));
-      return current;
+      return find(current.guid.to_string());
     }
     if (!current.synced()) {
       return Status::FeatureDisabled(
@@ -311,9 +546,7 @@ struct ChannelNode::Impl {
           "address: a customer pending sync can get addresses only at creation unless the "
           "async_customer_addresses feature is on");
     }
-    TS_RETURN_IF_ERROR(require_online(call, "adding an address"));
-    TS_ASSIGN_OR_RETURN(Customer reply, hq->add_address(config.node_id(), current.guid, address));
-    return store_from_hq(reply);
+    return rts_write(AddressAdded{current.guid, address}, call, "adding an address");
   }
 
   Result<Customer> issue_loyalty_card(std::string_view id, const CallOptions& call) {
@@ -324,16 +557,16 @@ struct ChannelNode::Impl {
                     "a loyalty card can be issued only after the customer's account number has "
                     "been synced from HQ");
     }
-    TS_RETURN_IF_ERROR(require_online(call, "issuing a loyalty card"));
-    TS_ASSIGN_OR_RETURN(Customer reply, hq->issue_loyalty_card(config.node_id(), current.guid));
-    return store_from_hq(reply);
+    return rts_write(LoyaltyCardIssued{current.guid, {}}, call, "issuing a loyalty card");
   }
 
-  // Applies a child operation locally and logs it, in one transaction.
-  Result<Customer> log_child(Customer current, const Payload& payload) {
-    Customer next = current;
-    TS_RETURN_IF_ERROR(apply_to_customer(next, payload, {}, /*bump_version=*/false));
+  // Applies a child operation locally and logs it, in one transaction, on the customer
+  // as it is inside that transaction (a pull may have committed since `current` was
+  // read).
+  Result<Customer> log_child(const Customer& current, const Payload& payload) {
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_ASSIGN_OR_RETURN(Customer next, find(current.guid.to_string()));
+    TS_RETURN_IF_ERROR(apply_to_customer(next, payload, {}, /*bump_version=*/false));
     TS_RETURN_IF_ERROR(customers().upsert(txn, next));
     TS_RETURN_IF_ERROR(log(txn, payload));
     TS_RETURN_IF_ERROR(txn.commit());
@@ -368,6 +601,17 @@ struct ChannelNode::Impl {
     if (at > 0) s.last_sync_at_ms = at;
     TS_ASSIGN_OR_RETURN(auto err, node_db::get(*db, node_db::key::last_error));
     s.last_error = err.value_or("");
+    TS_ASSIGN_OR_RETURN(auto recovery, node_db::get(*db, node_db::key::last_recovery));
+    s.last_recovery = recovery.value_or("");
+    TS_ASSIGN_OR_RETURN(auto unsettled, db->query_int("SELECT count(*) FROM rts_requests WHERE state = 'unknown'"));
+    s.unsettled_requests = unsettled.value_or(0);
+    TS_ASSIGN_OR_RETURN(auto aside, db->query_int("SELECT count(*) FROM set_aside"));
+    s.set_aside = aside.value_or(0);
+    if (s.set_aside > 0) {
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare("SELECT error FROM set_aside ORDER BY at_ms DESC LIMIT 1"));
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (row) s.set_aside_error = st.column_text(0);
+    }
     return s;
   }
 };
@@ -480,6 +724,8 @@ Result<Customer> ChannelNode::issue_loyalty_card(std::string_view id, CallOption
 }
 
 Result<Customer> ChannelNode::find(std::string_view id) { return impl_->find(id); }
+
+Result<std::int64_t> ChannelNode::reconcile() { return impl_->reconcile(); }
 
 Result<std::vector<Customer>> ChannelNode::search(std::string_view text) {
   return impl_->customers().search(text);

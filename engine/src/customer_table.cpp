@@ -42,11 +42,20 @@ std::string like_pattern(std::string_view text) {
 }  // namespace
 
 Status CustomerTable::write_row(const Customer& c, bool replace) {
+  // Replacing is by GUID only: a unique account number held by another customer is a
+  // constraint error, never a silent delete of that customer (INSERT OR REPLACE would).
   const char* sql = replace
-      ? "INSERT OR REPLACE INTO customers(guid, guid_text, account_number, type, first_name, "
+      ? "INSERT INTO customers(guid, guid_text, account_number, type, first_name, "
         "middle_name, last_name, org_name, title, email, phone, language, currency, "
         "customer_group, receipt_option, receipt_email, version) "
-        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"
+        "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17) "
+        "ON CONFLICT(guid) DO UPDATE SET account_number = excluded.account_number, "
+        "type = excluded.type, first_name = excluded.first_name, "
+        "middle_name = excluded.middle_name, last_name = excluded.last_name, "
+        "org_name = excluded.org_name, title = excluded.title, email = excluded.email, "
+        "phone = excluded.phone, language = excluded.language, currency = excluded.currency, "
+        "customer_group = excluded.customer_group, receipt_option = excluded.receipt_option, "
+        "receipt_email = excluded.receipt_email, version = excluded.version"
       : "INSERT INTO customers(guid, guid_text, account_number, type, first_name, "
         "middle_name, last_name, org_name, title, email, phone, language, currency, "
         "customer_group, receipt_option, receipt_email, version) "
@@ -94,8 +103,7 @@ Status CustomerTable::insert_children(const Customer& c) {
   }
   for (const LoyaltyCard& l : c.loyalty_cards) {
     TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
-        "INSERT OR REPLACE INTO loyalty_cards(card_number, customer, issued_at_ms) "
-        "VALUES(?1, ?2, ?3)"));
+        "INSERT INTO loyalty_cards(card_number, customer, issued_at_ms) VALUES(?1, ?2, ?3)"));
     st.bind(1, std::string_view(l.card_number)).bind_blob(2, c.guid.raw()).bind(3, l.issued_at_ms);
     TS_RETURN_IF_ERROR(st.run());
   }
@@ -125,6 +133,27 @@ Status CustomerTable::upsert(storage::Transaction& txn, const Customer& c) {
   TS_RETURN_IF_ERROR(remove_children(c.guid));
   TS_RETURN_IF_ERROR(write_row(c, /*replace=*/true));
   return insert_children(c);
+}
+
+Result<std::int64_t> CustomerTable::upsert_from_hq(storage::Transaction& txn, const Customer& c) {
+  if (!txn.active()) return Status::Internal("customer upsert outside a transaction");
+  std::int64_t released = 0;
+  if (c.account_number) {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "UPDATE customers SET account_number = NULL WHERE account_number = ?1 AND guid != ?2"));
+    st.bind(1, *c.account_number).bind_blob(2, c.guid.raw());
+    TS_RETURN_IF_ERROR(st.run());
+    released += db_->changes();
+  }
+  for (const LoyaltyCard& l : c.loyalty_cards) {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "DELETE FROM loyalty_cards WHERE card_number = ?1 AND customer != ?2"));
+    st.bind(1, std::string_view(l.card_number)).bind_blob(2, c.guid.raw());
+    TS_RETURN_IF_ERROR(st.run());
+    released += db_->changes();
+  }
+  TS_RETURN_IF_ERROR(upsert(txn, c));
+  return released;
 }
 
 Status CustomerTable::remove(storage::Transaction& txn, const Guid& customer) {

@@ -75,7 +75,14 @@ class CustomerTable {
   // Inserts a new customer with all its children. Fails if the GUID exists.
   Status insert(storage::Transaction& txn, const Customer& c);
   // Replaces the customer row and all its children with `c` (inserting if missing).
+  // An account number or loyalty card number another customer holds is a constraint
+  // error (nothing is replaced but this customer's own rows).
   Status upsert(storage::Transaction& txn, const Customer& c);
+  // The terminal's upsert of a customer as HQ sent it: HQ's word on account and card
+  // numbers is final, so another local customer still holding one of `c`'s numbers
+  // (HQ handed it out again after a restore) gives it up and shows Pending sync until
+  // HQ's feed brings its own. Returns how many customers gave a number up.
+  Result<std::int64_t> upsert_from_hq(storage::Transaction& txn, const Customer& c);
   // Updates only the scalar fields, account number and version.
   Status update_scalars(storage::Transaction& txn, const Customer& c);
   Status add_address(storage::Transaction& txn, const Guid& customer, const Address& a);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <set>
 #include <span>
 
 #include "apply.h"
@@ -79,6 +80,19 @@ struct Headquarters::Impl {
 
   std::int64_t now() { return clock->now_ms(); }
 
+  // HQ's clock as last persisted.
+  Result<Hlc> stored_hlc() {
+    TS_ASSIGN_OR_RETURN(auto stored, store->setting(kHlcSetting));
+    return Hlc{stored ? std::stoull(*stored) : 0};
+  }
+
+  // The mark of the feed entry at `seq`; nullopt when the feed has none there.
+  Result<std::optional<std::uint64_t>> mark_at(std::int64_t seq) {
+    TS_ASSIGN_OR_RETURN(auto at, store->feed_after(seq - 1, 1, std::nullopt, nullptr));
+    if (at.empty() || at.front().seq != seq) return std::optional<std::uint64_t>{};
+    return std::optional<std::uint64_t>{feed_mark(at.front())};
+  }
+
   // HQ's hybrid logical clock, persisted in the store: merged with every operation HQ
   // applies, ticked for HQ's own writes. Returns the new reading.
   Result<Hlc> tick(HqTransaction& tx, std::optional<Hlc> remote) {
@@ -124,6 +138,58 @@ struct Headquarters::Impl {
     return tx.append_feed(c, stored_channel);
   }
 
+  // A real-time request: carried out once per request id. A repeated id (the terminal
+  // did not hear the answer and asks again) is answered with the customer as it is now
+  // and what the request did, without doing it again. The customer is read (and, on
+  // PostgreSQL, locked) first, so two copies of one request in two HQ processes run one
+  // after the other. The reply carries HQ's clock, ticked by the request.
+  template <class Body>
+  Result<RtsAnswer> rts(std::string_view node, const Guid& request, const Guid& customer, Body&& body) {
+    if (request.is_nil()) return Status::InvalidInput("request", "request: a real-time request needs an id");
+    return with_retries(busy_retries, [&]() -> Result<RtsAnswer> {
+      TS_ASSIGN_OR_RETURN(auto tx, store->begin());
+      TS_ASSIGN_OR_RETURN(auto locked, tx->customer(customer));
+      (void)locked;
+      TS_ASSIGN_OR_RETURN(auto done, tx->rts_request(request));
+      RtsAnswer r;
+      if (done) {
+        if (done->node != node)
+          return Status(Code::unauthorized, "request " + request.to_string() + " belongs to another node");
+        TS_ASSIGN_OR_RETURN(r.customer, existing(*tx, done->customer));
+        r.card_number = done->result;
+      } else {
+        TS_ASSIGN_OR_RETURN(r, body(*tx));
+        TS_RETURN_IF_ERROR(tx->put_rts_request(
+            request, HqTransaction::RtsRequest{std::string(node), r.customer.guid, r.card_number}, now()));
+      }
+      TS_ASSIGN_OR_RETURN(r.hq_hlc, tick(*tx, std::nullopt));
+      TS_RETURN_IF_ERROR(tx->commit());
+      return r;
+    });
+  }
+
+  // The version a pushed edit claims its editor had seen, if HQ can believe it. HQ's
+  // versions are its own count: a log delivered to another HQ database (a new epoch, a
+  // restore, a replay) or in another order carries versions this HQ never produced.
+  // Such a claim is not believed: the edit counts as concurrent with every write of
+  // another node to the fields it touches (base 0), so the conflict policy decides
+  // and journals, and a till cannot skip conflict detection by claiming a version
+  // from the future. A real-time edit, which sees this HQ's version, is refused
+  // instead (check_base_version).
+  static std::int64_t credible_base_version(const Customer& c, std::int64_t base_version) {
+    return base_version > c.version ? 0 : base_version;
+  }
+
+  // An editor talking to HQ now cannot have seen a version HQ never produced.
+  static Status check_base_version(const Customer& c, std::int64_t base_version) {
+    if (base_version <= c.version) return Status::Ok();
+    return Status::InvalidInput("base_version", "base_version " + std::to_string(base_version) +
+                                                    " is above HQ's version " + std::to_string(c.version) +
+                                                    " of customer " + c.guid.to_string() +
+                                                    ": this terminal's copy is not HQ's (HQ restored from "
+                                                    "a backup?); sync, then edit again");
+  }
+
   // The customer a GUID names: itself, or the customer it was merged into (duplicates).
   Result<std::optional<Customer>> lookup(HqTransaction& tx, const Guid& guid) {
     TS_ASSIGN_OR_RETURN(auto c, tx.customer(guid));
@@ -166,7 +232,39 @@ struct Headquarters::Impl {
   struct Applied {
     Status domain;        // non-OK: the op failed at HQ
     bool converted = false;
+    bool waiting = false;  // with domain not_found: the customer is not at HQ yet
   };
+
+  // What the operations of one job transaction must respect beyond their own content:
+  // a terminal's operations on one customer apply in its log's order, also when an
+  // earlier one waits for the customer's create (then the later ones wait too) or was
+  // staged again by a create in this transaction (then the later ones are left for the
+  // next transaction, which takes them in seq order).
+  // Also: operations the terminal logged for a real-time request HQ carried out are
+  // applied already.
+  struct Order {
+    std::set<std::pair<std::string, Guid>> waiting;
+    std::set<std::pair<std::string, Guid>> deferred;
+    std::set<Guid> done;
+  };
+
+  Result<Order> order(HqTransaction& tx, std::span<const StagedOp> ops) {
+    Order o;
+    TS_ASSIGN_OR_RETURN(auto keys, tx.waiting_keys());
+    o.waiting.insert(keys.begin(), keys.end());
+    std::vector<Guid> ids;
+    for (const StagedOp& op : ops) {
+      const OpKind k = op.record.kind;
+      if (k == OpKind::customer_create || k == OpKind::customer_update || k == OpKind::address_add ||
+          k == OpKind::loyalty_card_issued)
+        ids.push_back(op.record.op_id);
+    }
+    if (ids.empty()) return o;
+    TS_ASSIGN_OR_RETURN(auto done, tx.rts_requests_done(ids));
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (done[i]) o.done.insert(ids[i]);
+    return o;
+  }
 
   Result<Applied> apply(HqTransaction& tx, const StagedOp& op, const std::vector<FieldChange>& fixes) {
     const LogRecord& rec = op.record;
@@ -209,8 +307,11 @@ struct Headquarters::Impl {
 
     TS_ASSIGN_OR_RETURN(auto have, lookup(tx, rec.entity));
     if (!have) {
-      return Applied{Status::NotFound("customer " + rec.entity.to_string() +
-                                      " has not been converted at HQ")};
+      // Its create comes from another terminal (after a new epoch or a restore, logs
+      // arrive in any order): applied when that create is.
+      return Applied{Status::NotFound("waits for customer " + rec.entity.to_string() +
+                                      ", whose creation HQ has not received"),
+                     false, true};
     }
     Customer c = std::move(*have);
     // Field edits (the customer's, an address's, a contact's) merge per field; adds and
@@ -230,11 +331,15 @@ struct Headquarters::Impl {
       base_version = cu->base_version;
       edited_child = cu->contact;
     } else {
-      TS_ASSIGN_OR_RETURN(Applied a, apply_child(tx, rec, c, p, fixes));
+      if (auto* a = std::get_if<AddressRemoved>(&p)) base_version = a->base_version;
+      if (auto* k = std::get_if<ContactRemoved>(&p)) base_version = k->base_version;
+      base_version = credible_base_version(c, base_version);
+      TS_ASSIGN_OR_RETURN(Applied a, apply_child(tx, rec, c, p, fixes, base_version));
       if (!a.domain.ok() || !a.converted) return Applied{a.domain, false};
       TS_RETURN_IF_ERROR(publish(tx, c, channel));
       return Applied{Status::Ok(), false};
     }
+    base_version = credible_base_version(c, base_version);
     if (edited_child) {
       TS_ASSIGN_OR_RETURN(auto removal, tx.tombstone(c.guid, *edited_child));
       if (removal) {
@@ -243,6 +348,8 @@ struct Headquarters::Impl {
           TS_RETURN_IF_ERROR(journal_removal(tx, c, *edited_child, "edit of a removed child",
                                              *removal, FieldWrite{rec.hlc, rec.node_id, c.version}));
         }
+        // The editor's copy still shows the child: it gets what the customer is.
+        TS_RETURN_IF_ERROR(republish(tx, c));
         return Applied{Status::Ok(), false};
       }
     }
@@ -253,31 +360,42 @@ struct Headquarters::Impl {
       return Applied{merged.status()};
     }
     if (merged->held > 0) TS_RETURN_IF_ERROR(mark_conflict(tx, c, rec.node_id));
-    if (!merged->changed) return Applied{Status::Ok(), false};
-    TS_RETURN_IF_ERROR(publish(tx, c, channel));
+    if (merged->changed) {
+      TS_RETURN_IF_ERROR(publish(tx, c, channel));
+    } else if (merged->conflicts > 0) {
+      // The edit lost or is held: the editor's copy shows its own value until told.
+      TS_RETURN_IF_ERROR(republish(tx, c));
+    }
     return Applied{Status::Ok(), false};
+  }
+
+  // Publishes the customer as HQ has it, unchanged: a terminal whose write HQ did not
+  // take (it lost a conflict, is held, lost to a removal, or failed) shows that write
+  // in its copy, and converges when it pulls this, without waiting for another change.
+  Status republish(HqTransaction& tx, const Customer& c) {
+    TS_ASSIGN_OR_RETURN(std::string channel, tx.channel_of(c.guid));
+    return tx.append_feed(c, channel);
   }
 
   // Adds and removals of addresses and contacts. `converted` in the result means "the
   // customer changed" here.
+  // `base_version`: the removal's, as HQ believes it (credible_base_version).
   Result<Applied> apply_child(HqTransaction& tx, const LogRecord& rec, Customer& c,
-                              const Payload& p, const std::vector<FieldChange>& fixes) {
+                              const Payload& p, const std::vector<FieldChange>& fixes,
+                              std::int64_t base_version) {
     std::optional<Guid> added;
     std::optional<Guid> removed;
     std::vector<std::string> keys;
-    std::int64_t base_version = 0;
     if (auto* a = std::get_if<AddressAdded>(&p)) added = a->address.guid;
     if (auto* k = std::get_if<ContactAdded>(&p)) added = k->contact.guid;
     if (auto* a = std::get_if<AddressRemoved>(&p)) {
       removed = a->address;
-      base_version = a->base_version;
       for (auto f : {AddressField::purpose, AddressField::street, AddressField::city,
                      AddressField::state, AddressField::zip, AddressField::country})
         keys.push_back(address_key(a->address, f));
     }
     if (auto* k = std::get_if<ContactRemoved>(&p)) {
       removed = k->contact;
-      base_version = k->base_version;
       keys.push_back(contact_key(k->contact));
     }
     if (added) {
@@ -334,6 +452,8 @@ struct Headquarters::Impl {
       r.node_id = op.record.node_id;
       r.created_at_ms = op.received_at_ms > 0 ? op.received_at_ms : now();
     }
+    // A row opened by an operation waiting for this customer belongs to its creator.
+    if (op.record.kind == OpKind::customer_create) r.node_id = op.record.node_id;
     r.account_number = account;
     r.status = status;
     r.last_error = std::string(error);
@@ -344,19 +464,66 @@ struct Headquarters::Impl {
 
   // Applies one op and records its outcome (state, status view) in `tx`.
   Status apply_and_record(HqTransaction& tx, const StagedOp& op,
-                          const std::vector<FieldChange>& fixes, JobReport& report) {
+                          const std::vector<FieldChange>& fixes, JobReport& report, Order& ord) {
     const LogRecord& rec = op.record;
+    const std::pair<std::string, Guid> key{rec.node_id, rec.entity};
+    if (ord.deferred.contains(key)) return Status::Ok();  // left staged, for the next transaction
+    if (ord.waiting.contains(key)) {
+      return record_waiting(tx, op, "waits for an earlier operation of " + rec.node_id +
+                                        " on this customer, which waits for its creation", report);
+    }
+    if (ord.done.contains(rec.op_id)) {
+      // Written through the real-time service, which answered the terminal.
+      TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::applied, ""));
+      ++report.applied;
+      if (rec.kind == OpKind::customer_create) TS_RETURN_IF_ERROR(release_waiting(tx, rec.entity, ord));
+      return Status::Ok();
+    }
     TS_ASSIGN_OR_RETURN(Hlc merged, tick(tx, rec.hlc));
     (void)merged;
     TS_ASSIGN_OR_RETURN(Applied a, apply(tx, op, fixes));
+    if (a.waiting) {
+      ord.waiting.insert(key);
+      return record_waiting(tx, op, a.domain.message(), report);
+    }
     if (a.domain.ok()) {
       TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::applied, ""));
       ++report.applied;
       if (a.converted) ++report.converted;
+      if (rec.kind == OpKind::customer_create) TS_RETURN_IF_ERROR(release_waiting(tx, rec.entity, ord));
       return Status::Ok();
     }
-    const std::string error = a.domain.to_string();
+    return record_failure(tx, op, a.domain.to_string(), report);
+  }
+
+  // The customer `guid` now exists at HQ: operations waiting for it are staged again.
+  Status release_waiting(HqTransaction& tx, const Guid& guid, Order& ord) {
+    TS_ASSIGN_OR_RETURN(auto nodes, tx.restage_waiting(guid));
+    for (std::string& n : nodes) {
+      ord.waiting.erase({n, guid});
+      ord.deferred.insert({std::move(n), guid});
+    }
+    return Status::Ok();
+  }
+
+  Status record_waiting(HqTransaction& tx, const StagedOp& op, const std::string& why, JobReport& report) {
+    const LogRecord& rec = op.record;
+    TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::waiting, why));
+    TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(rec.entity));
+    if (!row) TS_RETURN_IF_ERROR(record_status(tx, op, rec.entity, std::nullopt, SyncStatus::pending, why));
+    ++report.waiting;
+    return Status::Ok();
+  }
+
+  // Marks `op` failed with `error` (shown as last_error in the status view), and
+  // republishes its customer when HQ has it (the editor's copy shows the failed write).
+  Status record_failure(HqTransaction& tx, const StagedOp& op, const std::string& error, JobReport& report) {
+    const LogRecord& rec = op.record;
     TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::failed, error));
+    if (rec.kind != OpKind::customer_create) {
+      TS_ASSIGN_OR_RETURN(auto current, lookup(tx, rec.entity));
+      if (current) TS_RETURN_IF_ERROR(republish(tx, *current));
+    }
     TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(rec.entity));
     // The status view follows async customers: a failed create, or any failure of a
     // customer that is not converted yet.
@@ -365,6 +532,68 @@ struct Headquarters::Impl {
     }
     ++report.failed;
     return Status::Ok();
+  }
+
+  using Chunk = std::pair<JobReport, std::size_t>;  // outcomes, operations taken
+
+  // Up to `want` staged operations applied in one transaction. A chunk that the store
+  // aborts (busy) is run again from scratch, counts included.
+  Result<Chunk> run_chunk(std::size_t want) {
+    return with_retries(busy_retries, [&]() -> Result<Chunk> {
+      JobReport part;
+      TS_ASSIGN_OR_RETURN(auto tx, store->begin());
+      TS_ASSIGN_OR_RETURN(auto ops, tx->staged(want));
+      TS_ASSIGN_OR_RETURN(Order ord, order(*tx, ops));
+      for (const StagedOp& op : ops) TS_RETURN_IF_ERROR(apply_and_record(*tx, op, {}, part, ord));
+      TS_RETURN_IF_ERROR(tx->commit());
+      return Chunk{part, ops.size()};
+    });
+  }
+
+  // The same operations one transaction each, after a chunk failed because the store
+  // refused a write (constraint_violation): the operation whose write is refused (a
+  // poison record: a GUID another customer holds, say) is marked failed with the
+  // store's message, and every other operation is applied as usual.
+  Result<Chunk> run_isolated(std::size_t want) {
+    JobReport part;
+    std::size_t taken = 0;
+    while (taken < want) {
+      std::optional<StagedOp> refused;
+      Status why;
+      TS_ASSIGN_OR_RETURN(std::size_t n, with_retries(busy_retries, [&]() -> Result<std::size_t> {
+        JobReport one;
+        TS_ASSIGN_OR_RETURN(auto tx, store->begin());
+        TS_ASSIGN_OR_RETURN(auto ops, tx->staged(1));
+        if (ops.empty()) return std::size_t{0};
+        TS_ASSIGN_OR_RETURN(Order ord, order(*tx, ops));
+        Status s = apply_and_record(*tx, ops.front(), {}, one, ord);
+        if (s.ok()) s = tx->commit();
+        if (s.code() == Code::constraint_violation) {
+          refused = ops.front();
+          why = s;
+          return std::size_t{1};
+        }
+        TS_RETURN_IF_ERROR(s);
+        part.applied += one.applied;
+        part.converted += one.converted;
+        part.failed += one.failed;
+        part.waiting += one.waiting;
+        return std::size_t{1};
+      }));
+      if (n == 0) break;
+      ++taken;
+      if (!refused) continue;
+      auto marked = with_retries(busy_retries, [&]() -> Result<bool> {
+        JobReport one;
+        TS_ASSIGN_OR_RETURN(auto tx, store->begin());
+        TS_RETURN_IF_ERROR(record_failure(*tx, *refused, "refused by HQ's storage: " + why.message(), one));
+        TS_RETURN_IF_ERROR(tx->commit());
+        return true;
+      });
+      if (!marked.ok()) return marked.status();
+      ++part.failed;
+    }
+    return Chunk{part, taken};
   }
 };
 
@@ -416,65 +645,64 @@ const std::string& Headquarters::epoch() const { return impl_->store->epoch(); }
 std::uint64_t Headquarters::busy_retries() const { return impl_->busy_retries; }
 HqStore& Headquarters::store() { return *impl_->store; }
 
-Result<Customer> Headquarters::rts_create(std::string_view node_id, const Customer& customer) {
-  return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
-    TS_RETURN_IF_ERROR(validate_customer(customer));
-    if (customer.guid.is_nil()) return Status::InvalidInput("guid", "guid: a customer needs a GUID");
-    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-    TS_ASSIGN_OR_RETURN(auto have, tx->customer(customer.guid));
-    if (have) return std::move(*have);  // a retried request: same GUID, same customer
+Result<RtsAnswer> Headquarters::rts_create(std::string_view node_id, const Guid& request,
+                                           const Customer& customer) {
+  TS_RETURN_IF_ERROR(validate_customer(customer));
+  if (customer.guid.is_nil()) return Status::InvalidInput("guid", "guid: a customer needs a GUID");
+  return impl_->rts(node_id, request, customer.guid, [&](HqTransaction& tx) -> Result<RtsAnswer> {
+    // The same GUID is the same customer (a request retried under another id, or a
+    // GUID HQ merged into another customer): HQ answers with what it has.
+    TS_ASSIGN_OR_RETURN(auto have, impl_->lookup(tx, customer.guid));
+    if (have) return RtsAnswer{std::move(*have), {}, {}};
     Customer c = customer;
-    TS_ASSIGN_OR_RETURN(std::string account, tx->next_account_number());
+    TS_ASSIGN_OR_RETURN(std::string account, tx.next_account_number());
     c.account_number = account;
     c.version = 1;
     c.loyalty_cards.clear();
-    TS_RETURN_IF_ERROR(impl_->publish(*tx, c, channel_of_node(node_id)));
-    TS_RETURN_IF_ERROR(tx->commit());
-    return c;
+    TS_RETURN_IF_ERROR(impl_->publish(tx, c, channel_of_node(node_id)));
+    Impl::Order ord;
+    TS_RETURN_IF_ERROR(impl_->release_waiting(tx, c.guid, ord));
+    return RtsAnswer{std::move(c), {}, {}};
   });
 }
 
-Result<Customer> Headquarters::rts_edit(std::string_view node_id, const Guid& guid,
-                                        std::int64_t base_version,
-                                        const std::vector<FieldChange>& changes) {
-  return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
-    if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
-    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
-    TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));
-    TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(*tx, c, field_values(changes), hlc, node_id, base_version));
-    if (m.held > 0) TS_RETURN_IF_ERROR(impl_->mark_conflict(*tx, c, node_id));
-    if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
-    TS_RETURN_IF_ERROR(tx->commit());
-    return c;
+Result<RtsAnswer> Headquarters::rts_edit(std::string_view node_id, const Guid& request, const Guid& guid,
+                                         std::int64_t base_version,
+                                         const std::vector<FieldChange>& changes) {
+  if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
+  return impl_->rts(node_id, request, guid, [&](HqTransaction& tx) -> Result<RtsAnswer> {
+    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(tx, guid));
+    TS_RETURN_IF_ERROR(Impl::check_base_version(c, base_version));
+    TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(tx, std::nullopt));
+    TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(tx, c, field_values(changes), hlc, node_id, base_version));
+    if (m.held > 0) TS_RETURN_IF_ERROR(impl_->mark_conflict(tx, c, node_id));
+    if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(tx, c, {}));
+    return RtsAnswer{std::move(c), {}, {}};
   });
 }
 
-Result<Customer> Headquarters::rts_add_address(std::string_view, const Guid& guid,
-                                               const Address& address) {
-  return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
-    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
+Result<RtsAnswer> Headquarters::rts_add_address(std::string_view node_id, const Guid& request,
+                                                const Guid& guid, const Address& address) {
+  return impl_->rts(node_id, request, guid, [&](HqTransaction& tx) -> Result<RtsAnswer> {
+    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(tx, guid));
     TS_RETURN_IF_ERROR(apply_to_customer(c, AddressAdded{guid, address}));
-    TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
-    TS_RETURN_IF_ERROR(tx->commit());
-    return c;
+    TS_RETURN_IF_ERROR(impl_->publish(tx, c, {}));
+    return RtsAnswer{std::move(c), {}, {}};
   });
 }
 
-Result<Customer> Headquarters::rts_issue_loyalty_card(std::string_view, const Guid& guid) {
-  return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
-    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(*tx, guid));
+Result<RtsAnswer> Headquarters::rts_issue_loyalty_card(std::string_view node_id, const Guid& request,
+                                                       const Guid& guid) {
+  return impl_->rts(node_id, request, guid, [&](HqTransaction& tx) -> Result<RtsAnswer> {
+    TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(tx, guid));
     if (!c.account_number) return Status(Code::loyalty_requires_synced_customer, "customer has no account number");
     // Card numbers derive from the account number, so they are unique and stable.
-    c.loyalty_cards.push_back(
-        {"L" + c.account_number->substr(impl_->store->number_prefix().size()) + "-" +
-             std::to_string(c.loyalty_cards.size() + 1),
-         impl_->now()});
-    TS_RETURN_IF_ERROR(impl_->publish(*tx, c, {}));
-    TS_RETURN_IF_ERROR(tx->commit());
-    return c;
+    LoyaltyCard card{"L" + c.account_number->substr(impl_->store->number_prefix().size()) + "-" +
+                         std::to_string(c.loyalty_cards.size() + 1),
+                     impl_->now()};
+    c.loyalty_cards.push_back(card);
+    TS_RETURN_IF_ERROR(impl_->publish(tx, c, {}));
+    return RtsAnswer{std::move(c), {}, card.card_number};
   });
 }
 
@@ -482,27 +710,78 @@ Result<std::vector<Customer>> Headquarters::search(std::string_view text) {
   return impl_->store->search(text);
 }
 
-Result<PushResult> Headquarters::push(std::string_view node_id, const std::vector<LogRecord>& records) {
-  return with_retries(impl_->busy_retries, [&]() -> Result<PushResult> {
-    for (const LogRecord& r : records) {
-      if (r.node_id != node_id) {
-        return Status(Code::unauthorized, "node " + std::string(node_id) +
-                                              " may not push operations of node " + r.node_id);
-      }
+std::uint64_t feed_mark(const FeedEntry& e) {
+  // FNV-1a over the entry's seq, its customer's encoding and its alias.
+  std::uint64_t h = 14695981039346656037ull;
+  auto mix = [&h](std::string_view bytes) {
+    for (char c : bytes) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 1099511628211ull;
     }
+  };
+  char seq[8];
+  for (int i = 0; i < 8; ++i) seq[i] = static_cast<char>((static_cast<std::uint64_t>(e.seq) >> (8 * i)) & 0xff);
+  mix(std::string_view(seq, sizeof seq));
+  mix(encode_customer(e.customer));
+  if (e.alias) mix(e.alias->raw());
+  return h == 0 ? 1 : h;
+}
+
+Result<HelloResult> Headquarters::hello(std::string_view node_id) {
+  HelloResult out;
+  // A plain read: a push of this node committing meanwhile only makes the node resend
+  // what HQ then holds, which is harmless.
+  if (!node_id.empty()) {
+    TS_ASSIGN_OR_RETURN(out.push_cursor, impl_->store->push_cursor(node_id));
+  }
+  TS_ASSIGN_OR_RETURN(out.hq_hlc, impl_->stored_hlc());
+  return out;
+}
+
+Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t prev,
+                                      const std::vector<LogRecord>& records) {
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const LogRecord& r = records[i];
+    if (r.node_id != node_id) {
+      return Status(Code::unauthorized, "node " + std::string(node_id) +
+                                            " may not push operations of node " + r.node_id);
+    }
+    const std::int64_t before = i == 0 ? prev : records[i - 1].seq;
+    if (r.seq <= before || before < 0)
+      return Status::InvalidInput("push", "push: record seqs must ascend after prev (" +
+                                              std::to_string(before) + ", then " +
+                                              std::to_string(r.seq) + ")");
+  }
+  return with_retries(impl_->busy_retries, [&]() -> Result<PushResult> {
     PushResult result;
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
     TS_ASSIGN_OR_RETURN(std::int64_t cursor, tx->node_cursor(node_id));
-    // The run of records that continues the node's cursor: what HQ already has is a
-    // duplicate, a record after a missing seq stops the batch (the node resends from
-    // our cursor).
+    // Records at or below the cursor are resends, which HQ must hold by op id: a
+    // different operation there means the node's log is not the one HQ received
+    // (restored from an older backup, or re-initialised under the same node id).
     std::size_t first = 0;
     while (first < records.size() && records[first].seq <= cursor) ++first;
-    std::size_t end = first;
-    while (end < records.size() && records[end].seq == cursor + 1 + static_cast<std::int64_t>(end - first)) ++end;
+    if (first > 0) {
+      std::vector<Guid> ids;
+      ids.reserve(first);
+      for (std::size_t i = 0; i < first; ++i) ids.push_back(records[i].op_id);
+      TS_ASSIGN_OR_RETURN(std::vector<bool> held, tx->holds_ops(node_id, ids));
+      for (std::size_t i = 0; i < first; ++i) {
+        if (held[i]) continue;
+        return Status(Code::conflict,
+                      "HQ holds another operation of node " + std::string(node_id) + " at seq " +
+                          std::to_string(records[i].seq) + " (HQ has up to seq " +
+                          std::to_string(cursor) +
+                          "): the terminal's database was restored or re-initialised; it "
+                          "renumbers its unacknowledged operations after HQ's cursor");
+      }
+    }
     result.duplicates = first;
-    result.gap = end < records.size();
-    const std::span<const LogRecord> run(records.data() + first, end - first);
+    // The rest continues HQ's cursor unless the node holds rows HQ lacks before it.
+    const std::int64_t before = first == 0 ? prev : records[first - 1].seq;
+    result.gap = first < records.size() && before > cursor;
+    const std::span<const LogRecord> run =
+        result.gap ? std::span<const LogRecord>() : std::span<const LogRecord>(records.data() + first, records.size() - first);
     // A staged create is its customer's `pending` row in the status view until the job
     // records an outcome (HqStore::sync_statuses): nothing else is written per record.
     TS_ASSIGN_OR_RETURN(std::vector<bool> fresh, tx->stage_all(run, impl_->now()));
@@ -518,8 +797,20 @@ Result<PushResult> Headquarters::push(std::string_view node_id, const std::vecto
 }
 
 Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t after,
-                                      std::size_t limit, bool filtered) {
+                                      std::uint64_t after_mark, std::size_t limit, bool filtered) {
   PullResult out;
+  if (after < 0) return Status::InvalidInput("after", "after: a feed position is never negative");
+  // The node's cursor must be an entry of this feed, with the content it had when the
+  // node pulled it; otherwise HQ's database is older than what the node saw. Nothing
+  // is recorded for such a node (its cursor means nothing here).
+  if (after > 0) {
+    TS_ASSIGN_OR_RETURN(auto mark, impl_->mark_at(after));
+    if (!mark || *mark != after_mark) {
+      out.reset = true;
+      TS_ASSIGN_OR_RETURN(out.hq_hlc, impl_->stored_hlc());
+      return out;
+    }
+  }
   std::optional<std::string> channel;
   if (filtered) channel = channel_of_node(node_id);
   auto known = impl_->pull_registration.find(node_id);
@@ -538,32 +829,39 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
                                           " is registered for filtered pulls (offline data "
                                           "exclusion); an unfiltered pull is refused");
   TS_ASSIGN_OR_RETURN(out.entries, impl_->store->feed_after(after, limit, channel, &out.cursor));
+  // Read after the entries, so that the node's clock resumes above every one of them.
+  TS_ASSIGN_OR_RETURN(out.hq_hlc, impl_->stored_hlc());
+  if (out.cursor == after) {
+    out.cursor_mark = after_mark;
+  } else if (!out.entries.empty() && out.entries.back().seq == out.cursor) {
+    out.cursor_mark = feed_mark(out.entries.back());
+  } else {
+    TS_ASSIGN_OR_RETURN(auto mark, impl_->mark_at(out.cursor));
+    out.cursor_mark = mark.value_or(0);
+  }
   if (!registering && out.entries.size() < limit && after > impl_->noted_pull[std::string(node_id)]) {
     TS_ASSIGN_OR_RETURN(bool still_filtered, impl_->note_pull(node_id, after, registered_filtered));
     (void)still_filtered;
   }
-  TS_ASSIGN_OR_RETURN(auto stored, impl_->store->setting(kHlcSetting));
-  out.hq_hlc = Hlc{stored ? std::stoull(*stored) : 0};
   return out;
 }
 
 Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
   JobReport report;
   constexpr std::size_t kChunk = 1000;  // ops per transaction
-  while (report.applied + report.failed < max_ops) {
-    const std::size_t want = std::min(kChunk, max_ops - report.applied - report.failed);
-    // A chunk that the store aborts (busy) is run again from scratch, counts included.
-    TS_ASSIGN_OR_RETURN(auto chunk, with_retries(impl_->busy_retries, [&]() -> Result<std::pair<JobReport, std::size_t>> {
-      JobReport part;
-      TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-      TS_ASSIGN_OR_RETURN(auto ops, tx->staged(want));
-      for (const StagedOp& op : ops) TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op, {}, part));
-      TS_RETURN_IF_ERROR(tx->commit());
-      return std::pair{part, ops.size()};
-    }));
+  std::size_t taken = 0;
+  while (taken < max_ops) {
+    const std::size_t want = std::min(kChunk, max_ops - taken);
+    auto first_try = impl_->run_chunk(want);
+    // One poison record must not stop every other operation on every pass.
+    if (!first_try.ok() && first_try.status().code() == Code::constraint_violation)
+      first_try = impl_->run_isolated(want);
+    TS_ASSIGN_OR_RETURN(auto chunk, std::move(first_try));
     report.applied += chunk.first.applied;
     report.converted += chunk.first.converted;
     report.failed += chunk.first.failed;
+    report.waiting += chunk.first.waiting;
+    taken += chunk.second;
     if (chunk.second < want) break;
   }
   TS_ASSIGN_OR_RETURN(report.remaining, with_retries(impl_->busy_retries, [&]() -> Result<std::size_t> {
@@ -610,11 +908,12 @@ Result<JobReport> Headquarters::resync(const Guid& guid, const std::vector<Field
       return Status::NotFound("customer " + guid.to_string() + " has no failed records to re-synchronize");
     JobReport report;
     bool fixes_used = false;
+    TS_ASSIGN_OR_RETURN(Impl::Order ord, impl_->order(*tx, failed));
     for (const StagedOp& op : failed) {
       // The fixes go with the first failed operation (normally the create).
       const bool use = !fixes_used;
       fixes_used = true;
-      TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op, use ? fixes : std::vector<FieldChange>{}, report));
+      TS_RETURN_IF_ERROR(impl_->apply_and_record(*tx, op, use ? fixes : std::vector<FieldChange>{}, report, ord));
     }
     TS_RETURN_IF_ERROR(tx->commit());
     return report;

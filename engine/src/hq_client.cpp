@@ -10,16 +10,41 @@ using protocol::MsgType;
 struct HqClient::Impl {
   transport::Context context;
   std::optional<transport::Client> client;
-  std::optional<bool> reachable;  // unknown until the first call
+  HqClientOptions options;
+  PhysicalClock* clock = nullptr;
+  int failures = 0;          // requests failed in a row (not sent, or not answered)
+  std::int64_t retry_at = 0;  // reachable() is false until then
 
   template <class Reply, class Request>
   Result<Reply> call(MsgType type, Request request) {
     return reply<Reply>(type, client->call(static_cast<std::uint8_t>(type), protocol::encode(std::move(request))));
   }
 
-  // Notes whether a failed request reached HQ (an error reply means it did).
+  // A real-time request: not sent is hq_unreachable, sent and not answered in time is
+  // outcome_unknown (HQ may have carried it out).
+  Result<RtsAnswer> rts_call(MsgType type, const std::string& body) {
+    client->abandon();
+    Status sent = client->send(static_cast<std::uint8_t>(type), body);
+    if (!sent.ok()) return failed(std::move(sent));
+    auto frame = client->receive();
+    if (!frame.ok() && frame.status().code() == Code::hq_unreachable)
+      return failed(Status(Code::outcome_unknown, frame.status().message() +
+                                                      " after the request was sent: HQ may have carried it out"));
+    TS_ASSIGN_OR_RETURN(auto r, reply<protocol::RtsReply>(type, std::move(frame)));
+    return RtsAnswer{std::move(r.customer), Hlc{r.hq_hlc}, std::move(r.card_number)};
+  }
+
+  // Notes a failed request: an answer from HQ (an error reply) resets the retry delay,
+  // no answer lengthens it.
   Status failed(Status s) {
-    reachable = s.code() != Code::hq_unreachable;
+    if (s.code() != Code::hq_unreachable && s.code() != Code::outcome_unknown) {
+      failures = 0;
+      return s;
+    }
+    ++failures;
+    std::int64_t delay = options.retry_after_ms;
+    for (int i = 1; i < failures && delay < options.max_retry_after_ms; ++i) delay *= 2;
+    retry_at = clock->now_ms() + std::min<std::int64_t>(delay, options.max_retry_after_ms);
     return s;
   }
 
@@ -27,22 +52,18 @@ struct HqClient::Impl {
   template <class Reply>
   Result<Reply> reply(MsgType type, Result<transport::Frame> frame) {
     if (!frame.ok()) return failed(frame.status());
-    reachable = true;
+    failures = 0;
     if (frame->type != protocol::reply_type(type))
       return Status::Internal("HQ answered with an unexpected message type");
     auto reply = protocol::decode<Reply>(frame->body);
     if (!reply.ok()) return Status::Internal("HQ sent a malformed reply: " + reply.status().message());
     return reply;
   }
-
-  Result<Customer> customer_call(MsgType type, auto request) {
-    TS_ASSIGN_OR_RETURN(auto reply, call<protocol::CustomerReply>(type, std::move(request)));
-    return std::move(reply.customer);
-  }
 };
 
-Status HqLink::start_push(const std::string& node_id, const std::vector<LogRecord>& records) {
-  started_.push_back(push(node_id, records));
+Status HqLink::start_push(const std::string& node_id, std::int64_t prev,
+                          const std::vector<LogRecord>& records) {
+  started_.push_back(push(node_id, prev, records));
   return Status::Ok();
 }
 
@@ -68,12 +89,21 @@ HqClient::~HqClient() = default;
 
 Result<std::unique_ptr<HqClient>> HqClient::connect(const std::string& endpoint, int timeout_ms,
                                                     const std::optional<HqCurveKeys>& curve) {
+  HqClientOptions o;
+  o.timeout_ms = timeout_ms;
+  o.curve = curve;
+  return connect(endpoint, o);
+}
+
+Result<std::unique_ptr<HqClient>> HqClient::connect(const std::string& endpoint, const HqClientOptions& o) {
   auto impl = std::make_unique<Impl>();
+  impl->options = o;
+  impl->clock = o.clock != nullptr ? o.clock : &SystemClock::instance();
   transport::ClientOptions options;
-  options.timeout_ms = timeout_ms;
-  if (curve) {
-    options.curve = transport::KeyPair{curve->public_key, curve->secret_key};
-    options.server_public_key = curve->hq_public_key;
+  options.timeout_ms = o.timeout_ms;
+  if (o.curve) {
+    options.curve = transport::KeyPair{o.curve->public_key, o.curve->secret_key};
+    options.server_public_key = o.curve->hq_public_key;
   }
   TS_ASSIGN_OR_RETURN(auto client, transport::Client::connect(impl->context, endpoint, options));
   impl->client.emplace(std::move(client));
@@ -83,35 +113,36 @@ Result<std::unique_ptr<HqClient>> HqClient::connect(const std::string& endpoint,
 const std::string& HqClient::endpoint() const { return impl_->client->endpoint(); }
 
 bool HqClient::reachable() {
-  if (!impl_->reachable) (void)ping("");
-  return impl_->reachable.value_or(false);
+  return impl_->failures == 0 || impl_->clock->now_ms() >= impl_->retry_at;
 }
 
-Result<std::string> HqClient::ping(const std::string& node_id) {
-  TS_ASSIGN_OR_RETURN(auto pong, impl_->call<protocol::Pong>(MsgType::ping, protocol::Ping{node_id}));
-  return std::move(pong.epoch);
+Result<HelloReply> HqClient::hello(const std::string& node_id) {
+  TS_ASSIGN_OR_RETURN(auto r, impl_->call<protocol::HelloReply>(MsgType::hello, protocol::Hello{node_id}));
+  return HelloReply{std::move(r.epoch), r.push_cursor, Hlc{r.hq_hlc}};
 }
 
-Result<Customer> HqClient::create_customer(const std::string& node_id, const Customer& customer) {
-  return impl_->customer_call(MsgType::rts_create, protocol::RtsCreate{node_id, customer});
+Result<RtsAnswer> HqClient::create_customer(const std::string& node_id, const Guid& request,
+                                           const Customer& customer) {
+  return impl_->rts_call(MsgType::rts_create, protocol::encode(protocol::RtsCreate{node_id, request, customer}));
 }
 
-Result<Customer> HqClient::edit_customer(const std::string& node_id, const Guid& customer,
-                                         std::int64_t base_version,
-                                         const std::vector<FieldChange>& changes) {
-  return impl_->customer_call(MsgType::rts_edit,
-                              protocol::RtsEdit{node_id, customer, base_version, changes});
+Result<RtsAnswer> HqClient::edit_customer(const std::string& node_id, const Guid& request, const Guid& customer,
+                                          std::int64_t base_version,
+                                          const std::vector<FieldChange>& changes) {
+  return impl_->rts_call(MsgType::rts_edit,
+                         protocol::encode(protocol::RtsEdit{node_id, request, customer, base_version, changes}));
 }
 
-Result<Customer> HqClient::add_address(const std::string& node_id, const Guid& customer,
-                                       const Address& address) {
-  return impl_->customer_call(MsgType::rts_add_address,
-                              protocol::RtsAddAddress{node_id, customer, address});
+Result<RtsAnswer> HqClient::add_address(const std::string& node_id, const Guid& request, const Guid& customer,
+                                        const Address& address) {
+  return impl_->rts_call(MsgType::rts_add_address,
+                         protocol::encode(protocol::RtsAddAddress{node_id, request, customer, address}));
 }
 
-Result<Customer> HqClient::issue_loyalty_card(const std::string& node_id, const Guid& customer) {
-  return impl_->customer_call(MsgType::rts_issue_loyalty_card,
-                              protocol::RtsIssueLoyaltyCard{node_id, customer});
+Result<RtsAnswer> HqClient::issue_loyalty_card(const std::string& node_id, const Guid& request,
+                                               const Guid& customer) {
+  return impl_->rts_call(MsgType::rts_issue_loyalty_card,
+                         protocol::encode(protocol::RtsIssueLoyaltyCard{node_id, request, customer}));
 }
 
 Result<std::vector<Customer>> HqClient::search(const std::string& node_id, const std::string& text) {
@@ -120,14 +151,16 @@ Result<std::vector<Customer>> HqClient::search(const std::string& node_id, const
   return std::move(reply.customers);
 }
 
-Result<PushReply> HqClient::push(const std::string& node_id, const std::vector<LogRecord>& records) {
-  TS_ASSIGN_OR_RETURN(auto ack, impl_->call<protocol::PushAck>(MsgType::push, protocol::Push{node_id, records}));
+Result<PushReply> HqClient::push(const std::string& node_id, std::int64_t prev,
+                                 const std::vector<LogRecord>& records) {
+  TS_ASSIGN_OR_RETURN(auto ack, impl_->call<protocol::PushAck>(MsgType::push, protocol::Push{node_id, prev, records}));
   return PushReply{std::move(ack.epoch), ack.acked_seq};
 }
 
-Status HqClient::start_push(const std::string& node_id, const std::vector<LogRecord>& records) {
+Status HqClient::start_push(const std::string& node_id, std::int64_t prev,
+                            const std::vector<LogRecord>& records) {
   Status sent = impl_->client->send(static_cast<std::uint8_t>(MsgType::push),
-                                    protocol::encode(protocol::Push{node_id, records}));
+                                    protocol::encode(protocol::Push{node_id, prev, records}));
   return sent.ok() ? sent : impl_->failed(std::move(sent));
 }
 
@@ -137,11 +170,11 @@ Result<PushReply> HqClient::finish_push() {
 }
 
 Result<PullReply> HqClient::pull(const std::string& node_id, std::int64_t after,
-                                 std::uint32_t limit, bool filtered) {
+                                 std::uint64_t after_mark, std::uint32_t limit, bool filtered) {
   TS_ASSIGN_OR_RETURN(auto r, impl_->call<protocol::PullReply>(
-                                  MsgType::pull, protocol::Pull{node_id, after, limit, filtered}));
-  return PullReply{std::move(r.epoch), r.cursor, Hlc{r.hq_hlc}, std::move(r.customers),
-                   std::move(r.aliases)};
+                                  MsgType::pull, protocol::Pull{node_id, after, after_mark, limit, filtered}));
+  return PullReply{std::move(r.epoch), r.reset, r.cursor, r.cursor_mark, Hlc{r.hq_hlc},
+                   std::move(r.customers), std::move(r.aliases)};
 }
 
 }  // namespace tillsync

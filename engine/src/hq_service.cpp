@@ -95,42 +95,45 @@ struct HqService::Impl {
     auto reply = [](MsgType t, std::string bytes) {
       return std::pair<std::uint8_t, std::string>(protocol::reply_type(t), std::move(bytes));
     };
-    auto customer_reply = [&](MsgType t, Result<Customer> r) -> Result<std::pair<std::uint8_t, std::string>> {
+    auto customer_reply = [&](MsgType t, Result<RtsAnswer> r) -> Result<std::pair<std::uint8_t, std::string>> {
       if (!r.ok()) return r.status();
-      return reply(t, protocol::encode(protocol::CustomerReply{std::move(r).value()}));
+      return reply(t, protocol::encode(protocol::RtsReply{std::move(r->customer), r->hq_hlc.value,
+                                                          std::move(r->card_number)}));
     };
     switch (static_cast<MsgType>(req.frame.type)) {
-      case MsgType::ping: {
-        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Ping>(body));
+      case MsgType::hello: {
+        TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Hello>(body));
         TS_RETURN_IF_ERROR(check_identity(req, m, /*may_be_anonymous=*/true));
-        return reply(MsgType::ping, protocol::encode(protocol::Pong{hq->epoch()}));
+        if (!m.node.empty()) TS_RETURN_IF_ERROR(check_node(m));
+        TS_ASSIGN_OR_RETURN(HelloResult r, hq->hello(m.node));
+        return reply(MsgType::hello, protocol::encode(protocol::HelloReply{hq->epoch(), r.push_cursor, r.hq_hlc.value}));
       }
       case MsgType::rts_create: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsCreate>(body));
         TS_RETURN_IF_ERROR(check_node(m));
         TS_RETURN_IF_ERROR(check_identity(req, m));
-        return customer_reply(MsgType::rts_create, hq->rts_create(m.node, m.customer));
+        return customer_reply(MsgType::rts_create, hq->rts_create(m.node, m.request, m.customer));
       }
       case MsgType::rts_edit: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsEdit>(body));
         TS_RETURN_IF_ERROR(check_node(m));
         TS_RETURN_IF_ERROR(check_identity(req, m));
         return customer_reply(MsgType::rts_edit,
-                              hq->rts_edit(m.node, m.customer, m.base_version, m.changes));
+                              hq->rts_edit(m.node, m.request, m.customer, m.base_version, m.changes));
       }
       case MsgType::rts_add_address: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsAddAddress>(body));
         TS_RETURN_IF_ERROR(check_node(m));
         TS_RETURN_IF_ERROR(check_identity(req, m));
         return customer_reply(MsgType::rts_add_address,
-                              hq->rts_add_address(m.node, m.customer, m.address));
+                              hq->rts_add_address(m.node, m.request, m.customer, m.address));
       }
       case MsgType::rts_issue_loyalty_card: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsIssueLoyaltyCard>(body));
         TS_RETURN_IF_ERROR(check_node(m));
         TS_RETURN_IF_ERROR(check_identity(req, m));
         return customer_reply(MsgType::rts_issue_loyalty_card,
-                              hq->rts_issue_loyalty_card(m.node, m.customer));
+                              hq->rts_issue_loyalty_card(m.node, m.request, m.customer));
       }
       case MsgType::search: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Search>(body));
@@ -143,7 +146,7 @@ struct HqService::Impl {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Push>(body));
         TS_RETURN_IF_ERROR(check_node(m));
         TS_RETURN_IF_ERROR(check_identity(req, m));
-        TS_ASSIGN_OR_RETURN(PushResult r, hq->push(m.node, m.records));
+        TS_ASSIGN_OR_RETURN(PushResult r, hq->push(m.node, m.prev, m.records));
         return reply(MsgType::push, protocol::encode(protocol::PushAck{hq->epoch(), r.acked_seq}));
       }
       case MsgType::pull: {
@@ -151,11 +154,11 @@ struct HqService::Impl {
         TS_RETURN_IF_ERROR(check_node(m));
         TS_RETURN_IF_ERROR(check_identity(req, m));
         const std::uint32_t limit = std::clamp<std::uint32_t>(m.limit, 1, 5000);
-        TS_ASSIGN_OR_RETURN(PullResult r, hq->pull(m.node, m.after, limit, m.filtered));
+        TS_ASSIGN_OR_RETURN(PullResult r, hq->pull(m.node, m.after, m.after_mark, limit, m.filtered));
         PullReply p = to_pull_reply(hq->epoch(), std::move(r));
         return reply(MsgType::pull, protocol::encode(protocol::PullReply{
-                                        std::move(p.epoch), p.cursor, p.hq_hlc.value,
-                                        std::move(p.customers), std::move(p.aliases)}));
+                                        std::move(p.epoch), p.reset, p.cursor, p.cursor_mark,
+                                        p.hq_hlc.value, std::move(p.customers), std::move(p.aliases)}));
       }
     }
     return Status::InvalidInput("type", "unknown message type " + std::to_string(req.frame.type));

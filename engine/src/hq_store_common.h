@@ -26,12 +26,16 @@ inline const char* staged_state_name(StagedState s) {
     case StagedState::staged: return "staged";
     case StagedState::applied: return "applied";
     case StagedState::failed: return "failed";
+    case StagedState::waiting: return "waiting";
   }
   return "staged";
 }
 
 inline StagedState parse_staged_state(std::string_view s) {
-  return s == "applied" ? StagedState::applied : s == "failed" ? StagedState::failed : StagedState::staged;
+  if (s == "applied") return StagedState::applied;
+  if (s == "failed") return StagedState::failed;
+  if (s == "waiting") return StagedState::waiting;
+  return StagedState::staged;
 }
 
 // The largest number an account number's nine digits hold.

@@ -6,26 +6,28 @@ Status LocalHqLink::check() const {
   return up_ ? Status::Ok() : Status::HqUnreachable("HQ is partitioned away from this terminal");
 }
 
-Result<std::string> LocalHqLink::ping(const std::string&) {
+Result<HelloReply> LocalHqLink::hello(const std::string& node_id) {
   TS_RETURN_IF_ERROR(check());
-  return hq_->epoch();
+  TS_ASSIGN_OR_RETURN(HelloResult r, hq_->hello(node_id));
+  return HelloReply{hq_->epoch(), r.push_cursor, r.hq_hlc};
 }
 
-Result<PushReply> LocalHqLink::push(const std::string& node_id, const std::vector<LogRecord>& records) {
+Result<PushReply> LocalHqLink::push(const std::string& node_id, std::int64_t prev,
+                                    const std::vector<LogRecord>& records) {
   TS_RETURN_IF_ERROR(check());
-  TS_ASSIGN_OR_RETURN(PushResult r, hq_->push(node_id, records));
+  TS_ASSIGN_OR_RETURN(PushResult r, hq_->push(node_id, prev, records));
   return PushReply{hq_->epoch(), r.acked_seq};
 }
 
 Result<PullReply> LocalHqLink::pull(const std::string& node_id, std::int64_t after,
-                                    std::uint32_t limit, bool filtered) {
+                                    std::uint64_t after_mark, std::uint32_t limit, bool filtered) {
   TS_RETURN_IF_ERROR(check());
-  TS_ASSIGN_OR_RETURN(PullResult r, hq_->pull(node_id, after, limit, filtered));
+  TS_ASSIGN_OR_RETURN(PullResult r, hq_->pull(node_id, after, after_mark, limit, filtered));
   return to_pull_reply(hq_->epoch(), std::move(r));
 }
 
 PullReply to_pull_reply(std::string epoch, PullResult result) {
-  PullReply out{std::move(epoch), result.cursor, result.hq_hlc, {}, {}};
+  PullReply out{std::move(epoch), result.reset, result.cursor, result.cursor_mark, result.hq_hlc, {}, {}};
   out.customers.reserve(result.entries.size());
   for (auto& e : result.entries) {
     if (e.alias) out.aliases.emplace_back(*e.alias, e.customer.guid);

@@ -54,12 +54,43 @@ constexpr std::array<TextSetting, 5> kDefaults{{
 }  // namespace
 
 const storage::SchemaSpec& schema() {
-  static const std::array<storage::Migration, 2> migrations{{
+  static const std::array<storage::Migration, 3> migrations{{
       {1, "terminal: settings, customer replica, change log", v1_sql()},
       {2, "terminal: GUIDs HQ merged into other customers", R"sql(
 CREATE TABLE guid_aliases (
   alias  BLOB PRIMARY KEY,
   target BLOB NOT NULL
+) STRICT;
+)sql"},
+      // A customer from HQ's feed this terminal could not store (it breaks a local
+      // rule: a GUID or number another local record holds, a value validation refuses)
+      // is kept here, and the pull goes on; a later entry of the customer that applies
+      // replaces it.
+      // Real-time requests whose answer did not come (state 'unknown'), settled with HQ
+      // at the next contact, and those settled lately ('done', 'failed'), kept a day so
+      // that a cashier repeating the same thing is recognised (`content`). And the log
+      // rows of writes HQ carried out through the real-time service: a pulled customer
+      // already includes them, so they are not re-applied on top of it.
+      {3, "terminal: feed entries set aside; real-time requests", R"sql(
+CREATE TABLE set_aside (
+  customer BLOB PRIMARY KEY,
+  payload  BLOB NOT NULL,
+  error    TEXT NOT NULL,
+  at_ms    INTEGER NOT NULL
+) STRICT;
+CREATE TABLE rts_requests (
+  request  BLOB PRIMARY KEY,
+  kind     INTEGER NOT NULL,
+  customer BLOB NOT NULL,
+  content  BLOB NOT NULL,
+  payload  BLOB NOT NULL,
+  state    TEXT NOT NULL,
+  note     TEXT NOT NULL,
+  at_ms    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX rts_requests_content ON rts_requests(content);
+CREATE TABLE rts_applied (
+  op_id BLOB PRIMARY KEY
 ) STRICT;
 )sql"},
   }};

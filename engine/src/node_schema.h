@@ -24,6 +24,9 @@ namespace key {
 inline constexpr std::string_view hlc = "hlc_last";
 inline constexpr std::string_view acked_seq = "acked_seq";
 inline constexpr std::string_view pulled_seq = "pulled_seq";
+inline constexpr std::string_view pulled_mark = "pulled_mark";  // HQ's mark of pulled_seq
+// What the last recovery from a restore did ("" when none): shown by `store status`.
+inline constexpr std::string_view last_recovery = "last_recovery";
 inline constexpr std::string_view online = "online";
 inline constexpr std::string_view last_sync_at = "last_sync_at_ms";
 inline constexpr std::string_view last_error = "last_error";

@@ -57,8 +57,14 @@ void body(Ar& ar, ContactRemoved& p) {
   codec::integer(ar, p.base_version);
 }
 
+template <class Ar>
+void body(Ar& ar, LoyaltyCardIssued& p) {
+  codec::guid(ar, p.customer);
+  codec::loyalty_card(ar, p.card);
+}
+
 // The Payload alternative for each kind (variant index = kind - 1).
-static_assert(std::variant_size_v<Payload> == 8);
+static_assert(std::variant_size_v<Payload> == 9);
 
 Payload empty_payload(OpKind kind) {
   switch (kind) {
@@ -70,6 +76,7 @@ Payload empty_payload(OpKind kind) {
     case OpKind::contact_remove: return ContactRemoved{};
     case OpKind::address_update: return AddressUpdated{};
     case OpKind::contact_update: return ContactUpdated{};
+    case OpKind::loyalty_card_issued: return LoyaltyCardIssued{};
   }
   return CustomerCreated{};
 }
@@ -86,12 +93,13 @@ std::string_view to_string(OpKind k) {
     case OpKind::contact_remove: return "contact_remove";
     case OpKind::address_update: return "address_update";
     case OpKind::contact_update: return "contact_update";
+    case OpKind::loyalty_card_issued: return "loyalty_card_issued";
   }
   return "unknown";
 }
 
 std::optional<OpKind> op_kind_from_int(int value) {
-  if (value < 1 || value > 8) return std::nullopt;
+  if (value < 1 || value > 9) return std::nullopt;
   return static_cast<OpKind>(value);
 }
 

@@ -57,7 +57,44 @@ struct PgMigration {
   std::int64_t version;
   std::string_view description;
   std::string_view sql;
+  Status (*after)(PgConnection&) = nullptr;  // a step SQL cannot do, in the same transaction
 };
+
+// What of a customer must be unique across customers: the GUIDs of its addresses and
+// contacts ("g" + 16 bytes) and its loyalty card numbers ("c" + number).
+std::vector<std::string> child_keys(const Customer& c) {
+  std::vector<std::string> out;
+  out.reserve(c.addresses.size() + c.contacts.size() + c.loyalty_cards.size());
+  for (const Address& a : c.addresses) out.push_back("g" + std::string(a.guid.raw()));
+  for (const Contact& k : c.contacts) out.push_back("g" + std::string(k.guid.raw()));
+  for (const LoyaltyCard& l : c.loyalty_cards) out.push_back("c" + l.card_number);
+  return out;
+}
+
+// Migration 3: the children of customers stored before it, page by page.
+Status backfill_child_keys(PgConnection& db) {
+  std::string after;
+  for (;;) {
+    TS_ASSIGN_OR_RETURN(auto rows, db.run(
+        "SELECT guid, payload FROM customers WHERE guid > $1 ORDER BY guid LIMIT 1000",
+        PgParams().bytes(after)));
+    if (rows.empty()) return Status::Ok();
+    std::vector<std::string> guids, owners;
+    for (int i = 0; i < rows.size(); ++i) {
+      TS_ASSIGN_OR_RETURN(Customer c, decode_customer(rows.bytes(i, 1)));
+      for (std::string& g : child_keys(c)) {
+        guids.push_back(std::move(g));
+        owners.emplace_back(c.guid.raw());
+      }
+    }
+    TS_ASSIGN_OR_RETURN(auto done, db.run(
+        "INSERT INTO child_keys(key, customer) SELECT g, o FROM unnest($1::bytea[], $2::bytea[]) AS t(g, o) "
+        "ON CONFLICT DO NOTHING",
+        PgParams().bytes_array(guids).bytes_array(owners)));
+    (void)done;
+    after = rows.bytes(rows.size() - 1, 0);
+  }
+}
 
 constexpr std::string_view kSchemaV1 = R"sql(
 CREATE TABLE hq_meta (
@@ -163,12 +200,24 @@ CREATE TABLE node_pulls (
 )sql";
 
 // Versioned like the SQLite schemas: append a migration, never edit one that shipped.
-constexpr std::array<PgMigration, 2> kMigrations{{
+constexpr std::array<PgMigration, 4> kMigrations{{
     {1, "HQ: customer master, staging, status view, feed, conflicts, duplicates, tombstones", kSchemaV1},
     // As SQLite's migration 7: an upload writes no `pending` status rows; the view
     // derives them from staged creates and the time they were received.
     {2, "HQ: when each inbound operation was received",
      "ALTER TABLE inbound ADD COLUMN received_at_ms bigint NOT NULL DEFAULT 0;"},
+    // A GUID is never reused: an address or contact GUID (or a loyalty card number)
+    // another customer holds is a constraint violation, as SQLite's addresses,
+    // contacts and loyalty_cards tables make it.
+    {3, "HQ: address and contact GUIDs and loyalty card numbers, unique",
+     "CREATE TABLE child_keys (key bytea PRIMARY KEY, customer bytea NOT NULL);\n"
+     "CREATE INDEX child_keys_customer ON child_keys(customer);",
+     backfill_child_keys},
+    // As SQLite's migration 8.
+    {4, "HQ: operations waiting for their customer; real-time requests carried out",
+     "CREATE INDEX inbound_waiting ON inbound(entity) WHERE state = 'waiting';\n"
+     "CREATE TABLE rts_requests (request bytea PRIMARY KEY, node_id text NOT NULL, "
+     "customer bytea NOT NULL, result text NOT NULL, at_ms bigint NOT NULL);"},
 }};
 
 constexpr std::string_view kSchemaTable =
@@ -222,6 +271,7 @@ Status migrate(PgConnection& db) {
   for (const PgMigration& m : kMigrations) {
     if (m.version <= have) continue;
     Status s = db.exec(m.sql);
+    if (s.ok() && m.after != nullptr) s = m.after(db);
     if (s.ok()) {
       auto r = db.run("INSERT INTO tillsync_schema(version, description) VALUES($1, $2)",
                       PgParams().i64(m.version).text(m.description));
@@ -409,7 +459,7 @@ class PgHqTransaction final : public HqTransaction {
     PgParams p;
     p.bytes(c.guid.raw()).opt_text(c.account_number).text(channel).text(search_text(c));
     p.text(ascii_lower(org ? c.org_name : c.last_name)).text(ascii_lower(c.first_name));
-    p.bytes(encode_customer(c)).text_array(duplicate_match_keys(c));
+    p.bytes(encode_customer(c)).text_array(duplicate_match_keys(c)).bytes_array(child_keys(c));
     // The row and its duplicate-match keys (stale ones out, new ones in), queued. The
     // channel is recorded on first insert only: a customer read in this transaction
     // (customer() is always called first, under its lock) keeps the one it has.
@@ -417,7 +467,11 @@ class PgHqTransaction final : public HqTransaction {
     return db_.queue(
         "WITH del AS (DELETE FROM match_keys WHERE customer = $1 AND NOT (key = ANY($8::text[]))), "
         "ins AS (INSERT INTO match_keys(key, customer) SELECT k, $1 FROM unnest($8::text[]) AS k "
-        "ON CONFLICT DO NOTHING) "
+        "ON CONFLICT DO NOTHING), "
+        // Children the customer no longer has are let go; new ones must be free.
+        "gone AS (DELETE FROM child_keys WHERE customer = $1 AND NOT (key = ANY($9::bytea[]))), "
+        "kids AS (INSERT INTO child_keys(key, customer) SELECT g, $1 FROM unnest($9::bytea[]) AS g "
+        "WHERE NOT EXISTS (SELECT 1 FROM child_keys h WHERE h.key = g AND h.customer = $1)) "
         "INSERT INTO customers(guid, account_number, channel, search, sort_name, sort_first, payload) "
         "VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(guid) DO UPDATE SET "
         "account_number = excluded.account_number, search = excluded.search, "
@@ -448,6 +502,20 @@ class PgHqTransaction final : public HqTransaction {
                                               PgParams().text(node)));
     cursors_[std::string(node)] = v.value_or(0);
     return v.value_or(0);
+  }
+  Result<std::vector<bool>> holds_ops(std::string_view node, std::span<const Guid> op_ids) override {
+    std::vector<std::string> ids;
+    ids.reserve(op_ids.size());
+    for (const Guid& id : op_ids) ids.emplace_back(id.raw());
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT op_id FROM inbound WHERE op_id = ANY($1::bytea[]) AND node_id = $2",
+        PgParams().bytes_array(ids).text(node)));
+    std::set<std::string> found;
+    for (int i = 0; i < rows.size(); ++i) found.insert(rows.bytes(i, 0));
+    std::vector<bool> held;
+    held.reserve(op_ids.size());
+    for (const std::string& id : ids) held.push_back(found.contains(id));
+    return held;
   }
   Result<bool> stage(const LogRecord& r, std::int64_t received_at_ms) override {
     TS_ASSIGN_OR_RETURN(std::int64_t cursor, node_cursor(r.node_id));
@@ -535,6 +603,51 @@ class PgHqTransaction final : public HqTransaction {
                    std::string_view error) override {
     states_[{std::string(node), seq}] = {staged_state_name(state), std::string(error)};
     return Status::Ok();
+  }
+
+  Result<std::optional<RtsRequest>> rts_request(const Guid& request) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT node_id, customer, result FROM rts_requests WHERE request = $1", PgParams().bytes(request.raw())));
+    if (rows.empty()) return std::optional<RtsRequest>{};
+    return std::optional<RtsRequest>{
+        RtsRequest{rows.text(0, 0), Guid::from_raw(rows.bytes(0, 1)).value_or(Guid{}), rows.text(0, 2)}};
+  }
+  Status put_rts_request(const Guid& request, const RtsRequest& r, std::int64_t at_ms) override {
+    return db_.queue(
+        "INSERT INTO rts_requests(request, node_id, customer, result, at_ms) VALUES($1, $2, $3, $4, $5)",
+        PgParams().bytes(request.raw()).text(r.node).bytes(r.customer.raw()).text(r.result).i64(at_ms));
+  }
+  Result<std::vector<bool>> rts_requests_done(std::span<const Guid> requests) override {
+    std::vector<std::string> ids;
+    ids.reserve(requests.size());
+    for (const Guid& id : requests) ids.emplace_back(id.raw());
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT request FROM rts_requests WHERE request = ANY($1::bytea[])", PgParams().bytes_array(ids)));
+    std::set<std::string> found;
+    for (int i = 0; i < rows.size(); ++i) found.insert(rows.bytes(i, 0));
+    std::vector<bool> done;
+    done.reserve(ids.size());
+    for (const std::string& id : ids) done.push_back(found.contains(id));
+    return done;
+  }
+  Result<std::vector<std::pair<std::string, Guid>>> waiting_keys() override {
+    TS_RETURN_IF_ERROR(write_states());
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT DISTINCT node_id, entity FROM inbound WHERE state = 'waiting'"));
+    std::vector<std::pair<std::string, Guid>> out;
+    for (int i = 0; i < rows.size(); ++i) {
+      if (auto g = Guid::from_raw(rows.bytes(i, 1))) out.emplace_back(rows.text(i, 0), *g);
+    }
+    return out;
+  }
+  Result<std::vector<std::string>> restage_waiting(const Guid& customer) override {
+    TS_RETURN_IF_ERROR(write_states());  // this transaction's own waits included
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "UPDATE inbound SET state = 'staged', error = '' WHERE entity = $1 AND state = 'waiting' "
+        "RETURNING node_id",
+        PgParams().bytes(customer.raw())));
+    std::vector<std::string> nodes;
+    for (int i = 0; i < rows.size(); ++i) nodes.push_back(rows.text(i, 0));
+    return nodes;
   }
 
   Result<std::optional<SyncStatusRecord>> sync_status(const Guid& guid) override {
@@ -822,6 +935,11 @@ class PgHqStore final : public HqStore {
       *cursor_out = out.size() < limit ? std::max(after, max_seq) : out.back().seq;
     }
     return out;
+  }
+  Result<std::int64_t> push_cursor(std::string_view node) override {
+    TS_ASSIGN_OR_RETURN(auto v, db_->query_i64("SELECT cursor FROM node_cursors WHERE node_id = $1",
+                                               PgParams().text(node)));
+    return v.value_or(0);
   }
   Result<std::vector<Customer>> search(std::string_view text) override {
     TS_ASSIGN_OR_RETURN(auto rows, db_->run(

@@ -14,7 +14,7 @@
 namespace tillsync::protocol {
 
 enum class MsgType : std::uint8_t {
-  ping = 1,
+  hello = 1,
   rts_create = 2,
   rts_edit = 3,
   rts_add_address = 4,
@@ -33,7 +33,7 @@ void log_record(Ar& ar, LogRecord& r) {
   codec::integer(ar, r.seq);
   codec::guid(ar, r.op_id);
   codec::guid(ar, r.entity);
-  codec::enumeration(ar, r.kind, OpKind::contact_update);
+  codec::enumeration(ar, r.kind, OpKind::loyalty_card_issued);
   if constexpr (codec::loading<Ar>()) {
     if (static_cast<int>(r.kind) < 1) throw codec::DecodeError("operation kind out of range");
   }
@@ -46,30 +46,44 @@ void log_record(Ar& ar, LogRecord& r) {
   if (n > 0) ar(cereal::binary_data(r.payload.data(), static_cast<std::size_t>(n)));
 }
 
-struct Ping {
+// The start of every sync (and a reachability probe, with no node): HQ's epoch, how
+// far HQ holds the node's log, and HQ's clock.
+struct Hello {
   std::string node;
   template <class Ar> void io(Ar& ar) { codec::text(ar, node); }
 };
-struct Pong {
+struct HelloReply {
   std::string epoch;
-  template <class Ar> void io(Ar& ar) { codec::text(ar, epoch); }
+  std::int64_t push_cursor = 0;
+  std::uint64_t hq_hlc = 0;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, epoch);
+    codec::integer(ar, push_cursor);
+    codec::integer(ar, hq_hlc);
+  }
 };
 
+// Real-time requests name a request id: the op id the terminal logs the write under.
+// HQ carries out a request id once.
 struct RtsCreate {
   std::string node;
+  Guid request;
   Customer customer;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, node);
+    codec::guid(ar, request);
     codec::customer(ar, customer);
   }
 };
 struct RtsEdit {
   std::string node;
+  Guid request;
   Guid customer;
   std::int64_t base_version = 0;
   std::vector<FieldChange> changes;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, node);
+    codec::guid(ar, request);
     codec::guid(ar, customer);
     codec::integer(ar, base_version);
     codec::list(ar, changes, [](Ar& a, FieldChange& c) { codec::field_change(a, c); });
@@ -77,19 +91,23 @@ struct RtsEdit {
 };
 struct RtsAddAddress {
   std::string node;
+  Guid request;
   Guid customer;
   Address address;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, node);
+    codec::guid(ar, request);
     codec::guid(ar, customer);
     codec::address(ar, address);
   }
 };
 struct RtsIssueLoyaltyCard {
   std::string node;
+  Guid request;
   Guid customer;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, node);
+    codec::guid(ar, request);
     codec::guid(ar, customer);
   }
 };
@@ -101,9 +119,17 @@ struct Search {
     codec::text(ar, text);
   }
 };
-struct CustomerReply {
+// The answer to a real-time request: the customer as HQ has it, HQ's clock, and the
+// loyalty card the request issued ("" for other requests).
+struct RtsReply {
   Customer customer;
-  template <class Ar> void io(Ar& ar) { codec::customer(ar, customer); }
+  std::uint64_t hq_hlc = 0;
+  std::string card_number;
+  template <class Ar> void io(Ar& ar) {
+    codec::customer(ar, customer);
+    codec::integer(ar, hq_hlc);
+    codec::text(ar, card_number);
+  }
 };
 struct CustomersReply {
   std::vector<Customer> customers;
@@ -112,11 +138,15 @@ struct CustomersReply {
   }
 };
 
+// `prev`: the seq of the node's log row just before records[0] (nothing of the node's
+// log lies between prev and records[0].seq).
 struct Push {
   std::string node;
+  std::int64_t prev = 0;
   std::vector<LogRecord> records;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, node);
+    codec::integer(ar, prev);
     codec::list(ar, records, [](Ar& a, LogRecord& r) { log_record(a, r); });
   }
 };
@@ -129,27 +159,36 @@ struct PushAck {
   }
 };
 
+// `after_mark`: the mark HQ gave with the cursor `after` (0 for after = 0).
 struct Pull {
   std::string node;
   std::int64_t after = 0;
+  std::uint64_t after_mark = 0;
   std::uint32_t limit = 0;
   bool filtered = false;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, node);
     codec::integer(ar, after);
+    codec::integer(ar, after_mark);
     codec::integer(ar, limit);
     codec::boolean(ar, filtered);
   }
 };
+// `reset`: `after` is not a position of HQ's feed (HQ restored from an older backup):
+// nothing else is in the reply, and the node pulls again from 0.
 struct PullReply {
   std::string epoch;
+  bool reset = false;
   std::int64_t cursor = 0;
+  std::uint64_t cursor_mark = 0;
   std::uint64_t hq_hlc = 0;
   std::vector<Customer> customers;
   std::vector<std::pair<Guid, Guid>> aliases;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, epoch);
+    codec::boolean(ar, reset);
     codec::integer(ar, cursor);
+    codec::integer(ar, cursor_mark);
     codec::integer(ar, hq_hlc);
     codec::list(ar, customers, [](Ar& a, Customer& c) { codec::customer(a, c); });
     codec::list(ar, aliases, [](Ar& a, std::pair<Guid, Guid>& p) {

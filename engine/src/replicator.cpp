@@ -7,6 +7,7 @@
 #include "node_schema.h"
 #include "tillsync/storage/change_log.h"
 #include "tillsync/storage/database.h"
+#include "tillsync/validation.h"
 
 namespace tillsync {
 namespace {
@@ -48,15 +49,71 @@ struct Replicator::Impl {
     if (known && *known == epoch) return Status::Ok();
     if (known) {
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, 0));
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, 0));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, 0));
+      TS_RETURN_IF_ERROR(note_recovery(txn, "HQ's database was replaced (new epoch " + epoch +
+                                                "): everything is pushed and pulled again"));
     }
     return node_db::put(txn, kEpochKey, epoch);
   }
 
-  Status check_epoch() {
-    TS_ASSIGN_OR_RETURN(std::string epoch, hq->ping(config.node_id()));
+  Status note_recovery(storage::Transaction& txn, const std::string& what) {
+    return node_db::put(txn, node_db::key::last_recovery, what);
+  }
+
+  // Later local writes order after everything HQ had applied (causality for
+  // last-writer-wins): the node's persisted clock resumes above HQ's reading.
+  Status merge_hq_clock(storage::Transaction& txn, Hlc hq_hlc) {
+    TS_ASSIGN_OR_RETURN(std::int64_t hlc, meta_int(node_db::key::hlc));
+    if (static_cast<std::int64_t>(hq_hlc.value) > hlc)
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::hlc, static_cast<std::int64_t>(hq_hlc.value)));
+    return Status::Ok();
+  }
+
+  // The start of a sync: HQ's epoch, how much of this node's log HQ holds, HQ's clock.
+  // HQ holding less than this terminal recorded as acknowledged means HQ's database is
+  // older than its acknowledgements (restored from a backup, same epoch): the terminal
+  // pushes again from HQ's cursor.
+  Status handshake() {
+    TS_ASSIGN_OR_RETURN(HelloReply hello, hq->hello(config.node_id()));
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
-    TS_RETURN_IF_ERROR(adopt_epoch(txn, epoch));
+    TS_RETURN_IF_ERROR(adopt_epoch(txn, hello.epoch));
+    TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
+    if (hello.push_cursor < acked) {
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, hello.push_cursor));
+      TS_RETURN_IF_ERROR(note_recovery(
+          txn, "HQ holds this terminal's operations only up to seq " + std::to_string(hello.push_cursor) +
+                   " of " + std::to_string(acked) + " acknowledged (HQ restored from a backup): pushed again"));
+    }
+    TS_RETURN_IF_ERROR(merge_hq_clock(txn, hello.hq_hlc));
+    return txn.commit();
+  }
+
+  // HQ refused a push with `conflict`: it holds other operations of this node at seqs
+  // this terminal's log uses (the terminal was restored from an older backup, or
+  // re-initialised under the same node id). Those operations are HQ's to keep; this
+  // terminal moves its unacknowledged operations after HQ's cursor, unchanged (op ids
+  // included, so any HQ already holds stay duplicates), and pushes them from there.
+  Status recover_log() {
+    TS_ASSIGN_OR_RETURN(HelloReply hello, hq->hello(config.node_id()));
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_ASSIGN_OR_RETURN(auto known, node_db::get(*db, kEpochKey));
+    TS_RETURN_IF_ERROR(adopt_epoch(txn, hello.epoch));
+    TS_RETURN_IF_ERROR(merge_hq_clock(txn, hello.hq_hlc));
+    TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
+    storage::ChangeLog log(*db);
+    TS_ASSIGN_OR_RETURN(auto first, log.first_after(acked));
+    if (known && *known == hello.epoch && first && *first <= hello.push_cursor) {
+      const std::int64_t delta = hello.push_cursor + 1 - *first;
+      TS_ASSIGN_OR_RETURN(std::int64_t moved, log.renumber_after(txn, acked, delta));
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, hello.push_cursor));
+      TS_RETURN_IF_ERROR(note_recovery(
+          txn, "HQ holds other operations of " + config.node_id() + " up to seq " +
+                   std::to_string(hello.push_cursor) + " (this database was restored or re-initialised): " +
+                   std::to_string(moved) + " unacknowledged operation(s) moved after them"));
+    } else if (hello.push_cursor < acked) {
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, hello.push_cursor));
+    }
     return txn.commit();
   }
 
@@ -72,13 +129,20 @@ struct Replicator::Impl {
     return records;
   }
 
-  // Records HQ's acknowledgement (and its epoch) in the terminal's database.
-  Status save_ack(const PushReply& reply) {
+  // Records HQ's acknowledgement (and its epoch) in the terminal's database. HQ's
+  // cursor is the truth: it may be behind ours after an HQ reset (a gap), and then we
+  // resend from there. It is never recorded beyond this log's last row, so that every
+  // later row is pushed (HQ holding more of this node is met by the conflict check).
+  Status save_ack(const PushReply& reply, std::int64_t last) {
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
     TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
-    // HQ's cursor is the truth: it may be behind ours after an HQ reset (a gap), and
-    // then we resend from there.
-    TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, reply.acked_seq));
+    TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, std::min(reply.acked_seq, last)));
+    // Acknowledged rows are never rebased again: their real-time marks can go.
+    TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+        "DELETE FROM rts_applied WHERE EXISTS (SELECT 1 FROM change_log c "
+        "WHERE c.op_id = rts_applied.op_id AND c.seq <= ?1)"));
+    st.bind(1, std::min(reply.acked_seq, last));
+    TS_RETURN_IF_ERROR(st.run());
     return txn.commit();
   }
 
@@ -88,16 +152,20 @@ struct Replicator::Impl {
   // whole) and records the previous acknowledgement (a durable commit). When HQ
   // acknowledges less than a batch, the batches after it are drained and the terminal
   // resends from HQ's cursor. An acknowledgement not yet recorded when the terminal
-  // stops is only a resend next time: HQ is idempotent.
+  // stops is only a resend next time: HQ is idempotent. A `conflict` (HQ holds other
+  // operations of this node at our seqs) is recovered from once per call.
   static constexpr std::size_t kPushWindow = 2;
 
   Result<std::int64_t> push_all() {
-    std::deque<std::int64_t> in_flight;  // last seq of each batch sent, oldest first
-    auto pushed = push_window(in_flight);
-    // After an error, the replies to batches still in flight are read and dropped, so
-    // none of them is taken for the reply to a later request.
-    for (; !in_flight.empty(); in_flight.pop_front()) (void)hq->finish_push();
-    return pushed;
+    for (int attempt = 1;; ++attempt) {
+      std::deque<std::int64_t> in_flight;  // last seq of each batch sent, oldest first
+      auto pushed = push_window(in_flight);
+      // After an error, the replies to batches still in flight are read and dropped, so
+      // none of them is taken for the reply to a later request.
+      for (; !in_flight.empty(); in_flight.pop_front()) (void)hq->finish_push();
+      if (pushed.ok() || pushed.status().code() != Code::conflict || attempt == 3) return pushed;
+      TS_RETURN_IF_ERROR(recover_log());
+    }
   }
 
   Result<std::int64_t> push_window(std::deque<std::int64_t>& in_flight) {
@@ -105,13 +173,14 @@ struct Replicator::Impl {
     std::int64_t pushed = 0;
     int stalled = 0;
     TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
+    TS_ASSIGN_OR_RETURN(std::int64_t last, log.last_seq());
     std::optional<PushReply> unsaved;      // HQ's last reply, not yet recorded here
     std::int64_t sent_up_to = acked;       // the next batch starts after this seq
     bool resending = false;                // HQ took less: drain, then resend from its cursor
     // Every way out records HQ's last reply first.
     auto leave = [&](Status s) -> Status {
       if (unsaved) {
-        Status saved = save_ack(*unsaved);
+        Status saved = save_ack(*unsaved, last);
         if (!saved.ok() && s.ok()) s = saved;
       }
       return s;
@@ -121,7 +190,8 @@ struct Replicator::Impl {
         auto records = read_batch(log, sent_up_to);
         if (!records.ok()) return leave(records.status());
         if (records->empty()) break;
-        TS_RETURN_IF_ERROR(leave(hq->start_push(config.node_id(), *records)));
+        last = std::max(last, records->back().seq);
+        TS_RETURN_IF_ERROR(leave(hq->start_push(config.node_id(), sent_up_to, *records)));
         sent_up_to = records->back().seq;
         in_flight.push_back(sent_up_to);
       }
@@ -130,36 +200,27 @@ struct Replicator::Impl {
         return pushed;
       }
       if (unsaved) {
-        TS_RETURN_IF_ERROR(save_ack(*unsaved));
+        TS_RETURN_IF_ERROR(save_ack(*unsaved, last));
         unsaved.reset();
       }
       auto reply = hq->finish_push();
       const std::int64_t batch_last = in_flight.front();
       in_flight.pop_front();
       if (!reply.ok()) return reply.status();
-      TS_ASSIGN_OR_RETURN(std::int64_t last, log.last_seq());
-      if (reply->acked_seq > last) {
-        // HQ holds operations this terminal never wrote: its database was replaced or
-        // another device uses this node id. Pushing on would make HQ skip our rows.
-        return Status(Code::conflict,
-                      "HQ already holds " + std::to_string(reply->acked_seq) + " operations from " +
-                          config.node_id() + " but this terminal's log ends at " +
-                          std::to_string(last) +
-                          "; this terminal must be initialized with a new terminal id");
-      }
       // A reply to a batch sent before HQ answered short (drained) does not count as a
       // stall: HQ has not seen the resend yet.
       if (reply->acked_seq > acked) {
-        pushed += reply->acked_seq - acked;
+        TS_ASSIGN_OR_RETURN(std::int64_t rows, log.count_between(acked, reply->acked_seq));
+        pushed += rows;
         stalled = 0;
       } else if (!resending && ++stalled > 2) {
-        TS_RETURN_IF_ERROR(save_ack(*reply));
+        TS_RETURN_IF_ERROR(save_ack(*reply, last));
         return Status::Internal("HQ does not acknowledge operations after seq " +
                                 std::to_string(reply->acked_seq));
       }
       // HQ's cursor is the truth: behind what was sent (a gap, e.g. after an HQ reset),
       // everything after it is sent again once the batches in flight are answered.
-      acked = reply->acked_seq;
+      acked = std::min(reply->acked_seq, last);
       unsaved = std::move(reply).value();
       if (acked != batch_last) resending = true;
       if (resending && in_flight.empty()) {
@@ -169,10 +230,12 @@ struct Replicator::Impl {
     }
   }
 
-  // Re-applies this terminal's operations HQ has not acknowledged yet on top of `c`.
+  // Re-applies this terminal's operations HQ has not acknowledged yet on top of `c`
+  // (not those HQ carried out through the real-time service: `c` includes them).
   Status rebase(Customer& c, std::int64_t acked) {
     TS_ASSIGN_OR_RETURN(auto st, db->prepare(
-        "SELECT kind, payload FROM change_log WHERE entity = ?1 AND seq > ?2 ORDER BY seq"));
+        "SELECT kind, payload FROM change_log WHERE entity = ?1 AND seq > ?2 "
+        "AND op_id NOT IN (SELECT op_id FROM rts_applied) ORDER BY seq"));
     st.bind_blob(1, c.guid.raw()).bind(2, acked);
     for (;;) {
       TS_ASSIGN_OR_RETURN(bool row, st.step());
@@ -187,13 +250,47 @@ struct Replicator::Impl {
     return Status::Ok();
   }
 
+  // Stores one customer from HQ's feed, on top of this terminal's unacknowledged
+  // operations. An entry the terminal cannot store (a GUID or number another local
+  // record holds, a value validation refuses, an undecodable local operation) is set
+  // aside with its error, and the pull goes on; storage failures stop the pull.
+  Status apply_entry(storage::Transaction& txn, CustomerTable& customers, Customer c, std::int64_t acked) {
+    const Customer as_sent = c;
+    TS_RETURN_IF_ERROR(db->exec("SAVEPOINT feed_entry"));
+    Status s = [&]() -> Status {
+      TS_RETURN_IF_ERROR(validate_customer(c));
+      TS_RETURN_IF_ERROR(rebase(c, acked));
+      TS_ASSIGN_OR_RETURN(std::int64_t released, customers.upsert_from_hq(txn, c));
+      (void)released;
+      return Status::Ok();
+    }();
+    const bool set_aside = !s.ok() && s.code() != Code::internal && s.code() != Code::busy;
+    if (!s.ok() && !set_aside) return s;
+    if (set_aside) TS_RETURN_IF_ERROR(db->exec("ROLLBACK TO feed_entry"));
+    TS_RETURN_IF_ERROR(db->exec("RELEASE feed_entry"));
+    if (set_aside) {
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+          "INSERT INTO set_aside(customer, payload, error, at_ms) VALUES(?1, ?2, ?3, ?4) "
+          "ON CONFLICT(customer) DO UPDATE SET payload = excluded.payload, error = excluded.error, "
+          "at_ms = excluded.at_ms"));
+      st.bind_blob(1, as_sent.guid.raw()).bind_blob(2, encode_customer(as_sent)).bind(3, s.to_string());
+      st.bind(4, clock->now_ms());
+      return st.run();
+    }
+    TS_ASSIGN_OR_RETURN(auto st, db->prepare("DELETE FROM set_aside WHERE customer = ?1"));
+    st.bind_blob(1, c.guid.raw());
+    return st.run();
+  }
+
   Result<std::int64_t> pull_all() {
     std::int64_t pulled = 0;
+    int resets = 0;
     for (;;) {
       TS_ASSIGN_OR_RETURN(std::int64_t after, meta_int(node_db::key::pulled_seq));
+      TS_ASSIGN_OR_RETURN(std::int64_t mark, meta_int(node_db::key::pulled_mark));
       TS_ASSIGN_OR_RETURN(PullReply reply,
-                          hq->pull(config.node_id(), after, options.pull_batch,
-                                   config.profile.filter_shared_customer_tables));
+                          hq->pull(config.node_id(), after, static_cast<std::uint64_t>(mark),
+                                   options.pull_batch, config.profile.filter_shared_customer_tables));
       TS_ASSIGN_OR_RETURN(auto known, node_db::get(*db, kEpochKey));
       if (known && *known != reply.epoch) {
         // HQ was replaced since this sync began. Feed positions of another HQ database
@@ -203,14 +300,25 @@ struct Replicator::Impl {
         TS_RETURN_IF_ERROR(txn.commit());
         return pulled;
       }
+      if (reply.reset) {
+        // Our cursor is not a position of HQ's feed: HQ's database is older than what
+        // this terminal pulled (restored from a backup). Everything is pulled again.
+        if (++resets > 1) return Status::Internal("HQ refused the start of its own feed");
+        TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+        TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, 0));
+        TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, 0));
+        TS_RETURN_IF_ERROR(note_recovery(txn, "HQ's feed does not hold this terminal's pull position " +
+                                                  std::to_string(after) +
+                                                  " (HQ restored from a backup): pulled again from the start"));
+        TS_RETURN_IF_ERROR(merge_hq_clock(txn, reply.hq_hlc));
+        TS_RETURN_IF_ERROR(txn.commit());
+        continue;
+      }
       if (reply.customers.empty() && reply.cursor == after) return pulled;
       TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
       TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
       CustomerTable customers(*db);
-      for (Customer& c : reply.customers) {
-        TS_RETURN_IF_ERROR(rebase(c, acked));
-        TS_RETURN_IF_ERROR(customers.upsert(txn, c));
-      }
+      for (Customer& c : reply.customers) TS_RETURN_IF_ERROR(apply_entry(txn, customers, c, acked));
       // Duplicates HQ merged: the local record gives way to the customer it joined, and
       // its GUID keeps working as a name for that customer.
       for (const auto& [alias, target] : reply.aliases) {
@@ -222,11 +330,8 @@ struct Replicator::Impl {
       }
       TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, reply.cursor));
-      // Later local writes must order after everything HQ had applied (causality for
-      // last-writer-wins): the node's clock resumes above HQ's reading.
-      TS_ASSIGN_OR_RETURN(std::int64_t hlc, meta_int(node_db::key::hlc));
-      if (static_cast<std::int64_t>(reply.hq_hlc.value) > hlc)
-        TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::hlc, static_cast<std::int64_t>(reply.hq_hlc.value)));
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, static_cast<std::int64_t>(reply.cursor_mark)));
+      TS_RETURN_IF_ERROR(merge_hq_clock(txn, reply.hq_hlc));
       TS_RETURN_IF_ERROR(txn.commit());
       pulled += static_cast<std::int64_t>(reply.customers.size());
       if (reply.customers.size() < options.pull_batch) return pulled;
@@ -267,7 +372,7 @@ Result<std::int64_t> Replicator::pull_all() { return impl_->pull_all(); }
 Result<SyncReport> Replicator::sync_once() {
   SyncReport report;
   Status outcome = [&]() -> Status {
-    TS_RETURN_IF_ERROR(impl_->check_epoch());
+    TS_RETURN_IF_ERROR(impl_->handshake());
     TS_ASSIGN_OR_RETURN(report.pushed, impl_->push_all());
     TS_ASSIGN_OR_RETURN(report.pulled, impl_->pull_all());
     return Status::Ok();

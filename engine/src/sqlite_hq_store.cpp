@@ -186,7 +186,7 @@ CREATE TABLE node_pulls (
 
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 7> migrations{{
+  static const std::array<storage::Migration, 8> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
       {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
       {3, "HQ: duplicate detection keys and GUID aliases", kDuplicateSchema},
@@ -206,6 +206,19 @@ const storage::SchemaSpec& hq_schema() {
       // HQ received it.
       {7, "HQ: when each inbound operation was received",
        "ALTER TABLE inbound ADD COLUMN received_at_ms INTEGER NOT NULL DEFAULT 0;"},
+      // Operations waiting for their customer's create (state 'waiting'), found by
+      // customer when it arrives; and requests of the real-time service carried out,
+      // by request id (the op id the terminal logs the write under).
+      {8, "HQ: operations waiting for their customer; real-time requests carried out", R"sql(
+CREATE INDEX inbound_waiting ON inbound(entity) WHERE state = 'waiting';
+CREATE TABLE rts_requests (
+  request  BLOB PRIMARY KEY,
+  node_id  TEXT NOT NULL,
+  customer BLOB NOT NULL,
+  result   TEXT NOT NULL,
+  at_ms    INTEGER NOT NULL
+) STRICT;
+)sql"},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
   return spec;
@@ -410,6 +423,17 @@ class SqliteHqTransaction final : public HqTransaction {
     TS_ASSIGN_OR_RETURN(bool row, st.step());
     return row ? st.column_int64(0) : std::int64_t{0};
   }
+  Result<std::vector<bool>> holds_ops(std::string_view node, std::span<const Guid> op_ids) override {
+    std::vector<bool> held;
+    held.reserve(op_ids.size());
+    for (const Guid& id : op_ids) {
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT 1 FROM inbound WHERE op_id = ?1 AND node_id = ?2"));
+      st.bind_blob(1, id.raw()).bind(2, node);
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      held.push_back(row);
+    }
+    return held;
+  }
   Result<bool> stage(const LogRecord& r, std::int64_t received_at_ms) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "INSERT OR IGNORE INTO inbound(node_id, seq, op_id, entity, kind, hlc, payload, "
@@ -486,6 +510,57 @@ class SqliteHqTransaction final : public HqTransaction {
         "UPDATE inbound SET state = ?3, error = ?4 WHERE node_id = ?1 AND seq = ?2"));
     st.bind(1, node).bind(2, seq).bind(3, staged_state_name(state)).bind(4, error);
     return st.run();
+  }
+
+  Result<std::optional<RtsRequest>> rts_request(const Guid& request) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT node_id, customer, result FROM rts_requests WHERE request = ?1"));
+    st.bind_blob(1, request.raw());
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return std::optional<RtsRequest>{};
+    return std::optional<RtsRequest>{
+        RtsRequest{st.column_text(0), Guid::from_raw(st.column_blob(1)).value_or(Guid{}), st.column_text(2)}};
+  }
+  Status put_rts_request(const Guid& request, const RtsRequest& r, std::int64_t at_ms) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT INTO rts_requests(request, node_id, customer, result, at_ms) VALUES(?1, ?2, ?3, ?4, ?5)"));
+    st.bind_blob(1, request.raw()).bind(2, r.node).bind_blob(3, r.customer.raw()).bind(4, r.result).bind(5, at_ms);
+    return st.run();
+  }
+  Result<std::vector<bool>> rts_requests_done(std::span<const Guid> requests) override {
+    std::vector<bool> done;
+    done.reserve(requests.size());
+    for (const Guid& id : requests) {
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT 1 FROM rts_requests WHERE request = ?1"));
+      st.bind_blob(1, id.raw());
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      done.push_back(row);
+    }
+    return done;
+  }
+  Result<std::vector<std::pair<std::string, Guid>>> waiting_keys() override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT DISTINCT node_id, entity FROM inbound WHERE state = 'waiting'"));
+    std::vector<std::pair<std::string, Guid>> out;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      if (auto g = Guid::from_raw(st.column_blob(1))) out.emplace_back(st.column_text(0), *g);
+    }
+    return out;
+  }
+  Result<std::vector<std::string>> restage_waiting(const Guid& customer) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "UPDATE inbound SET state = 'staged', error = '' WHERE entity = ?1 AND state = 'waiting' "
+        "RETURNING node_id"));
+    st.bind_blob(1, customer.raw());
+    std::vector<std::string> nodes;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      nodes.push_back(st.column_text(0));
+    }
+    return nodes;
   }
 
   Result<std::optional<SyncStatusRecord>> sync_status(const Guid& guid) override {
@@ -694,6 +769,12 @@ class SqliteHqStore final : public HqStore {
       *cursor_out = out.size() < limit ? std::max(after, max_seq.value_or(0)) : out.back().seq;
     }
     return out;
+  }
+  Result<std::int64_t> push_cursor(std::string_view node) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT cursor FROM node_cursors WHERE node_id = ?1"));
+    st.bind(1, node);
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    return row ? st.column_int64(0) : std::int64_t{0};
   }
   Result<std::vector<Customer>> search(std::string_view text) override {
     return CustomerTable(*db_).search(text);

@@ -1,5 +1,7 @@
 #include "tillsync/validation.h"
 
+#include <algorithm>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -313,6 +315,25 @@ Status validate_customer(const Customer& customer) {
   for (std::size_t i = 0; i < customer.affiliations.size(); ++i) {
     TS_RETURN_IF_ERROR(validate_affiliation(customer.affiliations[i], indexed("affiliations", i)));
   }
+  return validate_child_guids(customer);
+}
+
+Status validate_child_guids(const Customer& customer) {
+  // Addresses and contacts are rows keyed by their GUIDs wherever they are stored: a nil
+  // or repeated GUID could only come from a damaged or hostile writer.
+  std::vector<Guid> seen;
+  seen.reserve(customer.addresses.size() + customer.contacts.size());
+  auto check = [&](const Guid& g, const std::string& field) -> Status {
+    if (g.is_nil()) return invalid(field, "a child record needs a GUID (nil given)");
+    if (g == customer.guid || std::find(seen.begin(), seen.end(), g) != seen.end())
+      return invalid(field, "GUID " + g.to_string() + " is used twice in one customer");
+    seen.push_back(g);
+    return Status::Ok();
+  };
+  for (std::size_t i = 0; i < customer.addresses.size(); ++i)
+    TS_RETURN_IF_ERROR(check(customer.addresses[i].guid, indexed("addresses", i) + ".guid"));
+  for (std::size_t i = 0; i < customer.contacts.size(); ++i)
+    TS_RETURN_IF_ERROR(check(customer.contacts[i].guid, indexed("contacts", i) + ".guid"));
   return Status::Ok();
 }
 

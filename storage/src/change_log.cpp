@@ -42,6 +42,45 @@ Result<std::vector<LogRow>> ChangeLog::read_after(std::int64_t after_seq, std::s
   return rows;
 }
 
+Result<std::int64_t> ChangeLog::renumber_after(Transaction& txn, std::int64_t after_seq, std::int64_t delta) {
+  if (!txn.active()) return Status::Internal("change_log renumbering outside a transaction");
+  if (delta <= 0) return Status::Internal("change_log renumbering must move rows up");
+  // Rows are never updated: they are copied aside, deleted and inserted again.
+  TS_RETURN_IF_ERROR(db_->exec(
+      "DROP TABLE IF EXISTS temp.change_log_moved; "
+      "CREATE TEMP TABLE change_log_moved AS SELECT * FROM main.change_log WHERE 0"));
+  {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "INSERT INTO temp.change_log_moved SELECT * FROM main.change_log WHERE seq > ?1"));
+    st.bind(1, after_seq);
+    TS_RETURN_IF_ERROR(st.run());
+  }
+  const std::int64_t moved = db_->changes();
+  {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare("DELETE FROM main.change_log WHERE seq > ?1"));
+    st.bind(1, after_seq);
+    TS_RETURN_IF_ERROR(st.run());
+  }
+  {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "INSERT INTO main.change_log(seq, op_id, entity, kind, hlc, node_id, payload) "
+        "SELECT seq + ?1, op_id, entity, kind, hlc, node_id, payload FROM temp.change_log_moved "
+        "ORDER BY seq"));
+    st.bind(1, delta);
+    TS_RETURN_IF_ERROR(st.run());
+  }
+  TS_RETURN_IF_ERROR(db_->exec("DROP TABLE temp.change_log_moved"));
+  return moved;
+}
+
+Result<std::optional<std::int64_t>> ChangeLog::first_after(std::int64_t after_seq) {
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT min(seq) FROM change_log WHERE seq > ?1"));
+  st.bind(1, after_seq);
+  TS_ASSIGN_OR_RETURN(bool row, st.step());
+  if (!row || st.column_is_null(0)) return std::optional<std::int64_t>{};
+  return std::optional<std::int64_t>{st.column_int64(0)};
+}
+
 Result<std::int64_t> ChangeLog::last_seq() {
   TS_ASSIGN_OR_RETURN(auto v, db_->query_int("SELECT max(seq) FROM change_log"));
   return v.value_or(0);
@@ -50,6 +89,13 @@ Result<std::int64_t> ChangeLog::last_seq() {
 Result<std::int64_t> ChangeLog::count_after(std::int64_t after_seq) {
   TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT count(*) FROM change_log WHERE seq > ?1"));
   st.bind(1, after_seq);
+  TS_ASSIGN_OR_RETURN(bool row, st.step());
+  return row ? st.column_int64(0) : 0;
+}
+
+Result<std::int64_t> ChangeLog::count_between(std::int64_t after_seq, std::int64_t up_to) {
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT count(*) FROM change_log WHERE seq > ?1 AND seq <= ?2"));
+  st.bind(1, after_seq).bind(2, up_to);
   TS_ASSIGN_OR_RETURN(bool row, st.step());
   return row ? st.column_int64(0) : 0;
 }

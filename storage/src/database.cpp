@@ -42,6 +42,7 @@ Status sqlite_error(sqlite3* db, int rc, std::string_view what) {
   msg += ": ";
   msg += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
   if (rc == SQLITE_NOTADB) return {Code::not_a_tillsync_database, std::move(msg)};
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) return {Code::constraint_violation, std::move(msg)};
   return Status::Internal(std::move(msg));
 }
 
@@ -244,6 +245,7 @@ Status Database::exec(std::string_view sql) {
     std::string msg = err != nullptr ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
     if ((rc & 0xff) == SQLITE_NOTADB) return {Code::not_a_tillsync_database, msg};
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) return {Code::constraint_violation, "exec: " + msg};
     return Status::Internal("exec: " + msg);
   }
   return Status::Ok();

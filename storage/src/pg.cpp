@@ -159,6 +159,9 @@ Status PgConnection::error(PGresult* r, std::string_view what) const {
   const std::string sqlstate = state != nullptr ? state : "";
   if (sqlstate == "40001" || sqlstate == "40P01")
     return Status(Code::busy, "PostgreSQL " + sqlstate + ": " + message);
+  if (sqlstate.size() == 5 && sqlstate.starts_with("23"))  // integrity constraint violation
+    return Status(Code::constraint_violation, display_url_ + ": " + std::string(what) + " failed: " +
+                                                  message + " (SQLSTATE " + sqlstate + ")");
   return Status::Internal(display_url_ + ": " + std::string(what) + " failed: " + message +
                           (sqlstate.empty() ? "" : " (SQLSTATE " + sqlstate + ")"));
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -16,6 +17,7 @@
 #include "tillsync/hq_client.h"
 #include "tillsync/hq_service.h"
 #include "tillsync/replicator.h"
+#include "tillsync/storage/database.h"
 
 namespace tillsync::testing {
 
@@ -98,6 +100,26 @@ class Terminal {
     ASSERT_TRUE(node.ok()) << node.status().to_string();
     node_ = std::move(node).value();
     connect();
+  }
+
+  // The till's disk replaced by a backup taken with backup_to(): every object is
+  // dropped, the files are replaced, and the database is opened again.
+  void restore_from(const std::string& backup) {
+    replicator_.reset();
+    node_.reset();
+    client_.reset();
+    for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(db_ + suffix);
+    std::filesystem::copy_file(backup, db_, std::filesystem::copy_options::overwrite_existing);
+    restart();
+  }
+  // A consistent copy of the terminal's database (SQLite VACUUM INTO), as a nightly
+  // backup takes it while the till runs.
+  void backup_to(const std::string& file) {
+    auto db = storage::Database::open(db_, {});
+    ASSERT_TRUE(db.ok()) << db.status().to_string();
+    std::filesystem::remove(file);
+    Status s = (*db)->exec("VACUUM INTO '" + file + "'");
+    ASSERT_TRUE(s.ok()) << s.to_string();
   }
 
   ChannelNode& node() { return *node_; }

@@ -82,6 +82,36 @@ class HqLocation {
     ASSERT_TRUE(s.ok()) << s.to_string();
   }
 
+  // A backup of HQ's database as an operator takes it, kept under `name` in `dir`: a
+  // copy of the SQLite file (HQ stopped), or `pg_dump` of the schema. restore() puts it
+  // back the way an operator restores (file copied over; schema dropped, dump loaded).
+  void backup(const TempDir& dir, const std::string& name) {
+    const std::string file = dir.file(name);
+    if (schema_.empty()) {
+      std::filesystem::copy_file(location_, file, std::filesystem::copy_options::overwrite_existing);
+      return;
+    }
+    const std::string cmd = "pg_dump --no-owner --schema=" + schema_ + " -f '" + file + "' '" +
+                            pg_server_url() + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  void restore(const TempDir& dir, const std::string& name) {
+    const std::string file = dir.file(name);
+    if (schema_.empty()) {
+      for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(location_ + suffix);
+      std::filesystem::copy_file(file, location_, std::filesystem::copy_options::overwrite_existing);
+      return;
+    }
+    {
+      auto admin = storage::PgConnection::open(pg_server_url());
+      ASSERT_TRUE(admin.ok()) << admin.status().to_string();
+      Status s = (*admin)->exec("DROP SCHEMA " + schema_ + " CASCADE");
+      ASSERT_TRUE(s.ok()) << s.to_string();
+    }
+    const std::string cmd = "psql -q -v ON_ERROR_STOP=1 -f '" + file + "' '" + pg_server_url() + "' >/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+
   const std::string& str() const { return location_; }
   operator const std::string&() const { return location_; }  // NOLINT(google-explicit-constructor)
 

@@ -228,6 +228,8 @@ Result<Client> Client::connect(Context& context, const std::string& endpoint,
 
 const std::string& Client::endpoint() const { return impl_->endpoint; }
 
+void Client::abandon() { impl_->abandon(); }
+
 Result<Frame> Client::call(std::uint8_t type, std::string_view body, std::optional<int> timeout_ms) {
   impl_->abandon();
   TS_RETURN_IF_ERROR(send(type, body, timeout_ms));

@@ -35,6 +35,13 @@ enum class Code : int {
   // (PostgreSQL) aborted the transaction to serialize it with another HQ process
   // (serialization failure, deadlock). Never a domain outcome.
   busy,
+  // Storage refused a write that would break one of its integrity rules (a unique GUID
+  // or number already held, a reference to a missing row): the data is at fault, not
+  // the storage; the same write fails again.
+  constraint_violation,
+  // A request reached HQ's side of the link but no answer came back in time: HQ may
+  // or may not have carried it out. Reconciled by its GUID at the next contact.
+  outcome_unknown,
 };
 
 constexpr std::string_view code_name(Code c) noexcept {
@@ -54,13 +61,15 @@ constexpr std::string_view code_name(Code c) noexcept {
     case Code::not_a_tillsync_database: return "not_a_tillsync_database";
     case Code::internal: return "internal";
     case Code::busy: return "busy";
+    case Code::constraint_violation: return "constraint_violation";
+    case Code::outcome_unknown: return "outcome_unknown";
   }
   return "internal";
 }
 
 // The Code whose code_name() is `name`; nullopt for unknown names.
 constexpr std::optional<Code> parse_code(std::string_view name) noexcept {
-  for (int i = 0; i <= static_cast<int>(Code::busy); ++i) {
+  for (int i = 0; i <= static_cast<int>(Code::outcome_unknown); ++i) {
     if (code_name(static_cast<Code>(i)) == name) return static_cast<Code>(i);
   }
   return std::nullopt;

@@ -80,8 +80,11 @@ std::string_view to_string(CreationMode m);
 struct CreateOutcome {
   Customer customer;
   CreationMode mode = CreationMode::async;
-  // Why a sync-mode creation became async (D4), empty otherwise.
+  // Why a sync-mode creation became async (D4), empty otherwise; and its stable code:
+  // "offline_mode", "no_hq", "hq_unreachable" (not sent), "no_answer" (sent, no answer
+  // in time: HQ may have created it, and then knows it by its GUID), "hq_busy".
   std::string fallback_reason;
+  std::string fallback_code;
 };
 
 struct NodeStatus {
@@ -93,6 +96,15 @@ struct NodeStatus {
   std::int64_t pulled_seq = 0;
   std::optional<std::int64_t> last_sync_at_ms;
   std::string last_error;
+  // What the terminal last did by itself to recover from a restore (its own database
+  // or HQ's from an older backup, a new HQ); empty when never.
+  std::string last_recovery;
+  // Customers from HQ's feed this terminal could not store (kept aside; the next
+  // entry of the same customer that applies replaces them), and the latest error.
+  std::int64_t set_aside = 0;
+  std::string set_aside_error;
+  // Real-time requests sent without an answer, to be settled with HQ (reconcile()).
+  std::int64_t unsettled_requests = 0;
 };
 
 class ChannelNode {
@@ -126,6 +138,13 @@ class ChannelNode {
   Result<Customer> add_address(std::string_view id, const Address& address, CallOptions call = {});
   // D7.
   Result<Customer> issue_loyalty_card(std::string_view id, CallOptions call = {});
+
+  // Real-time calls that reached HQ's side but got no answer in time end with
+  // Code::outcome_unknown and are remembered: the same command repeated sends the
+  // same request again (HQ carries a request out once), and reconcile() sends every
+  // remembered one again, storing and logging HQ's answer. Returns how many settled;
+  // stops (without error) at the first that gets no answer. `store sync` calls it.
+  Result<std::int64_t> reconcile();
 
   // Edits and removals of addresses (need async_customer_addresses) and secondary
   // contacts (need async_customer_edits; on a pending customer also

@@ -18,6 +18,7 @@
 #include "tillsync/clock.h"
 #include "tillsync/digest.h"
 #include "tillsync/domain.h"
+#include "tillsync/hq_gateway.h"
 #include "tillsync/hq_store.h"
 #include "tillsync/operations.h"
 #include "tillsync/status.h"
@@ -41,8 +42,17 @@ struct PushResult {
   bool gap = false;            // a record after a missing seq was refused
 };
 
+struct HelloResult {
+  std::int64_t push_cursor = 0;  // highest seq of the node's log HQ holds
+  Hlc hq_hlc;                    // HQ's clock
+};
+
 struct PullResult {
+  // `after` (with its mark) is not a position of this HQ's feed: HQ's database is older
+  // than what the node pulled (restored from a backup). Nothing else is set.
+  bool reset = false;
   std::int64_t cursor = 0;  // continue after this feed seq
+  std::uint64_t cursor_mark = 0;  // the mark of `cursor` (feed_mark())
   std::vector<FeedEntry> entries;
   Hlc hq_hlc;  // HQ's clock: a terminal merges it so its later writes order after these
 };
@@ -51,6 +61,7 @@ struct JobReport {
   std::size_t applied = 0;
   std::size_t converted = 0;  // async customers that got an account number
   std::size_t failed = 0;
+  std::size_t waiting = 0;    // operations whose customer HQ has not received yet
   std::size_t remaining = 0;  // staged operations left for a later pass
 };
 
@@ -75,24 +86,39 @@ class Headquarters {
   std::uint64_t busy_retries() const;
 
   // ---- real-time service (sync mode) ----
-  // Idempotent on the GUID: a repeated create returns the customer HQ already has.
-  Result<Customer> rts_create(std::string_view node_id, const Customer& customer);
-  Result<Customer> rts_edit(std::string_view node_id, const Guid& customer,
-                            std::int64_t base_version, const std::vector<FieldChange>& changes);
-  Result<Customer> rts_add_address(std::string_view node_id, const Guid& customer,
-                                   const Address& address);
-  Result<Customer> rts_issue_loyalty_card(std::string_view node_id, const Guid& customer);
+  // Each request has an id (the op id the terminal logs the write under): HQ carries a
+  // request id out once, and answers it again with the customer as it is now and what
+  // the request did (its loyalty card). invalid_input for a nil id; unauthorized when
+  // the id is another node's. A create is also idempotent on the GUID, and a GUID HQ
+  // merged into another customer names that customer. An edit whose base_version is
+  // above HQ's version of the customer is refused (invalid_input).
+  Result<RtsAnswer> rts_create(std::string_view node_id, const Guid& request, const Customer& customer);
+  Result<RtsAnswer> rts_edit(std::string_view node_id, const Guid& request, const Guid& customer,
+                             std::int64_t base_version, const std::vector<FieldChange>& changes);
+  Result<RtsAnswer> rts_add_address(std::string_view node_id, const Guid& request, const Guid& customer,
+                                    const Address& address);
+  Result<RtsAnswer> rts_issue_loyalty_card(std::string_view node_id, const Guid& request,
+                                           const Guid& customer);
   Result<std::vector<Customer>> search(std::string_view text);
 
   // ---- replication ----
-  // Stages `records` (all from `node_id`, ascending seq) in one transaction and returns
-  // the node's cursor after commit. Already-staged records are skipped; a record after
-  // a gap stops the batch (the node resends from the returned cursor). Records of
-  // another node are refused with unauthorized and nothing is written.
-  Result<PushResult> push(std::string_view node_id, const std::vector<LogRecord>& records);
+  // Where the node's log stands at HQ, and HQ's clock (the start of every sync).
+  Result<HelloResult> hello(std::string_view node_id);
+  // Stages `records` (all from `node_id`, ascending seq; `prev` is the node's log row
+  // just before records[0]) in one transaction and returns the node's cursor after
+  // commit. Records HQ holds (same op id from this node) are skipped; a batch whose
+  // `prev` lies beyond the cursor is a gap, staged not at all (the node resends from
+  // the returned cursor). A record at or below the cursor whose op id HQ does not hold
+  // from this node is refused with Code::conflict, nothing staged: the node's database
+  // was restored or re-initialised. Records of another node are refused with
+  // unauthorized; malformed batches (seqs not ascending) with invalid_input.
+  Result<PushResult> push(std::string_view node_id, std::int64_t prev,
+                          const std::vector<LogRecord>& records);
   // Feed entries after `after`; with `filtered` only the node's own store's customers.
-  Result<PullResult> pull(std::string_view node_id, std::int64_t after, std::size_t limit,
-                          bool filtered);
+  // `after_mark` is the cursor_mark HQ returned with `after` (0 when after is 0); when
+  // the feed holds no such entry at `after`, the result is a reset.
+  Result<PullResult> pull(std::string_view node_id, std::int64_t after, std::uint64_t after_mark,
+                          std::size_t limit, bool filtered);
 
   // ---- customer sync job (D6) ----
   // Applies up to `max_ops` staged operations in per-node order.

@@ -1,9 +1,14 @@
 // HqClient: a terminal's connection to HQ. It implements HqGateway for real-time calls
-// and offers the replication calls (push, pull) the Replicator uses.
+// and offers the replication calls (hello, push, pull) the Replicator uses.
 //
-// Every request is bounded by the timeout given at connect (--rts-timeout-ms); a
-// timeout or any communication failure is Code::hq_unreachable and marks the
-// connection unreachable until a later call succeeds.
+// Every request is bounded by the timeout given at connect (--rts-timeout-ms), sending
+// and waiting for the answer together. A request that could not be sent is
+// Code::hq_unreachable; a real-time request sent and not answered in time is
+// Code::outcome_unknown (replication requests are idempotent, so for them it is
+// hq_unreachable too). After such a failure reachable() says false for a while (1 s,
+// doubling up to 30 s while failures go on), then the next request tries HQ again; any
+// answer from HQ resets it. Several clients (say the cashier's and a background sync
+// thread's) each keep their own.
 // Thread-safety: none; one thread uses a client.
 #pragma once
 
@@ -21,6 +26,12 @@
 
 namespace tillsync {
 
+struct HelloReply {
+  std::string epoch;
+  std::int64_t push_cursor = 0;  // highest seq of the node's log HQ holds (0: none)
+  Hlc hq_hlc;                    // HQ's clock reading
+};
+
 struct PushReply {
   std::string epoch;
   std::int64_t acked_seq = 0;
@@ -28,7 +39,11 @@ struct PushReply {
 
 struct PullReply {
   std::string epoch;
+  // `after` was not a position of HQ's feed (HQ was restored from an older backup):
+  // nothing else is set, and the terminal pulls again from the start.
+  bool reset = false;
   std::int64_t cursor = 0;
+  std::uint64_t cursor_mark = 0;  // send back as after_mark with after = cursor
   Hlc hq_hlc;  // HQ's clock reading
   std::vector<Customer> customers;
   // (alias, target): a terminal-made GUID HQ merged into an existing customer.
@@ -37,21 +52,31 @@ struct PullReply {
 
 // The replication half of the terminal-HQ conversation. HqClient speaks it over
 // ZeroMQ; LocalHqLink (local_hq_link.h) calls a Headquarters in the same process.
+//
+// Push: `prev` is the seq of the node's log row just before records[0] (the node holds
+// nothing between them). HQ acknowledges the highest seq it holds after its commit; a
+// batch whose `prev` is beyond HQ's cursor is a gap (answered with the cursor, nothing
+// staged). A record at or below HQ's cursor whose op id HQ does not hold from this node
+// is refused with Code::conflict and nothing is staged: the node's database was
+// restored from a backup or re-initialised (Replicator recovers, docs/protocol.md).
+// Pull: `after_mark` is the cursor_mark HQ returned with `after` (0 for after = 0).
 class HqLink {
  public:
   virtual ~HqLink() = default;
-  virtual Result<std::string> ping(const std::string& node_id) = 0;  // HQ's epoch
-  virtual Result<PushReply> push(const std::string& node_id, const std::vector<LogRecord>& records) = 0;
+  virtual Result<HelloReply> hello(const std::string& node_id) = 0;
+  virtual Result<PushReply> push(const std::string& node_id, std::int64_t prev,
+                                 const std::vector<LogRecord>& records) = 0;
   // push() in two halves, so that several batches can be on their way while the caller
   // works: start_push() sends a batch, finish_push() returns the reply to the oldest
   // batch started and not finished (HQ answers them in order). A start_push() error
   // means the batch was not sent; finish_push() with nothing started is invalid_input.
   // Do not push() while batches are in flight (HqClient abandons them). The defaults
   // run push() in start_push() and keep its result for finish_push().
-  virtual Status start_push(const std::string& node_id, const std::vector<LogRecord>& records);
+  virtual Status start_push(const std::string& node_id, std::int64_t prev,
+                            const std::vector<LogRecord>& records);
   virtual Result<PushReply> finish_push();
-  virtual Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint32_t limit,
-                                 bool filtered) = 0;
+  virtual Result<PullReply> pull(const std::string& node_id, std::int64_t after,
+                                 std::uint64_t after_mark, std::uint32_t limit, bool filtered) = 0;
 
  private:
   std::deque<Result<PushReply>> started_;  // the defaults' results, oldest first
@@ -68,32 +93,46 @@ struct HqCurveKeys {
 // invalid_input when only one half is set or the key files are missing or malformed.
 Result<std::optional<HqCurveKeys>> load_curve_keys(const NodeConfig& config);
 
+struct HqClientOptions {
+  int timeout_ms = 2000;
+  // With keys, the connection is encrypted and authenticated; HQ refusing the key
+  // shows as hq_unreachable (the handshake never completes).
+  std::optional<HqCurveKeys> curve{};
+  // reachable() is false for this long after a failed request, doubling per further
+  // failure up to max_retry_after_ms.
+  int retry_after_ms = 1000;
+  int max_retry_after_ms = 30'000;
+  PhysicalClock* clock = nullptr;  // for the retry delay; nullptr: the system clock
+};
+
 class HqClient final : public HqGateway, public HqLink {
  public:
-  // With `curve`, the connection is encrypted and authenticated; HQ refusing the key
-  // shows as hq_unreachable (the handshake never completes).
+  static Result<std::unique_ptr<HqClient>> connect(const std::string& endpoint, const HqClientOptions& options);
   static Result<std::unique_ptr<HqClient>> connect(const std::string& endpoint, int timeout_ms,
                                                    const std::optional<HqCurveKeys>& curve = std::nullopt);
   ~HqClient() override;
 
-  // Probes HQ once (bounded by the timeout) when nothing is known yet; afterwards the
-  // outcome of the last call.
+  // Never waits: true unless a request failed within the retry delay.
   bool reachable() override;
-  Result<Customer> create_customer(const std::string& node_id, const Customer& customer) override;
-  Result<Customer> edit_customer(const std::string& node_id, const Guid& customer,
-                                 std::int64_t base_version,
-                                 const std::vector<FieldChange>& changes) override;
-  Result<Customer> add_address(const std::string& node_id, const Guid& customer,
-                               const Address& address) override;
-  Result<Customer> issue_loyalty_card(const std::string& node_id, const Guid& customer) override;
+  Result<RtsAnswer> create_customer(const std::string& node_id, const Guid& request,
+                                    const Customer& customer) override;
+  Result<RtsAnswer> edit_customer(const std::string& node_id, const Guid& request, const Guid& customer,
+                                  std::int64_t base_version,
+                                  const std::vector<FieldChange>& changes) override;
+  Result<RtsAnswer> add_address(const std::string& node_id, const Guid& request, const Guid& customer,
+                                const Address& address) override;
+  Result<RtsAnswer> issue_loyalty_card(const std::string& node_id, const Guid& request,
+                                       const Guid& customer) override;
 
   Result<std::vector<Customer>> search(const std::string& node_id, const std::string& text);
-  Result<std::string> ping(const std::string& node_id) override;
-  Result<PushReply> push(const std::string& node_id, const std::vector<LogRecord>& records) override;
-  Status start_push(const std::string& node_id, const std::vector<LogRecord>& records) override;
+  Result<HelloReply> hello(const std::string& node_id) override;
+  Result<PushReply> push(const std::string& node_id, std::int64_t prev,
+                         const std::vector<LogRecord>& records) override;
+  Status start_push(const std::string& node_id, std::int64_t prev,
+                    const std::vector<LogRecord>& records) override;
   Result<PushReply> finish_push() override;
-  Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint32_t limit,
-                         bool filtered) override;
+  Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint64_t after_mark,
+                         std::uint32_t limit, bool filtered) override;
   const std::string& endpoint() const;
 
  private:

@@ -45,7 +45,10 @@ struct SyncStatusRecord {
   std::optional<Guid> twin;  // status duplicate: the existing customer it matches
 };
 
-enum class StagedState { staged, applied, failed };
+// waiting: the operation's customer does not exist at HQ yet (its create comes from
+// another terminal, e.g. after a new epoch); it is staged again when the create is
+// applied.
+enum class StagedState { staged, applied, failed, waiting };
 
 // An operation received from a node and kept until the sync job has applied it.
 struct StagedOp {
@@ -63,6 +66,11 @@ struct FeedEntry {
   Customer customer;
   std::optional<Guid> alias;  // when set: `alias` is merged into customer.guid
 };
+
+// A fingerprint of one feed entry (its seq and content; never 0). A terminal keeps the
+// mark of its pull cursor and sends it back, so HQ can tell that the cursor is a
+// position of its own feed and not of an HQ database it was restored over.
+std::uint64_t feed_mark(const FeedEntry& e);
 
 // The last write HQ applied to one field of a customer: who, when (HLC), and the
 // customer version it produced. Keys are field names ("email") or, for children,
@@ -109,14 +117,16 @@ class HqTransaction {
   // Next number of the account number sequence, e.g. "C000000001".
   virtual Result<std::string> next_account_number() = 0;
 
-  // Highest contiguous seq staged for `node` (0 when none).
+  // Highest seq staged for `node` (0 when none).
   virtual Result<std::int64_t> node_cursor(std::string_view node) = 0;
+  // For each op id, whether HQ holds that operation from `node` (a resend).
+  virtual Result<std::vector<bool>> holds_ops(std::string_view node, std::span<const Guid> op_ids) = 0;
   // Stages one record (state staged, received at `received_at_ms`) and advances the
-  // node's cursor to its seq. The caller guarantees record.seq == node_cursor + 1.
+  // node's cursor to its seq. The caller guarantees record.seq > node_cursor.
   // false (and nothing written) when its op_id is already staged.
   virtual Result<bool> stage(const LogRecord& record, std::int64_t received_at_ms) = 0;
-  // stage() for a run of one node's records with consecutive seqs from
-  // node_cursor + 1, returning for each whether it was new. The default calls stage()
+  // stage() for a run of one node's records with ascending seqs after node_cursor,
+  // returning for each whether it was new. The default calls stage()
   // for each; the backends send them in one statement (or one per 64 records).
   virtual Result<std::vector<bool>> stage_all(std::span<const LogRecord> records,
                                               std::int64_t received_at_ms);
@@ -126,6 +136,22 @@ class HqTransaction {
   virtual Result<std::vector<StagedOp>> failed_for(const Guid& customer) = 0;
   virtual Status set_state(std::string_view node, std::int64_t seq, StagedState state,
                            std::string_view error) = 0;
+  // Real-time requests carried out, by request id (the op id under which the terminal
+  // logs the write): a repeated request is answered without doing it again, and the
+  // logged operation, when it is pushed, is not applied a second time.
+  struct RtsRequest {
+    std::string node;
+    Guid customer;
+    std::string result;  // e.g. the loyalty card number a request issued
+  };
+  virtual Result<std::optional<RtsRequest>> rts_request(const Guid& request) = 0;
+  virtual Status put_rts_request(const Guid& request, const RtsRequest& r, std::int64_t at_ms) = 0;
+  // For each id, whether it is a real-time request carried out.
+  virtual Result<std::vector<bool>> rts_requests_done(std::span<const Guid> requests) = 0;
+  // Which (node, customer) pairs have operations waiting for their customer's create.
+  virtual Result<std::vector<std::pair<std::string, Guid>>> waiting_keys() = 0;
+  // Stages again every operation waiting for `customer`; returns their nodes.
+  virtual Result<std::vector<std::string>> restage_waiting(const Guid& customer) = 0;
 
   // The status view's stored row for `guid`. An async customer whose create is still
   // staged has no stored row: its `pending` row is derived from the staged create by
@@ -190,6 +216,8 @@ class HqStore {
   virtual Result<std::vector<FeedEntry>> feed_after(std::int64_t after, std::size_t limit,
                                                     const std::optional<std::string>& channel,
                                                     std::int64_t* cursor_out) = 0;
+  // HQ's push cursor for `node` as last committed (0 when none), without a transaction.
+  virtual Result<std::int64_t> push_cursor(std::string_view node) = 0;
   virtual Result<std::vector<Customer>> search(std::string_view text) = 0;
   virtual Result<std::vector<Customer>> all_customers_by_guid() = 0;
   // Every customer in ascending GUID order, streamed to `fn` from one snapshot, so a

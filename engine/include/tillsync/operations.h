@@ -30,6 +30,7 @@ enum class OpKind : std::uint8_t {
   contact_remove = 6,
   address_update = 7,
   contact_update = 8,
+  loyalty_card_issued = 9,
 };
 std::string_view to_string(OpKind k);
 std::optional<OpKind> op_kind_from_int(int value);
@@ -98,9 +99,18 @@ struct ContactUpdated {
   bool operator==(const ContactUpdated&) const = default;
 };
 
+// A loyalty card HQ issued through the real-time service (D7), logged by the terminal
+// like every HQ-answered write, so that a new HQ database gets it back.
+struct LoyaltyCardIssued {
+  Guid customer;
+  LoyaltyCard card;
+  bool operator==(const LoyaltyCardIssued&) const = default;
+};
+
 // Alternatives in OpKind order (index = kind - 1).
 using Payload = std::variant<CustomerCreated, CustomerUpdated, AddressAdded, AddressRemoved,
-                             ContactAdded, ContactRemoved, AddressUpdated, ContactUpdated>;
+                             ContactAdded, ContactRemoved, AddressUpdated, ContactUpdated,
+                             LoyaltyCardIssued>;
 
 OpKind kind_of(const Payload& p);
 // The customer an operation is about (the log's `entity` column).

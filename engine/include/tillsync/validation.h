@@ -30,6 +30,9 @@ Status validate_field(Field field, std::string_view value);
 // and affiliation. `field()` of the error names e.g. "email", "addresses[1].country",
 // "contacts[0].value", "affiliations[2]".
 Status validate_customer(const Customer& customer);
+// Part of validate_customer(): every address and contact has a GUID of its own (not
+// nil, not repeated, not the customer's).
+Status validate_child_guids(const Customer& customer);
 
 // `prefix` names the address in errors, e.g. "addresses[0]"; fields become
 // "addresses[0].city". street, city and country are required.

@@ -1,8 +1,9 @@
 // The append-only change log table of a node.
 //
-// Rows are (seq, op_id, entity, kind, hlc, node_id, payload). `seq` is dense and
-// increasing from 1; rows are never updated (a trigger refuses UPDATE). Appends take the
-// caller's open Transaction so that a domain change and its log row commit together.
+// Rows are (seq, op_id, entity, kind, hlc, node_id, payload). `seq` increases from 1,
+// densely except where renumber_after() moved a suffix; rows are never updated (a
+// trigger refuses UPDATE). Appends take the caller's open Transaction so that a domain
+// change and its log row commit together.
 // Thread-safety: as the Database it borrows.
 #pragma once
 
@@ -50,9 +51,17 @@ BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END;
   Result<std::int64_t> append(Transaction& txn, const LogRow& row);
   // Up to `limit` rows with seq > after_seq, in seq order.
   Result<std::vector<LogRow>> read_after(std::int64_t after_seq, std::size_t limit);
+  // Moves every row with seq > after_seq up by `delta` (> 0), keeping op ids, order and
+  // content: the recovery of a log whose seqs another copy of this node already used
+  // at HQ (docs/protocol.md). Returns how many rows moved.
+  Result<std::int64_t> renumber_after(Transaction& txn, std::int64_t after_seq, std::int64_t delta);
+  // Lowest seq above after_seq (nullopt when none).
+  Result<std::optional<std::int64_t>> first_after(std::int64_t after_seq);
   // Highest seq ever appended (0 when empty).
   Result<std::int64_t> last_seq();
   Result<std::int64_t> count_after(std::int64_t after_seq);
+  // Rows with after_seq < seq <= up_to (a range scan of the primary key).
+  Result<std::int64_t> count_between(std::int64_t after_seq, std::int64_t up_to);
   // Highest HLC in the log (0 when empty): lets a clock resume after a restart.
   Result<std::uint64_t> max_hlc();
 

@@ -18,7 +18,8 @@
 
 namespace tillsync::transport {
 
-inline constexpr std::uint8_t kProtocolVersion = 1;
+// 2: hello (HQ's push cursor and clock), push with `prev`, pull with feed marks.
+inline constexpr std::uint8_t kProtocolVersion = 2;
 inline constexpr std::size_t kFrameHeaderSize = 16;
 // Largest message accepted by sockets (ZMQ_MAXMSGSIZE) and by decode_frame().
 inline constexpr std::size_t kMaxMessageSize = 16 * 1024 * 1024;

@@ -97,6 +97,8 @@ class Client {
   // receive() with nothing in flight is invalid_input. Errors as for call().
   Status send(std::uint8_t type, std::string_view body, std::optional<int> timeout_ms = std::nullopt);
   Result<Frame> receive();
+  // Forgets every request in flight: their late replies are ignored.
+  void abandon();
   const std::string& endpoint() const;
 
  private:
