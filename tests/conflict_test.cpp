@@ -2,6 +2,8 @@
 // convergence of HQ and terminals. Clocks are manual so "newer" is decided by the test.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "support/cluster.h"
 
 namespace tillsync {
@@ -214,6 +216,89 @@ TEST_F(ConflictTest, ManualResolveKeepingCurrentValue) {
   sync_all();
   expect_converged();
 }
+
+// Issue 15, item 7: keeping the held value replaces whatever the field holds now; a
+// write made after the conflict is never replaced without its own journal entry.
+TEST_F(ConflictTest, KeepingTheHeldValueJournalsTheNewerWriteItReplaces) {
+  start(ConflictPolicy::manual);
+  const Guid g = shared_customer();
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::email, "a@example.com"}}).ok());
+  ASSERT_TRUE(b->node().edit_customer(g.to_string(), {{Field::email, "b@example.com"}}).ok());
+  ASSERT_TRUE(a->sync().ok());
+  ASSERT_TRUE(hq->inspect()->run_sync_job().ok());
+  sync_all();
+  auto j = journal();
+  ASSERT_EQ(j.size(), 1u);
+  ASSERT_EQ(j[0].lost, "b@example.com");
+  hq_clock.advance(1000);
+  ASSERT_TRUE(hq->inspect()->edit_customer(g.to_string(), {{Field::email, "office@example.com"}}).ok());
+
+  auto resolved = hq->inspect()->resolve_conflict(j[0].id, /*keep_lost=*/true);
+  ASSERT_TRUE(resolved.ok()) << resolved.status().to_string();
+  EXPECT_EQ(at_hq(g).email, "b@example.com");
+  j = journal();
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[1].field, "email");
+  EXPECT_EQ(j[1].kept, "b@example.com");
+  EXPECT_EQ(j[1].lost, "office@example.com");
+  EXPECT_EQ(j[1].lost_write.node, "HQ");
+  EXPECT_NE(j[1].outcome.find("replaced a newer write"), std::string::npos) << j[1].outcome;
+  sync_all();
+  expect_converged();
+}
+
+// Issue 15, item 7: of two operators resolving one conflict at the same moment, one
+// succeeds and the other is told it is already resolved.
+TEST_F(ConflictTest, TwoConcurrentResolvesOfOneConflictExactlyOneSucceeds) {
+  start(ConflictPolicy::manual);
+  const Guid g = shared_customer();
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::email, "a@example.com"}}).ok());
+  ASSERT_TRUE(b->node().edit_customer(g.to_string(), {{Field::email, "b@example.com"}}).ok());
+  sync_all();
+  auto j = journal();
+  ASSERT_EQ(j.size(), 1u);
+  auto first = hq->inspect();
+  auto second = hq->inspect();
+  Result<ConflictRecord> r1 = Status::Internal("not run"), r2 = Status::Internal("not run");
+  std::thread t1([&] { r1 = first->resolve_conflict(j[0].id, true); });
+  std::thread t2([&] { r2 = second->resolve_conflict(j[0].id, false); });
+  t1.join();
+  t2.join();
+  EXPECT_NE(r1.ok(), r2.ok()) << r1.status().to_string() << " / " << r2.status().to_string();
+  const Status& refused = r1.ok() ? r2.status() : r1.status();
+  EXPECT_EQ(refused.code(), Code::conflict) << refused.to_string();
+  EXPECT_EQ(journal().size(), 1u);
+  EXPECT_EQ(journal()[0].status, "resolved");
+}
+
+// Issue 15, item 4: a terminal whose edit HQ does not take (it loses under lww, or is
+// held under manual) converges without waiting for another change of the customer,
+// also when the edit was made between its push and its pull (`store sync --watch`).
+class LosingEditTest : public ConflictTest, public ::testing::WithParamInterface<ConflictPolicy> {};
+
+TEST_P(LosingEditTest, TheLosersCopyConvergesWithoutAnotherChange) {
+  start(GetParam());
+  const Guid g = shared_customer();
+  ASSERT_TRUE(b->node().edit_customer(g.to_string(), {{Field::email, "b@example.com"}}).ok());
+  ASSERT_TRUE(b->sync().ok());
+  ASSERT_TRUE(hq->inspect()->run_sync_job().ok());  // B's edit is HQ's version 2
+  // A's sync round: its push (nothing), then the cashier edits (A still has version
+  // 1), then its pull (version 2, with the unacknowledged edit on top).
+  ASSERT_TRUE(a->replicator().push_all().ok());
+  ASSERT_TRUE(a->node().edit_customer(g.to_string(), {{Field::email, "a@example.com"}}).ok());
+  ASSERT_TRUE(a->replicator().pull_all().ok());
+  EXPECT_EQ(a->node().find(g.to_string())->email, "a@example.com");
+  ASSERT_TRUE(a->sync().ok());
+  ASSERT_TRUE(hq->inspect()->run_sync_job().ok());  // A's older edit loses, or is held
+  EXPECT_EQ(at_hq(g).email, "b@example.com");
+  ASSERT_TRUE(a->sync().ok());
+  EXPECT_EQ(a->node().find(g.to_string())->email, "b@example.com");
+  expect_converged();
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, LosingEditTest,
+                         ::testing::Values(ConflictPolicy::lww, ConflictPolicy::manual),
+                         [](const auto& p) { return std::string(p.param == ConflictPolicy::lww ? "lww" : "manual"); });
 
 TEST_F(ConflictTest, EditOfPendingCustomerBeforeConversionReachesConvertedCustomer) {
   start(ConflictPolicy::lww);

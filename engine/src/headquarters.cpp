@@ -952,10 +952,30 @@ Result<ConflictRecord> Headquarters::resolve_conflict(std::int64_t id, bool keep
       std::string* slot = value_slot(chosen, rec.field);
       if (slot == nullptr)
         return Status::NotFound("conflict " + std::to_string(id) + ": " + rec.field + " no longer exists");
+      const std::string replaced = *slot;
       *slot = rec.lost;
       TS_RETURN_IF_ERROR(validate_customer(chosen));
       chosen.version = c.version + 1;
-      TS_RETURN_IF_ERROR(tx->put_field_write(c.guid, rec.field, FieldWrite{hlc, std::string(kBackOffice), chosen.version}));
+      const FieldWrite operator_write{hlc, std::string(kBackOffice), chosen.version};
+      // A write the field got after the conflict is replaced by the operator's choice:
+      // never without a journal entry of its own.
+      TS_ASSIGN_OR_RETURN(auto latest, tx->field_write(c.guid, rec.field));
+      if (latest && latest->version > rec.kept_write.version && replaced != rec.lost) {
+        ConflictRecord newer;
+        newer.customer = c.guid;
+        newer.field = rec.field;
+        newer.kept = rec.lost;
+        newer.lost = replaced;
+        newer.kept_write = operator_write;
+        newer.lost_write = *latest;
+        newer.policy = rec.policy;
+        newer.outcome = "operator's choice (conflict " + std::to_string(id) + ") replaced a newer write";
+        newer.status = "resolved";
+        newer.created_at_ms = impl_->now();
+        TS_ASSIGN_OR_RETURN(std::int64_t journaled, tx->add_conflict(newer));
+        (void)journaled;
+      }
+      TS_RETURN_IF_ERROR(tx->put_field_write(c.guid, rec.field, operator_write));
       TS_RETURN_IF_ERROR(impl_->publish(*tx, chosen, {}));
       std::swap(rec.kept, rec.lost);
       std::swap(rec.kept_write, rec.lost_write);

@@ -741,7 +741,9 @@ class PgHqTransaction final : public HqTransaction {
   }
   Result<std::optional<ConflictRecord>> conflict(std::int64_t id) override {
     TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-        "SELECT " + std::string(kConflictColumns) + " FROM conflicts WHERE id = $1", PgParams().i64(id)));
+        // Locked: of two operators resolving one conflict at once, the second reads it
+        // after the first committed (and finds it resolved).
+        "SELECT " + std::string(kConflictColumns) + " FROM conflicts WHERE id = $1 FOR UPDATE", PgParams().i64(id)));
     if (rows.empty()) return std::optional<ConflictRecord>{};
     return std::optional<ConflictRecord>{read_conflict(rows, 0)};
   }
