@@ -305,3 +305,22 @@ TEST(HlcSystemClock, ReadsTheSystemWallClockInMilliseconds) {
 
 }  // namespace
 }  // namespace tillsync
+
+namespace tillsync {
+namespace {
+
+// Issue 15, item 5: a remote reading further ahead than allowed is taken at the bound;
+// nothing reaches the 48-bit limit, whatever the message says.
+TEST(HlcBounded, ReadingsWithinTheOffsetPassAndOthersAreCapped) {
+  constexpr std::int64_t now = 1'700'000'000'000;
+  const Hlc near = Hlc::make(now + 1000, 7);
+  EXPECT_EQ(bounded(near, now, 5000), near);
+  EXPECT_EQ(bounded(Hlc::make(now + 6000, 7), now, 5000), Hlc::make(now + 5000, 0));
+  EXPECT_EQ(bounded(Hlc::make(Hlc::kMaxMillis, 0xffff), now, 5000), Hlc::make(now + 5000, 0));
+  EXPECT_LT(bounded(Hlc::make(Hlc::kMaxMillis, 0xffff), static_cast<std::int64_t>(Hlc::kMaxMillis), 5000).millis(),
+            Hlc::kMaxMillis);
+  EXPECT_EQ(bounded(Hlc::make(now - 1, 3), now, 0), Hlc::make(now - 1, 3));  // behind is fine
+}
+
+}  // namespace
+}  // namespace tillsync

@@ -135,7 +135,7 @@ TEST_F(RecoveryTest, NewEpochGetsEveryWriteBackWhateverOrderTheTerminalsComeIn) 
 // Item 7: a real-time call HQ carried out whose answer was lost is reported as such
 // (outcome_unknown, not hq_unreachable), and repeating it does not do it twice.
 TEST_F(RecoveryTest, RepeatingAnUnansweredAddressOrCardDoesNotDoItTwice) {
-  auto t = terminal("S001", {}, 1000);
+  auto t = terminal("S001");
   auto c = t->node().create_customer(new_person("Ana", "Retry"));
   ASSERT_TRUE(c.ok());
   ASSERT_EQ(c->mode, CreationMode::sync);
@@ -170,7 +170,7 @@ TEST_F(RecoveryTest, RepeatingAnUnansweredAddressOrCardDoesNotDoItTwice) {
 // Item 7: a sync-mode create whose answer was lost, on a terminal that may not fall
 // back to async (D5): no customer is created twice; the next contact settles it.
 TEST_F(RecoveryTest, UnansweredCreateThatCannotFallBackIsSettledAtTheNextContact) {
-  auto t = terminal("S001", {.filter_shared_customer_tables = true}, 1000);
+  auto t = terminal("S001", {.filter_shared_customer_tables = true});
   drop_next[kRtsCreate] = true;
   auto lost = t->node().create_customer(new_person("Filtered", "Store"));
   ASSERT_FALSE(lost.ok());
@@ -210,10 +210,10 @@ TEST_F(RecoveryTest, AnUnansweredCreateSendsOneRequestNoProbe) {
 TEST_F(RecoveryTest, CashierClientWorksAgainAfterAnOutageWithoutRestarting) {
   ManualClock clock;
   const std::string db = dir.file("till.db");
-  NodeConfig config = terminal_config("S001", "T01", hq->endpoint(), {}, 300);
+  NodeConfig config = terminal_config("S001", "T01", hq->endpoint(), {});
   auto node = ChannelNode::create(db, config, {.clock = &clock, .seed = 5}).value();
-  auto cashier = HqClient::connect(hq->endpoint(), {.timeout_ms = 300, .clock = &clock}).value();
-  auto background = HqClient::connect(hq->endpoint(), {.timeout_ms = 300, .clock = &clock}).value();
+  auto cashier = HqClient::connect(hq->endpoint(), {.timeout_ms = 2000, .clock = &clock}).value();
+  auto background = HqClient::connect(hq->endpoint(), {.timeout_ms = 2000, .clock = &clock}).value();
   node->attach_hq(cashier.get());
   auto replicator = Replicator::open(db, *background, {.clock = &clock}).value();
 
@@ -282,6 +282,116 @@ TEST_F(RecoveryTest, RealTimeCreateHonoursAliasesAndRequestIds) {
   EXPECT_EQ(card1->card_number, card2->card_number);
   EXPECT_EQ(card2->customer.loyalty_cards.size(), 1u);
   EXPECT_EQ(h->rts_issue_loyalty_card("S002/T01", request, first.guid).status().code(), Code::unauthorized);
+}
+
+// Item 5: clocks. HQ's clock is a manual one; each terminal has its own.
+class ClockTest : public RecoveryTest {
+ protected:
+  static constexpr std::int64_t kT = 2'000'000'000'000;
+  static constexpr std::int64_t kHour = 3'600'000;
+  void SetUp() override {
+    HqServiceOptions o;
+    o.job_interval_ms = kParkedJobMs;
+    hq = std::make_unique<HqProcess>(hq_location.str(), o);
+    hq->hq_options().clock = &hq_clock;
+    hq->start();
+  }
+  std::unique_ptr<Terminal> terminal_at(const std::string& store, ManualClock& clock, FunctionalityProfile profile) {
+    return std::make_unique<Terminal>(dir.file(store + ".db"),
+                                      terminal_config(store, "T01", hq->endpoint(), profile), 7, &clock);
+  }
+  Hlc hq_hlc() { return hq->inspect()->hello("").value().hq_hlc; }
+
+  ManualClock hq_clock{kT};
+};
+
+TEST_F(ClockTest, ATillWhoseClockRunsAnHourAheadLosesNothingAndIsReported) {
+  ManualClock fast{kT + kHour}, right{kT};
+  auto a = terminal_at("S001", fast, kAsyncEverything);
+  auto b = terminal_at("S002", right, kAsyncEverything);
+  auto x = b->node().create_customer(new_person("Clock", "Skew"));
+  ASSERT_TRUE(x.ok());
+  sync(*b);
+  run_job();
+  sync(*a);
+  sync(*b);
+  ASSERT_TRUE(a->node().edit_customer(x->customer.guid.to_string(), {{Field::email, "a@example.com"}}).ok());
+  sync(*a);
+  EXPECT_EQ(run_job().applied, 1u);  // applied: a wrong clock loses nothing
+  EXPECT_EQ(at_hq(x->customer.guid).email, "a@example.com");
+  // Staged as if stamped at its receipt plus the offset (recorded: replays agree).
+  auto received = hq->inspect()->store().received("S001/T01", 0, 10).value();
+  ASSERT_FALSE(received.empty());
+  EXPECT_EQ(received.back().hlc.millis(), static_cast<std::uint64_t>(kT + 300'000));
+  EXPECT_LE(hq_hlc().millis(), static_cast<std::uint64_t>(kT + 300'000));
+  auto terminals = hq->inspect()->terminals().value();
+  ASSERT_EQ(terminals.size(), 2u);
+  EXPECT_EQ(terminals[0].node_id, "S001/T01");
+  EXPECT_GT(terminals[0].clock_ahead_ms, kHour - 60'000);
+  EXPECT_EQ(terminals[1].clock_ahead_ms, 0);
+
+  // Ten minutes later a till with a right clock edits the same field, not having seen
+  // A's edit: its write is newer than where HQ placed A's, so it wins under lww.
+  hq_clock.advance(10 * 60'000);
+  right.advance(10 * 60'000);
+  ASSERT_TRUE(b->node().edit_customer(x->customer.guid.to_string(), {{Field::email, "b@example.com"}}).ok());
+  sync(*b);
+  run_job();
+  EXPECT_EQ(at_hq(x->customer.guid).email, "b@example.com");
+  sync(*a);
+  sync(*b);
+  EXPECT_EQ(a->node().digest()->hex, hq->inspect()->digest()->hex);
+}
+
+TEST_F(ClockTest, NoMessageMovesAClockToItsLimit) {
+  GuidGenerator g(5);
+  Customer c;
+  c.guid = g.next();
+  c.first_name = "Far";
+  c.last_name = "Future";
+  c.language = "en-us";
+  c.currency = "USD";
+  c.customer_group = "RETAIL";
+  c.receipt_option = "print";
+  LogRecord r;
+  r.seq = 1;
+  r.op_id = g.next();
+  r.entity = c.guid;
+  r.kind = OpKind::customer_create;
+  r.hlc = Hlc::make(Hlc::kMaxMillis, 0xffff);  // the largest HLC there is
+  r.node_id = "S009/T01";
+  r.payload = encode_payload(CustomerCreated{c});
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  ASSERT_TRUE(client->push("S009/T01", 0, {r}).ok());
+  EXPECT_EQ(run_job().converted, 1u);
+  EXPECT_LE(hq_hlc().millis(), static_cast<std::uint64_t>(kT + 300'000));
+  // A terminal following HQ's clock stays far from the limit too.
+  ManualClock clock{kT};
+  auto t = terminal_at("S001", clock, kAsyncEverything);
+  sync(*t);
+  ASSERT_TRUE(t->node().create_customer(new_person("After", "Limit")).ok());
+  auto log = t->node().read_log(0, 10).value();
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_LT(log[0].hlc.millis(), static_cast<std::uint64_t>(kT + kHour));
+}
+
+TEST_F(ClockTest, ATerminalsClockNeverGoesBackAndFollowsHqsRealTimeAnswers) {
+  ManualClock clock{kT - kHour};  // an hour behind HQ
+  auto t = terminal_at("S001", clock, {.async_customer_edits = true});
+  auto c = t->node().create_customer(new_person("Real", "Time"));  // sync mode: through HQ
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->mode, CreationMode::sync);
+  // The next local write orders after HQ's answer, although this till's clock is behind.
+  ASSERT_TRUE(t->node().edit_customer(c->customer.guid.to_string(), {{Field::phone, "555 0100"}}).ok());
+  auto log = t->node().read_log(0, 10).value();
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_GE(log[1].hlc.millis(), static_cast<std::uint64_t>(kT));
+  // The wall clock jumps back a day: the next write still orders after the last.
+  clock.set(kT - 25 * kHour);
+  ASSERT_TRUE(t->node().edit_customer(c->customer.guid.to_string(), {{Field::phone, "555 0101"}}).ok());
+  log = t->node().read_log(0, 10).value();
+  ASSERT_EQ(log.size(), 3u);
+  EXPECT_GT(log[2].hlc, log[1].hlc);
 }
 
 }  // namespace

@@ -93,6 +93,7 @@ struct ServeOptions {
   std::string conflict_policy;  // empty: keep the policy stored in the HQ database
   std::string duplicates;
   std::string keys, allowlist;  // CurveZMQ: HQ's key directory, the terminals' allowlist
+  std::int64_t max_clock_offset_ms = HqOptions{}.max_clock_offset_ms;
 };
 
 // The running service, for the signal handler (HqService::stop() is an atomic store).
@@ -124,6 +125,7 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
 
   // Given policies are stored in the HQ database, so `hq run-job` applies them too.
   HqOptions hq_options;
+  hq_options.max_clock_offset_ms = o.max_clock_offset_ms;
   if (!o.conflict_policy.empty()) hq_options.conflict_policy = parse_conflict_policy(o.conflict_policy);
   if (!o.duplicates.empty()) hq_options.duplicate_policy = parse_duplicate_policy(o.duplicates);
   if (o.keys.empty() != o.allowlist.empty()) {
@@ -237,6 +239,13 @@ void add_serve(CLI::App& hq, Cli& cli) {
                   "How often the customer sync job converts uploaded async customers")
       ->capture_default_str()
       ->check(CLI::Range(1, 86'400'000))
+      ->type_name("MS");
+  sub->add_option("--max-clock-offset-ms", o->max_clock_offset_ms,
+                  "How far ahead of HQ's clock a terminal's timestamps are believed. An operation "
+                  "stamped further ahead (a till with a wrong clock) is still applied, ordered as "
+                  "if stamped when HQ received it plus this offset; 'hq terminals' shows the till")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}))
       ->type_name("MS");
   sub->add_option("--conflict-policy", o->conflict_policy,
                   "How concurrent edits of the same field are resolved: lww (newest change "
@@ -728,6 +737,56 @@ void add_conflicts(CLI::App& hq, Cli& cli) {
   cli.on_run(*sub, [&cli, o] { return run_conflicts(cli, *o); });
 }
 
+// ---------------------------------------------------------------------------
+// hq terminals
+
+int run_terminals(const Cli& cli, const DbOptions& o) {
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto list = (*hq)->terminals();
+  if (!list) return cli.fail(list.status());
+  Json arr = Json::array();
+  std::string human;
+  if (list->empty()) {
+    human = "no terminal has contacted HQ yet\n";
+  } else {
+    human = pad("NODE", 16) + pad("PUSHED UP TO", 14) + pad("PULLED UP TO", 14) + pad("FILTERED", 10) +
+            "CLOCK\n";
+  }
+  for (const TerminalInfo& t : *list) {
+    Json j;
+    j["node"] = t.node_id;
+    j["push_cursor"] = t.push_cursor;
+    j["pull_cursor"] = t.pull_cursor ? Json(*t.pull_cursor) : Json(nullptr);
+    j["filtered"] = t.filtered;
+    j["clock_ahead_ms"] = t.clock_ahead_ms;
+    j["clock_seen_at"] = t.clock_seen_at_ms > 0 ? Json(iso8601_utc(t.clock_seen_at_ms)) : Json(nullptr);
+    arr.push_back(std::move(j));
+    std::string clock = t.clock_ahead_ms > 0
+                            ? std::to_string(t.clock_ahead_ms / 1000) + " s ahead at " +
+                                  iso8601_utc(t.clock_seen_at_ms) + ": fix this till's clock"
+                            : "ok";
+    human += pad(t.node_id, 16) + pad(std::to_string(t.push_cursor), 14) +
+             pad(t.pull_cursor ? std::to_string(*t.pull_cursor) : std::string("-"), 14) +
+             pad(t.filtered ? "yes" : "no", 10) + clock + "\n";
+  }
+  Json j;
+  j["terminals"] = std::move(arr);
+  return cli.ok(j, human);
+}
+
+void add_terminals(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<DbOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "terminals",
+      "Every terminal HQ has heard from: how far HQ holds its log, how far it pulled\n"
+      "HQ's feed, whether it is registered for filtered pulls (D5), and whether its clock\n"
+      "ran further ahead of HQ's than HQ believes (--max-clock-offset-ms) at its last push.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_terminals(cli, *o); });
+}
+
 struct ResolveOptions {
   std::string db, keep;
   std::int64_t id = 0;
@@ -808,6 +867,7 @@ void add_hq_commands(CLI::App& root, Cli& cli) {
   add_export(*hq, cli);
   add_conflicts(*hq, cli);
   add_resolve(*hq, cli);
+  add_terminals(*hq, cli);
 }
 
 }  // namespace tillsync::cli

@@ -19,6 +19,13 @@ std::string Hlc::to_string() const {
   return std::to_string(millis()) + "." + std::to_string(counter());
 }
 
+Hlc bounded(Hlc remote, std::int64_t now_ms, std::int64_t max_ahead_ms) {
+  const std::int64_t limit = std::max<std::int64_t>(0, now_ms) + std::max<std::int64_t>(0, max_ahead_ms);
+  const auto cap = static_cast<std::uint64_t>(std::min<std::int64_t>(limit, static_cast<std::int64_t>(Hlc::kMaxMillis) - 1));
+  if (remote.millis() <= cap) return remote;
+  return Hlc::make(cap, 0);
+}
+
 Hlc HybridLogicalClock::advance_to(std::uint64_t millis) {
   millis = std::min(millis, Hlc::kMaxMillis);
   if (millis > last_.millis()) {

@@ -64,6 +64,7 @@ struct Headquarters::Impl {
   std::map<std::string, bool, std::less<>> pull_registration{};
   std::map<std::string, std::int64_t, std::less<>> noted_pull{};
   std::uint64_t busy_retries = 0;  // transactions run again after Code::busy
+  std::map<std::string, std::int64_t, std::less<>> noted_clock{};  // each node's clock lead, as last written
 
   Result<bool> note_pull(std::string_view node, std::int64_t after, bool filtered) {
     TS_ASSIGN_OR_RETURN(bool registered, with_retries(busy_retries, [&]() -> Result<bool> {
@@ -98,7 +99,9 @@ struct Headquarters::Impl {
   Result<Hlc> tick(HqTransaction& tx, std::optional<Hlc> remote) {
     TS_ASSIGN_OR_RETURN(auto stored, tx.setting(kHlcSetting));
     HybridLogicalClock hlc(*clock, Hlc{stored ? std::stoull(*stored) : 0});
-    const Hlc t = remote ? hlc.update(*remote) : hlc.now();
+    // No remote reading moves HQ's clock further ahead of its wall clock than the
+    // offset it believes (staged operations are restamped so already).
+    const Hlc t = remote ? hlc.update(bounded(*remote, now(), options.max_clock_offset_ms)) : hlc.now();
     TS_RETURN_IF_ERROR(tx.put_setting(kHlcSetting, std::to_string(t.value)));
     return t;
   }
@@ -780,17 +783,37 @@ Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t pre
     // The rest continues HQ's cursor unless the node holds rows HQ lacks before it.
     const std::int64_t before = first == 0 ? prev : records[first - 1].seq;
     result.gap = first < records.size() && before > cursor;
-    const std::span<const LogRecord> run =
+    std::span<const LogRecord> run =
         result.gap ? std::span<const LogRecord>() : std::span<const LogRecord>(records.data() + first, records.size() - first);
+    // An operation stamped further ahead of HQ's clock than it believes (a till with a
+    // wrong clock) is staged as if stamped at its receipt plus that offset: it is
+    // applied, ordered where HQ can vouch for, the same way at every replay of what HQ
+    // received. How far ahead the till's clock is, is noted for the operator.
+    const std::int64_t received = impl_->now();
+    const std::int64_t offset = impl_->options.max_clock_offset_ms;
+    std::vector<LogRecord> restamped;
+    for (std::size_t i = 0; i < run.size(); ++i) {
+      const std::int64_t ahead = static_cast<std::int64_t>(run[i].hlc.millis()) - received;
+      if (ahead <= offset) continue;
+      result.clock_ahead_ms = std::max(result.clock_ahead_ms, ahead);
+      if (restamped.empty()) restamped.assign(run.begin(), run.end());
+      restamped[i].hlc = bounded(run[i].hlc, received, offset);
+    }
+    if (!restamped.empty()) run = std::span<const LogRecord>(restamped);
+    // Written when it changes (as this process knows it), not with every push.
+    auto noted = impl_->noted_clock.find(node_id);
+    const bool clock_changed = noted == impl_->noted_clock.end() || noted->second != result.clock_ahead_ms;
+    if (!run.empty() && clock_changed) TS_RETURN_IF_ERROR(tx->note_clock(node_id, result.clock_ahead_ms, received));
     // A staged create is its customer's `pending` row in the status view until the job
     // records an outcome (HqStore::sync_statuses): nothing else is written per record.
-    TS_ASSIGN_OR_RETURN(std::vector<bool> fresh, tx->stage_all(run, impl_->now()));
+    TS_ASSIGN_OR_RETURN(std::vector<bool> fresh, tx->stage_all(run, received));
     for (std::size_t i = 0; i < run.size(); ++i) {
       cursor = run[i].seq;
       if (fresh[i]) ++result.staged;
       else ++result.duplicates;
     }
     TS_RETURN_IF_ERROR(tx->commit());
+    if (!run.empty() && clock_changed) impl_->noted_clock[std::string(node_id)] = result.clock_ahead_ms;
     result.acked_seq = cursor;  // acknowledged only after the commit above
     return result;
   });
@@ -925,6 +948,8 @@ Result<std::vector<SyncStatusRecord>> Headquarters::sync_status(std::optional<Sy
 }
 
 Result<std::vector<ConflictRecord>> Headquarters::conflicts() { return impl_->store->conflicts(); }
+
+Result<std::vector<TerminalInfo>> Headquarters::terminals() { return impl_->store->terminals(); }
 
 Result<ConflictPolicy> Headquarters::conflict_policy() {
   TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());

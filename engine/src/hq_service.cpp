@@ -65,6 +65,23 @@ struct HqService::Impl {
   std::map<std::string, std::string> node_by_key;  // the allowlist, by key
   std::atomic<bool> reload_requested{false};
 
+  // A till whose clock runs too far ahead is told to the operator once per change.
+  std::map<std::string, std::int64_t> clock_told;
+  void note_clock(const std::string& node, std::int64_t ahead_ms) {
+    auto [it, fresh] = clock_told.try_emplace(node, 0);
+    const std::int64_t minutes = ahead_ms / 60'000;
+    if (!fresh && it->second / 60'000 == minutes) return;
+    if (fresh && ahead_ms == 0) return;
+    it->second = ahead_ms;
+    if (ahead_ms > 0)
+      std::cerr << "tillsync: the clock of terminal " << node << " is " << ahead_ms / 1000
+                << " s ahead of HQ's; its operations are ordered as if stamped when HQ received them "
+                   "(plus the allowed offset). Fix that till's clock (hq terminals shows it)"
+                << std::endl;
+    else
+      std::cerr << "tillsync: the clock of terminal " << node << " agrees with HQ's again" << std::endl;
+  }
+
   void set_allowlist(const Allowlist& list) {
     node_by_key.clear();
     for (const auto& [node, key] : list) node_by_key.emplace(key, node);
@@ -147,6 +164,7 @@ struct HqService::Impl {
         TS_RETURN_IF_ERROR(check_node(m));
         TS_RETURN_IF_ERROR(check_identity(req, m));
         TS_ASSIGN_OR_RETURN(PushResult r, hq->push(m.node, m.prev, m.records));
+        note_clock(m.node, r.clock_ahead_ms);
         return reply(MsgType::push, protocol::encode(protocol::PushAck{hq->epoch(), r.acked_seq}));
       }
       case MsgType::pull: {

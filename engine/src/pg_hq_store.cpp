@@ -214,8 +214,9 @@ constexpr std::array<PgMigration, 4> kMigrations{{
      "CREATE INDEX child_keys_customer ON child_keys(customer);",
      backfill_child_keys},
     // As SQLite's migration 8.
-    {4, "HQ: operations waiting for their customer; real-time requests carried out",
+    {4, "HQ: operations waiting for their customer; terminals' clocks; real-time requests",
      "CREATE INDEX inbound_waiting ON inbound(entity) WHERE state = 'waiting';\n"
+     "CREATE TABLE node_clocks (node_id text PRIMARY KEY, ahead_ms bigint NOT NULL, at_ms bigint NOT NULL);\n"
      "CREATE TABLE rts_requests (request bytea PRIMARY KEY, node_id text NOT NULL, "
      "customer bytea NOT NULL, result text NOT NULL, at_ms bigint NOT NULL);"},
 }};
@@ -630,6 +631,12 @@ class PgHqTransaction final : public HqTransaction {
     for (const std::string& id : ids) done.push_back(found.contains(id));
     return done;
   }
+  Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) override {
+    return db_.queue(
+        "INSERT INTO node_clocks(node_id, ahead_ms, at_ms) VALUES($1, $2, $3) "
+        "ON CONFLICT(node_id) DO UPDATE SET ahead_ms = excluded.ahead_ms, at_ms = excluded.at_ms",
+        PgParams().text(node).i64(ahead_ms).i64(at_ms));
+  }
   Result<std::vector<std::pair<std::string, Guid>>> waiting_keys() override {
     TS_RETURN_IF_ERROR(write_states());
     TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT DISTINCT node_id, entity FROM inbound WHERE state = 'waiting'"));
@@ -1003,6 +1010,27 @@ class PgHqStore final : public HqStore {
     return out;
   }
   Result<std::optional<std::string>> setting(std::string_view key) override { return meta_get(*db_, key); }
+  Result<std::vector<TerminalInfo>> terminals() override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_->run(
+        "SELECT n.node_id, coalesce(c.cursor, 0), p.cursor, coalesce(p.filtered, 0), "
+        "coalesce(k.ahead_ms, 0), coalesce(k.at_ms, 0) "
+        "FROM (SELECT node_id FROM node_cursors UNION SELECT node_id FROM node_pulls) n "
+        "LEFT JOIN node_cursors c ON c.node_id = n.node_id "
+        "LEFT JOIN node_pulls p ON p.node_id = n.node_id "
+        "LEFT JOIN node_clocks k ON k.node_id = n.node_id ORDER BY n.node_id"));
+    std::vector<TerminalInfo> out;
+    for (int i = 0; i < rows.size(); ++i) {
+      TerminalInfo t;
+      t.node_id = rows.text(i, 0);
+      t.push_cursor = rows.i64(i, 1);
+      if (!rows.is_null(i, 2)) t.pull_cursor = rows.i64(i, 2);
+      t.filtered = rows.i64(i, 3) != 0;
+      t.clock_ahead_ms = rows.i64(i, 4);
+      t.clock_seen_at_ms = rows.i64(i, 5);
+      out.push_back(std::move(t));
+    }
+    return out;
+  }
   Result<std::vector<LogRecord>> received(std::string_view node, std::int64_t after,
                                           std::size_t limit) override {
     TS_ASSIGN_OR_RETURN(auto rows, db_->run(

@@ -64,6 +64,7 @@ struct Replicator::Impl {
   // Later local writes order after everything HQ had applied (causality for
   // last-writer-wins): the node's persisted clock resumes above HQ's reading.
   Status merge_hq_clock(storage::Transaction& txn, Hlc hq_hlc) {
+    hq_hlc = bounded(hq_hlc, clock->now_ms(), kTerminalMaxHqLeadMs);
     TS_ASSIGN_OR_RETURN(std::int64_t hlc, meta_int(node_db::key::hlc));
     if (static_cast<std::int64_t>(hq_hlc.value) > hlc)
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::hlc, static_cast<std::int64_t>(hq_hlc.value)));

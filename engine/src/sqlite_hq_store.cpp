@@ -207,10 +207,16 @@ const storage::SchemaSpec& hq_schema() {
       {7, "HQ: when each inbound operation was received",
        "ALTER TABLE inbound ADD COLUMN received_at_ms INTEGER NOT NULL DEFAULT 0;"},
       // Operations waiting for their customer's create (state 'waiting'), found by
-      // customer when it arrives; and requests of the real-time service carried out,
-      // by request id (the op id the terminal logs the write under).
-      {8, "HQ: operations waiting for their customer; real-time requests carried out", R"sql(
+      // customer when it arrives; each terminal's clock lead at its last push; and
+      // requests of the real-time service carried out, by request id (the op id the
+      // terminal logs the write under).
+      {8, "HQ: operations waiting for their customer; terminals' clocks; real-time requests", R"sql(
 CREATE INDEX inbound_waiting ON inbound(entity) WHERE state = 'waiting';
+CREATE TABLE node_clocks (
+  node_id  TEXT PRIMARY KEY,
+  ahead_ms INTEGER NOT NULL,
+  at_ms    INTEGER NOT NULL
+) STRICT;
 CREATE TABLE rts_requests (
   request  BLOB PRIMARY KEY,
   node_id  TEXT NOT NULL,
@@ -538,6 +544,13 @@ class SqliteHqTransaction final : public HqTransaction {
     }
     return done;
   }
+  Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT INTO node_clocks(node_id, ahead_ms, at_ms) VALUES(?1, ?2, ?3) "
+        "ON CONFLICT(node_id) DO UPDATE SET ahead_ms = excluded.ahead_ms, at_ms = excluded.at_ms"));
+    st.bind(1, node).bind(2, ahead_ms).bind(3, at_ms);
+    return st.run();
+  }
   Result<std::vector<std::pair<std::string, Guid>>> waiting_keys() override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "SELECT DISTINCT node_id, entity FROM inbound WHERE state = 'waiting'"));
@@ -822,6 +835,29 @@ class SqliteHqStore final : public HqStore {
       TS_ASSIGN_OR_RETURN(bool row, st.step());
       if (!row) break;
       out.push_back(read_conflict(st));
+    }
+    return out;
+  }
+  Result<std::vector<TerminalInfo>> terminals() override {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT n.node_id, coalesce(c.cursor, 0), p.cursor, coalesce(p.filtered, 0), "
+        "coalesce(k.ahead_ms, 0), coalesce(k.at_ms, 0) "
+        "FROM (SELECT node_id FROM node_cursors UNION SELECT node_id FROM node_pulls) n "
+        "LEFT JOIN node_cursors c ON c.node_id = n.node_id "
+        "LEFT JOIN node_pulls p ON p.node_id = n.node_id "
+        "LEFT JOIN node_clocks k ON k.node_id = n.node_id ORDER BY n.node_id"));
+    std::vector<TerminalInfo> out;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      TerminalInfo t;
+      t.node_id = st.column_text(0);
+      t.push_cursor = st.column_int64(1);
+      if (!st.column_is_null(2)) t.pull_cursor = st.column_int64(2);
+      t.filtered = st.column_int64(3) != 0;
+      t.clock_ahead_ms = st.column_int64(4);
+      t.clock_seen_at_ms = st.column_int64(5);
+      out.push_back(std::move(t));
     }
     return out;
   }

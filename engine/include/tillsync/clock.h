@@ -60,6 +60,16 @@ struct Hlc {
   auto operator<=>(const Hlc&) const = default;
 };
 
+// `remote`, or, when it reads more than `max_ahead_ms` past `now_ms`, the reading at
+// now + max_ahead (counter 0): a message from a node with a wrong (or hostile) clock
+// moves no clock further ahead of its owner's wall clock than that, and none to the
+// 48-bit limit.
+Hlc bounded(Hlc remote, std::int64_t now_ms, std::int64_t max_ahead_ms);
+
+// How far ahead of its own wall clock a terminal follows HQ's clock (a day): HQ's clock
+// is itself bounded by HQ's wall clock (HqOptions::max_clock_offset_ms).
+inline constexpr std::int64_t kTerminalMaxHqLeadMs = 24LL * 3600 * 1000;
+
 class HybridLogicalClock {
  public:
   // `last` is the highest HLC this node has ever issued or seen (persisted by the owner).

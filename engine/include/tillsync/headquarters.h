@@ -33,14 +33,24 @@ struct HqOptions {
   std::optional<DuplicatePolicy> duplicate_policy = std::nullopt;
   // SQLite durability: synchronous=FULL (true) or NORMAL (simulations, benchmarks).
   bool durable = true;
+  // How far ahead of HQ's wall clock an operation's HLC is believed (`hq serve
+  // --max-clock-offset-ms`). An operation stamped further ahead (a till with a wrong
+  // clock) is applied as if stamped when HQ received it plus this offset; the HLC it is
+  // staged with records that, so every replay orders it the same way. No remote HLC
+  // moves HQ's clock further ahead than this.
+  std::int64_t max_clock_offset_ms = 300'000;
 };
 
 struct PushResult {
-  std::int64_t acked_seq = 0;  // highest contiguous seq HQ has committed for the node
+  std::int64_t acked_seq = 0;  // highest seq HQ has committed for the node
   std::size_t staged = 0;      // records newly staged by this push
   std::size_t duplicates = 0;  // records HQ already had
   bool gap = false;            // a record after a missing seq was refused
+  // How far the newest record's HLC was ahead of HQ's clock, when that was beyond the
+  // offset HQ believes (the till's clock is wrong); 0 otherwise.
+  std::int64_t clock_ahead_ms = 0;
 };
+
 
 struct HelloResult {
   std::int64_t push_cursor = 0;  // highest seq of the node's log HQ holds
@@ -133,6 +143,8 @@ class Headquarters {
   Result<std::vector<SyncStatusRecord>> sync_status(std::optional<SyncStatus> filter);
   // The conflict journal, oldest first.
   Result<std::vector<ConflictRecord>> conflicts();
+  // Every terminal HQ has heard from, by node id.
+  Result<std::vector<TerminalInfo>> terminals();
   // Manual policy: settles an open conflict. keep_lost == false keeps the current
   // value; true applies the held value as a new HQ write, which reaches every terminal.
   Result<ConflictRecord> resolve_conflict(std::int64_t id, bool keep_lost);

@@ -26,6 +26,17 @@
 
 namespace tillsync {
 
+// What HQ knows of one terminal (`hq terminals`).
+struct TerminalInfo {
+  std::string node_id;
+  std::int64_t push_cursor = 0;               // highest seq of its log HQ holds
+  std::optional<std::int64_t> pull_cursor;    // how far it pulled the feed (when known)
+  bool filtered = false;                      // registered for filtered pulls (D5)
+  std::int64_t clock_ahead_ms = 0;            // its clock's lead at its last push, if too far
+  std::int64_t clock_seen_at_ms = 0;          // when HQ saw that lead (0: never)
+};
+
+
 // The settings key of HQ's hybrid logical clock (a decimal Hlc value).
 inline constexpr std::string_view kHlcSetting = "hlc";
 
@@ -148,6 +159,8 @@ class HqTransaction {
   virtual Status put_rts_request(const Guid& request, const RtsRequest& r, std::int64_t at_ms) = 0;
   // For each id, whether it is a real-time request carried out.
   virtual Result<std::vector<bool>> rts_requests_done(std::span<const Guid> requests) = 0;
+  // The lead of `node`'s clock over HQ's at its last push (0: within the offset).
+  virtual Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) = 0;
   // Which (node, customer) pairs have operations waiting for their customer's create.
   virtual Result<std::vector<std::pair<std::string, Guid>>> waiting_keys() = 0;
   // Stages again every operation waiting for `customer`; returns their nodes.
@@ -229,6 +242,8 @@ class HqStore {
   // (created and updated when HQ received it).
   virtual Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) = 0;
   virtual Result<std::vector<ConflictRecord>> conflicts() = 0;
+  // Every node HQ knows (it pushed or pulled): cursors, filter registration, clock lead.
+  virtual Result<std::vector<TerminalInfo>> terminals() = 0;
   virtual Result<std::optional<std::string>> setting(std::string_view key) = 0;
   // What HQ received from `node`, in seq order (for export-log).
   virtual Result<std::vector<LogRecord>> received(std::string_view node, std::int64_t after,
