@@ -307,7 +307,7 @@ TEST_F(HqCliTest, HqHelpListsCommands) {
   RunResult hq = run({"hq", "--help"});
   EXPECT_EQ(hq.exit, 0) << describe(hq);
   for (const char* cmd : {"init", "serve", "run-job", "customers", "sync-status", "edit-customer",
-                          "resync", "digest", "export-log"}) {
+                          "resync", "digest", "export-log", "terminals"}) {
     EXPECT_NE(hq.out.find(cmd), std::string::npos) << cmd;
   }
   RunResult serve = run({"hq", "serve", "--help"});
@@ -709,6 +709,12 @@ TEST_F(HqCliTest, TillRestoredFromItsNightlyBackupLosesNoCustomer) {
   json status = ok_json({"store", "status", "--db", db});
   EXPECT_TRUE(status["last_recovery"].is_string()) << status.dump();
   EXPECT_EQ(run_job()["applied"], 0);  // nothing left, nothing applied twice
+  // HQ's view of the till: it holds its log up to the renumbered last seq.
+  json terminals = ok_json({"hq", "terminals", "--db", hq_db_})["terminals"];
+  ASSERT_EQ(terminals.size(), 1u) << terminals.dump();
+  EXPECT_EQ(terminals[0]["node"], "S001/T01");
+  EXPECT_EQ(terminals[0]["push_cursor"], status["last_seq"]);
+  EXPECT_EQ(terminals[0]["clock_ahead_ms"], 0);
   stop_hq();
 }
 

@@ -250,15 +250,8 @@ TEST_F(RecoveryTest, CashierClientWorksAgainAfterAnOutageWithoutRestarting) {
 TEST_F(RecoveryTest, RealTimeCreateHonoursAliasesAndRequestIds) {
   auto h = hq->inspect();
   GuidGenerator g(31);
-  Customer first;
-  first.guid = g.next();
-  first.first_name = "Dup";
-  first.last_name = "Licate";
+  Customer first = testing::plain_customer(g.next(), "Dup", "Licate");
   first.email = "dup@example.com";
-  first.language = "en-us";
-  first.currency = "USD";
-  first.customer_group = "RETAIL";
-  first.receipt_option = "print";
   auto made = h->rts_create("S001/T01", g.next(), first);
   ASSERT_TRUE(made.ok()) << made.status().to_string();
   const Guid merged = g.next();
@@ -345,14 +338,7 @@ TEST_F(ClockTest, ATillWhoseClockRunsAnHourAheadLosesNothingAndIsReported) {
 
 TEST_F(ClockTest, NoMessageMovesAClockToItsLimit) {
   GuidGenerator g(5);
-  Customer c;
-  c.guid = g.next();
-  c.first_name = "Far";
-  c.last_name = "Future";
-  c.language = "en-us";
-  c.currency = "USD";
-  c.customer_group = "RETAIL";
-  c.receipt_option = "print";
+  const Customer c = testing::plain_customer(g.next(), "Far", "Future");
   LogRecord r;
   r.seq = 1;
   r.op_id = g.next();

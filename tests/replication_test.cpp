@@ -725,15 +725,7 @@ LogRecord crafted_create(const std::string& node, std::int64_t seq, const Custom
 }
 
 Customer crafted_customer(GuidGenerator& g, const std::string& last) {
-  Customer c;
-  c.guid = g.next();
-  c.first_name = "Crafted";
-  c.last_name = last;
-  c.language = "en-us";
-  c.currency = "USD";
-  c.customer_group = "RETAIL";
-  c.receipt_option = "print";
-  return c;
+  return testing::plain_customer(g.next(), "Crafted", last);
 }
 
 // Issue 15, item 6: an operation whose write HQ's storage refuses (an address GUID

@@ -38,6 +38,16 @@ inline StagedState parse_staged_state(std::string_view s) {
   return StagedState::staged;
 }
 
+// HqStore::terminals(): every node HQ knows (it pushed or pulled), with its cursors,
+// filter registration and clock lead. The same text on both backends.
+inline constexpr std::string_view kTerminalsQuery =
+    "SELECT n.node_id, coalesce(c.cursor, 0), p.cursor, coalesce(p.filtered, 0), "
+    "coalesce(k.ahead_ms, 0), coalesce(k.at_ms, 0) "
+    "FROM (SELECT node_id FROM node_cursors UNION SELECT node_id FROM node_pulls) n "
+    "LEFT JOIN node_cursors c ON c.node_id = n.node_id "
+    "LEFT JOIN node_pulls p ON p.node_id = n.node_id "
+    "LEFT JOIN node_clocks k ON k.node_id = n.node_id ORDER BY n.node_id";
+
 // The largest number an account number's nine digits hold.
 inline constexpr long long kMaxAccountNumber = 999'999'999;
 

@@ -1011,13 +1011,7 @@ class PgHqStore final : public HqStore {
   }
   Result<std::optional<std::string>> setting(std::string_view key) override { return meta_get(*db_, key); }
   Result<std::vector<TerminalInfo>> terminals() override {
-    TS_ASSIGN_OR_RETURN(auto rows, db_->run(
-        "SELECT n.node_id, coalesce(c.cursor, 0), p.cursor, coalesce(p.filtered, 0), "
-        "coalesce(k.ahead_ms, 0), coalesce(k.at_ms, 0) "
-        "FROM (SELECT node_id FROM node_cursors UNION SELECT node_id FROM node_pulls) n "
-        "LEFT JOIN node_cursors c ON c.node_id = n.node_id "
-        "LEFT JOIN node_pulls p ON p.node_id = n.node_id "
-        "LEFT JOIN node_clocks k ON k.node_id = n.node_id ORDER BY n.node_id"));
+    TS_ASSIGN_OR_RETURN(auto rows, db_->run(kTerminalsQuery));
     std::vector<TerminalInfo> out;
     for (int i = 0; i < rows.size(); ++i) {
       TerminalInfo t;

@@ -166,6 +166,20 @@ inline NodeConfig terminal_config(const std::string& store, const std::string& t
   return c;
 }
 
+// A valid person customer with the store defaults' values, for tests that build what a
+// terminal (or a hostile one) sends without going through a ChannelNode.
+inline Customer plain_customer(const Guid& guid, const std::string& first, const std::string& last) {
+  Customer c;
+  c.guid = guid;
+  c.first_name = first;
+  c.last_name = last;
+  c.language = "en-us";
+  c.currency = "USD";
+  c.customer_group = "RETAIL";
+  c.receipt_option = "print";
+  return c;
+}
+
 inline NewCustomer new_person(const std::string& first, const std::string& last) {
   NewCustomer n;
   n.first_name = first;
