@@ -10,6 +10,8 @@ dir="$(mktemp -d /tmp/tillsync-pg.XXXXXX)"
 chmod 755 "$dir"
 TILLSYNC_PG_URL="$(bash "$here/pg-cluster.sh" start "$dir")"
 export TILLSYNC_PG_URL
+# This run asked for PostgreSQL: a pg test that finds no server fails instead of skipping.
+export TILLSYNC_REQUIRE_PG=1
 echo "with-postgres: PostgreSQL at $TILLSYNC_PG_URL"
 status=0
 "$@" || status=$?

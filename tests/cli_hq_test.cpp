@@ -640,7 +640,9 @@ TEST_F(HqCliTest, ExportLogWritesWhatHqReceived) {
 TEST_F(HqCliTest, StoppedHqMeansHqUnreachable) {
   init_hq();
   start_hq();
-  init_terminal("S001", {"--rts-timeout-ms", "200"});
+  // A timeout long enough for a loaded machine (sanitizers, PostgreSQL) while HQ runs;
+  // once HQ is stopped each command waits it out once.
+  init_terminal("S001", {"--rts-timeout-ms", "2000"});
   create("S001", {"--first-name", "Ada", "--last-name", "Lovelace"});
   sync("S001");
   stop_hq();
@@ -740,7 +742,9 @@ TEST_F(HqCliTest, ServeJobConvertsContinuously) {
 TEST_F(HqCliTest, SyncWatchReplicatesUntilSigterm) {
   init_hq();
   start_hq();
-  init_terminal("S002", {"--async-mode", "--rts-timeout-ms", "200"});
+  // Nothing is down here: a long timeout, so that the first round is the push on any
+  // machine, not a timeout.
+  init_terminal("S002", {"--async-mode", "--rts-timeout-ms", "10000"});
   create("S002", {"--first-name", "Grace", "--last-name", "Hopper"});
 
   {

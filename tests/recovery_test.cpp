@@ -194,7 +194,7 @@ TEST_F(RecoveryTest, UnansweredCreateThatCannotFallBackIsSettledAtTheNextContact
 // Item 7: a request that gets no answer costs one timeout, not a reachability probe
 // and then the call.
 TEST_F(RecoveryTest, AnUnansweredCreateSendsOneRequestNoProbe) {
-  auto t = terminal("S001", {}, 300);
+  auto t = terminal("S001", {}, 1000);
   drop_next[kRtsCreate] = true;
   auto out = t->node().create_customer(new_person("One", "Request"));
   ASSERT_TRUE(out.ok()) << out.status().to_string();

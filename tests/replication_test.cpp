@@ -255,7 +255,7 @@ TEST_F(ReplicationTest, RtsReplyLostAfterCommitLeavesExactlyOneCustomer) {
     return type == 2 && dropped++ == 0;  // the first rts_create reply is lost
   };
   hq->start();
-  auto t = terminal("S001", "T01", {}, 300);
+  auto t = terminal("S001", "T01", {}, 2000);  // the lost reply costs one timeout
   auto out = t->node().create_customer(new_person("Alan", "Turing"));
   ASSERT_TRUE(out.ok()) << out.status().to_string();
   EXPECT_EQ(out->mode, CreationMode::async);  // the terminal saw a timeout
@@ -841,8 +841,10 @@ TEST_F(ReplicationTest, TwentyTerminalsSyncingAtOnceConverge) {
   constexpr int kTerminals = 20;
   std::vector<std::unique_ptr<Terminal>> terminals;
   for (int i = 0; i < kTerminals; ++i) {
+    // HQ answers 100 real-time creations one after another: a long timeout, so that
+    // none falls back to async on a loaded machine.
     terminals.push_back(terminal("S" + std::to_string(100 + i / 2), "T0" + std::to_string(i % 2),
-                                 {.async_customer_creation = i % 2 == 0}));
+                                 {.async_customer_creation = i % 2 == 0}, 30'000));
   }
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};

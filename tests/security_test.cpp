@@ -2,6 +2,12 @@
 // revoked key is locked out at once), the authenticated node id on every request, and
 // HQ refusing a request that claims another node.
 #include <gtest/gtest.h>
+
+#include <chrono>
+
+#include <functional>
+
+#include <condition_variable>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -46,10 +52,21 @@ class CurveServer {
       while (!stop_.load()) {
         auto r = server_->receive(20);
         ASSERT_TRUE(r.ok()) << r.status().to_string();
+        {
+          std::lock_guard lock(mutex_);
+          stats_ = server_->stats();
+        }
+        changed_.notify_all();
         if (!*r) continue;
         ASSERT_TRUE(server_->reply(**r, 1, (*r)->authenticated_node).ok());
       }
     });
+  }
+  // Waits (at most 10 s, far beyond what any machine needs) until the server's own
+  // counters satisfy `done`: tests assert what the server refused, not a client timeout.
+  bool wait_for(const std::function<bool(const ServerStats&)>& done) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, std::chrono::seconds(10), [&] { return done(stats_); });
   }
   ~CurveServer() {
     stop_.store(true);
@@ -69,6 +86,8 @@ class CurveServer {
  private:
   KeyPair keys_;
   std::mutex mutex_;
+  std::condition_variable changed_;
+  ServerStats stats_;
   std::map<std::string, std::string> allowed_;
   std::optional<Server> server_;
   std::atomic<bool> stop_{false};
@@ -169,7 +188,9 @@ TEST_F(CurveTest, AllowlistedKeyIsServedAndCarriesItsNodeId) {
 
 TEST_F(CurveTest, UnknownKeyIsRefused) {
   Client rogue = connect_client(ctx, *server, generate_key_pair().value(), 300);
-  EXPECT_EQ(rogue.call(1, "hello").status().code(), Code::hq_unreachable);
+  EXPECT_EQ(rogue.call(1, "hello").status().code(), Code::hq_unreachable);  // never answered
+  EXPECT_TRUE(server->wait_for([](const ServerStats& s) { return s.handshakes_refused >= 1; }));
+  EXPECT_TRUE(server->wait_for([](const ServerStats& s) { return s.requests == 0; }));
   expect_honest_served();
 }
 
@@ -198,7 +219,9 @@ TEST_F(CurveTest, RevokedKeyIsLockedOutOnItsOpenConnection) {
 
   server->revoke(other.public_key);
   EXPECT_EQ(c.call(1, "again").status().code(), Code::hq_unreachable);  // same connection
+  EXPECT_TRUE(server->wait_for([](const ServerStats& s) { return s.revoked >= 1; }));
   EXPECT_EQ(c.call(1, "again").status().code(), Code::hq_unreachable);  // after reconnecting
+  EXPECT_TRUE(server->wait_for([](const ServerStats& s) { return s.handshakes_refused >= 1; }));
   expect_honest_served();
 }
 
@@ -295,6 +318,11 @@ TEST_F(HqCurveTest, RequestClaimingAnotherNodeIsUnauthorizedAndWritesNothing) {
   EXPECT_EQ(client->push("S001/T02", 0, {}).status().code(), Code::unauthorized);
   EXPECT_EQ(client->hello("S001/T02").status().code(), Code::unauthorized);
   EXPECT_TRUE(hq->inspect()->customers("").value().empty());
+  // HQ's own count of requests refused for claiming another node: all five.
+  hq->stop();
+  EXPECT_EQ(hq->service_stats().unauthorized, 5u);
+  hq->start();
+  client = HqClient::connect(hq->endpoint(), 3000, curve("T01")).value();
   // Acting as itself works.
   auto created = client->create_customer("S001/T01", request, c);
   ASSERT_TRUE(created.ok()) << created.status().to_string();
@@ -323,6 +351,11 @@ TEST_F(HqCurveTest, KeyRemovedFromTheAllowlistIsLockedOutAfterReload) {
   ASSERT_TRUE(created.ok());
   EXPECT_EQ(created->mode, CreationMode::sync);
   EXPECT_EQ(hq->inspect()->customers("").value().size(), 2u);
+  // HQ itself refused the revoked key: its requests dropped, its new handshakes refused.
+  hq->stop();
+  const HqServiceStats stats = hq->service_stats();
+  EXPECT_GE(stats.revoked + stats.handshakes_refused, 1u);
+  EXPECT_GE(stats.handshakes_refused, 1u);
 }
 
 TEST(HqAllowlist, FileFormat) {

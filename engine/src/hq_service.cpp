@@ -221,6 +221,8 @@ struct HqService::Impl {
       }
     }
     stats.malformed = server->stats().malformed;
+    stats.handshakes_refused = server->stats().handshakes_refused;
+    stats.revoked = server->stats().revoked;
     return run_job_if_due();
   }
 };

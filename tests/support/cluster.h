@@ -47,8 +47,11 @@ class HqProcess {
     service_->stop();
     thread_.join();
     EXPECT_TRUE(run_status_.ok()) << run_status_.to_string();
+    last_stats_ = service_->stats();
     service_.reset();
   }
+  // The service's counters as it stopped (read once its thread has ended).
+  const HqServiceStats& service_stats() const { return last_stats_; }
   bool running() const { return service_ != nullptr; }
   HqService& service() { return *service_; }
   const std::string& endpoint() const { return endpoint_; }
@@ -68,6 +71,7 @@ class HqProcess {
   HqServiceOptions options_;
   HqOptions hq_options_;
   std::unique_ptr<HqService> service_;
+  HqServiceStats last_stats_;
   std::thread thread_;
   Status run_status_;
   std::string endpoint_;

@@ -47,6 +47,8 @@ struct HqServiceStats {
   std::uint64_t malformed = 0;
   std::uint64_t rejected = 0;  // requests answered with an error
   std::uint64_t unauthorized = 0;  // of those: a node claimed another node's identity
+  std::uint64_t handshakes_refused = 0;  // CURVE: connections with a key not on the allowlist
+  std::uint64_t revoked = 0;             // CURVE: requests dropped, the key no longer admitted
   std::uint64_t job_runs = 0;
   std::uint64_t job_failures = 0;  // passes that failed and were retried later
   std::uint64_t busy_retries = 0;  // HQ transactions repeated after Code::busy
