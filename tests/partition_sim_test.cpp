@@ -77,10 +77,10 @@ class FaultyLink final : public HqLink, public HqGateway {
     return call([&] { return hq().rts_issue_loyalty_card(node, request, customer); }, true);
   }
 
-  Result<HelloReply> hello(const std::string& node) override {
+  Result<HelloReply> hello(const std::string& node, const Guid& acked_op) override {
     return call([&]() -> Result<HelloReply> {
-      TS_ASSIGN_OR_RETURN(HelloResult r, hq().hello(node));
-      return HelloReply{hq().epoch(), r.push_cursor, r.hq_hlc};
+      TS_ASSIGN_OR_RETURN(HelloResult r, hq().hello(node, acked_op));
+      return HelloReply{hq().epoch(), r.push_cursor, r.hq_hlc, r.holds_acked};
     });
   }
   Result<PushReply> push(const std::string& node, std::int64_t prev,

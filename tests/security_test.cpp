@@ -304,7 +304,7 @@ TEST_F(HqCurveTest, TerminalsSyncAndCreateOverCurve) {
 
 TEST_F(HqCurveTest, RequestClaimingAnotherNodeIsUnauthorizedAndWritesNothing) {
   auto client = HqClient::connect(hq->endpoint(), 3000, curve("T01")).value();
-  ASSERT_TRUE(client->hello("S001/T01").ok());
+  ASSERT_TRUE(client->hello("S001/T01", Guid{}).ok());
   // T01's key, T02's name: RTS create, search, pull and push are all refused.
   Customer c;
   c.guid = Guid::parse("6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab").value();
@@ -316,7 +316,7 @@ TEST_F(HqCurveTest, RequestClaimingAnotherNodeIsUnauthorizedAndWritesNothing) {
   EXPECT_EQ(client->search("S001/T02", "").status().code(), Code::unauthorized);
   EXPECT_EQ(client->pull("S001/T02", 0, 0, 100, false).status().code(), Code::unauthorized);
   EXPECT_EQ(client->push("S001/T02", 0, {}).status().code(), Code::unauthorized);
-  EXPECT_EQ(client->hello("S001/T02").status().code(), Code::unauthorized);
+  EXPECT_EQ(client->hello("S001/T02", Guid{}).status().code(), Code::unauthorized);
   EXPECT_TRUE(hq->inspect()->customers("").value().empty());
   // HQ's own count of requests refused for claiming another node: all five.
   hq->stop();
@@ -341,7 +341,7 @@ TEST_F(HqCurveTest, KeyRemovedFromTheAllowlistIsLockedOutAfterReload) {
   bool locked_out = false;
   for (int i = 0; i < 50 && !locked_out; ++i) {
     if (i == 0) hq->service().request_reload();
-    locked_out = client->hello("S001/T02").status().code() == Code::hq_unreachable;
+    locked_out = client->hello("S001/T02", Guid{}).status().code() == Code::hq_unreachable;
   }
   EXPECT_TRUE(locked_out);
   ASSERT_TRUE(t2.node().create_customer(new_person("After", "Revocation"), {.offline = true}).ok());

@@ -226,7 +226,7 @@ struct ChannelNode::Impl {
 
   // HQ's clock as an answer carried it: later local writes order after it.
   Status merge_clock(storage::Transaction& txn, Hlc hq_hlc) {
-    hq_hlc = bounded(hq_hlc, clock->now_ms(), kTerminalMaxHqLeadMs);
+    hq_hlc = bounded(hq_hlc, 0, kLatestSaneHlcMs);
     TS_ASSIGN_OR_RETURN(std::int64_t persisted, node_db::get_int(*db, node_db::key::hlc, 0));
     if (static_cast<std::int64_t>(hq_hlc.value) <= persisted) return Status::Ok();
     return node_db::put_int(txn, node_db::key::hlc, static_cast<std::int64_t>(hq_hlc.value));

@@ -96,8 +96,12 @@ Result<MergeOutcome> merge_values(HqTransaction& tx, Customer& c,
     if (slot == nullptr) continue;
     Planned p{&ch, Decision::apply, std::nullopt, *slot};
     TS_ASSIGN_OR_RETURN(auto stored, tx.field_write(c.guid, ch.key));
-    const bool concurrent = stored && stored->version > ctx.base_version &&
-                            stored->node != ctx.node && *slot != ch.value;
+    // A node's own later write saw its earlier one, unless its clock went back: a node
+    // restored from an older backup writes with an older HLC than what HQ already has
+    // from it, and that write did not see the newer one.
+    const bool sequential_same_node = stored && stored->node == ctx.node && !(ctx.hlc < stored->hlc);
+    const bool concurrent = stored && stored->version > ctx.base_version && !sequential_same_node &&
+                            *slot != ch.value;
     if (concurrent) {
       p.decision = decide(incoming, *stored, ctx.policy);
       p.previous = stored;

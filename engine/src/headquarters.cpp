@@ -471,7 +471,8 @@ struct Headquarters::Impl {
     const LogRecord& rec = op.record;
     const std::pair<std::string, Guid> key{rec.node_id, rec.entity};
     if (ord.deferred.contains(key)) return Status::Ok();  // left staged, for the next transaction
-    if (ord.waiting.contains(key)) {
+    // A create waits for nothing: it is what the others wait for.
+    if (rec.kind != OpKind::customer_create && ord.waiting.contains(key)) {
       return record_waiting(tx, op, "waits for an earlier operation of " + rec.node_id +
                                         " on this customer, which waits for its creation", report);
     }
@@ -699,9 +700,17 @@ Result<RtsAnswer> Headquarters::rts_issue_loyalty_card(std::string_view node_id,
   return impl_->rts(node_id, request, guid, [&](HqTransaction& tx) -> Result<RtsAnswer> {
     TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(tx, guid));
     if (!c.account_number) return Status(Code::loyalty_requires_synced_customer, "customer has no account number");
-    // Card numbers derive from the account number, so they are unique and stable.
-    LoyaltyCard card{"L" + c.account_number->substr(impl_->store->number_prefix().size()) + "-" +
-                         std::to_string(c.loyalty_cards.size() + 1),
+    // Card numbers derive from the account number and the request: unique, stable for a
+    // repeated request, and never handed out again by an HQ restored from a backup
+    // (a counter would restart where the backup left it; the card is in a wallet).
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    std::string suffix;
+    const std::string raw(request.raw());
+    for (std::size_t i = raw.size() - 4; i < raw.size(); ++i) {
+      suffix += kHex[(static_cast<unsigned char>(raw[i]) >> 4) & 0xF];
+      suffix += kHex[static_cast<unsigned char>(raw[i]) & 0xF];
+    }
+    LoyaltyCard card{"L" + c.account_number->substr(impl_->store->number_prefix().size()) + "-" + suffix,
                      impl_->now()};
     c.loyalty_cards.push_back(card);
     TS_RETURN_IF_ERROR(impl_->publish(tx, c, {}));
@@ -730,8 +739,11 @@ std::uint64_t feed_mark(const FeedEntry& e) {
   return h == 0 ? 1 : h;
 }
 
-Result<HelloResult> Headquarters::hello(std::string_view node_id) {
+Result<HelloResult> Headquarters::hello(std::string_view node_id, const Guid& acked_op) {
   HelloResult out;
+  if (!node_id.empty() && !acked_op.is_nil()) {
+    TS_ASSIGN_OR_RETURN(out.holds_acked, impl_->store->holds_op(node_id, acked_op));
+  }
   // A plain read: a push of this node committing meanwhile only makes the node resend
   // what HQ then holds, which is harmless.
   if (!node_id.empty()) {
@@ -814,7 +826,10 @@ Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t pre
     }
     TS_RETURN_IF_ERROR(tx->commit());
     if (!run.empty() && clock_changed) impl_->noted_clock[std::string(node_id)] = result.clock_ahead_ms;
-    result.acked_seq = cursor;  // acknowledged only after the commit above
+    // Acknowledged only after the commit above, and only as far as this batch goes: HQ's
+    // cursor may lie beyond it on operations of another copy of the node (restores), which
+    // the node's own rows at those seqs have not been checked against.
+    result.acked_seq = result.gap || records.empty() ? cursor : std::min(cursor, records.back().seq);
     return result;
   });
 }

@@ -116,9 +116,9 @@ bool HqClient::reachable() {
   return impl_->failures == 0 || impl_->clock->now_ms() >= impl_->retry_at;
 }
 
-Result<HelloReply> HqClient::hello(const std::string& node_id) {
-  TS_ASSIGN_OR_RETURN(auto r, impl_->call<protocol::HelloReply>(MsgType::hello, protocol::Hello{node_id}));
-  return HelloReply{std::move(r.epoch), r.push_cursor, Hlc{r.hq_hlc}};
+Result<HelloReply> HqClient::hello(const std::string& node_id, const Guid& acked_op) {
+  TS_ASSIGN_OR_RETURN(auto r, impl_->call<protocol::HelloReply>(MsgType::hello, protocol::Hello{node_id, acked_op}));
+  return HelloReply{std::move(r.epoch), r.push_cursor, Hlc{r.hq_hlc}, r.holds_acked};
 }
 
 Result<RtsAnswer> HqClient::create_customer(const std::string& node_id, const Guid& request,

@@ -122,8 +122,9 @@ struct HqService::Impl {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Hello>(body));
         TS_RETURN_IF_ERROR(check_identity(req, m, /*may_be_anonymous=*/true));
         if (!m.node.empty()) TS_RETURN_IF_ERROR(check_node(m));
-        TS_ASSIGN_OR_RETURN(HelloResult r, hq->hello(m.node));
-        return reply(MsgType::hello, protocol::encode(protocol::HelloReply{hq->epoch(), r.push_cursor, r.hq_hlc.value}));
+        TS_ASSIGN_OR_RETURN(HelloResult r, hq->hello(m.node, m.acked_op));
+        return reply(MsgType::hello, protocol::encode(protocol::HelloReply{hq->epoch(), r.push_cursor,
+                                                                           r.hq_hlc.value, r.holds_acked}));
       }
       case MsgType::rts_create: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::RtsCreate>(body));

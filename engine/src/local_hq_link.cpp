@@ -6,10 +6,10 @@ Status LocalHqLink::check() const {
   return up_ ? Status::Ok() : Status::HqUnreachable("HQ is partitioned away from this terminal");
 }
 
-Result<HelloReply> LocalHqLink::hello(const std::string& node_id) {
+Result<HelloReply> LocalHqLink::hello(const std::string& node_id, const Guid& acked_op) {
   TS_RETURN_IF_ERROR(check());
-  TS_ASSIGN_OR_RETURN(HelloResult r, hq_->hello(node_id));
-  return HelloReply{hq_->epoch(), r.push_cursor, r.hq_hlc};
+  TS_ASSIGN_OR_RETURN(HelloResult r, hq_->hello(node_id, acked_op));
+  return HelloReply{hq_->epoch(), r.push_cursor, r.hq_hlc, r.holds_acked};
 }
 
 Result<PushReply> LocalHqLink::push(const std::string& node_id, std::int64_t prev,

@@ -25,6 +25,9 @@ inline constexpr std::string_view hlc = "hlc_last";
 inline constexpr std::string_view acked_seq = "acked_seq";
 inline constexpr std::string_view pulled_seq = "pulled_seq";
 inline constexpr std::string_view pulled_mark = "pulled_mark";  // HQ's mark of pulled_seq
+// 1 while this terminal's customer versions may be another HQ database's (HQ went back
+// or was replaced) and it has not pulled HQ's state again.
+inline constexpr std::string_view versions_unsure = "versions_unsure";
 // What the last recovery from a restore did ("" when none): shown by `store status`.
 inline constexpr std::string_view last_recovery = "last_recovery";
 inline constexpr std::string_view online = "online";

@@ -945,6 +945,11 @@ class PgHqStore final : public HqStore {
     }
     return out;
   }
+  Result<bool> holds_op(std::string_view node, const Guid& op) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_->run("SELECT 1 FROM inbound WHERE op_id = $1 AND node_id = $2",
+                                            PgParams().bytes(op.raw()).text(node)));
+    return !rows.empty();
+  }
   Result<std::int64_t> push_cursor(std::string_view node) override {
     TS_ASSIGN_OR_RETURN(auto v, db_->query_i64("SELECT cursor FROM node_cursors WHERE node_id = $1",
                                                PgParams().text(node)));

@@ -48,18 +48,26 @@ void log_record(Ar& ar, LogRecord& r) {
 
 // The start of every sync (and a reachability probe, with no node): HQ's epoch, how
 // far HQ holds the node's log, and HQ's clock.
+// `acked_op`: the op id of the node's newest row HQ acknowledged (nil: none), which HQ
+// says whether it holds.
 struct Hello {
   std::string node;
-  template <class Ar> void io(Ar& ar) { codec::text(ar, node); }
+  Guid acked_op;
+  template <class Ar> void io(Ar& ar) {
+    codec::text(ar, node);
+    codec::guid(ar, acked_op);
+  }
 };
 struct HelloReply {
   std::string epoch;
   std::int64_t push_cursor = 0;
   std::uint64_t hq_hlc = 0;
+  bool holds_acked = true;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, epoch);
     codec::integer(ar, push_cursor);
     codec::integer(ar, hq_hlc);
+    codec::boolean(ar, holds_acked);
   }
 };
 

@@ -51,6 +51,7 @@ struct Replicator::Impl {
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, 0));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, 0));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, 0));
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
       TS_RETURN_IF_ERROR(note_recovery(txn, "HQ's database was replaced (new epoch " + epoch +
                                                 "): everything is pushed and pulled again"));
     }
@@ -64,7 +65,7 @@ struct Replicator::Impl {
   // Later local writes order after everything HQ had applied (causality for
   // last-writer-wins): the node's persisted clock resumes above HQ's reading.
   Status merge_hq_clock(storage::Transaction& txn, Hlc hq_hlc) {
-    hq_hlc = bounded(hq_hlc, clock->now_ms(), kTerminalMaxHqLeadMs);
+    hq_hlc = bounded(hq_hlc, 0, kLatestSaneHlcMs);
     TS_ASSIGN_OR_RETURN(std::int64_t hlc, meta_int(node_db::key::hlc));
     if (static_cast<std::int64_t>(hq_hlc.value) > hlc)
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::hlc, static_cast<std::int64_t>(hq_hlc.value)));
@@ -75,13 +76,31 @@ struct Replicator::Impl {
   // HQ holding less than this terminal recorded as acknowledged means HQ's database is
   // older than its acknowledgements (restored from a backup, same epoch): the terminal
   // pushes again from HQ's cursor.
+  //
+  // HQ holding enough is not HQ holding ours: after HQ went back and took another copy
+  // of this node's operations, and this terminal went back too (both restored), the
+  // seqs this terminal counts as acknowledged may be other operations at HQ. So hello
+  // names this terminal's newest acknowledged operation; when HQ does not hold it, the
+  // terminal pushes its whole log again (HQ takes what it holds as duplicates, by op
+  // id, and a conflict moves the rest after its cursor).
   Status handshake() {
-    TS_ASSIGN_OR_RETURN(HelloReply hello, hq->hello(config.node_id()));
+    TS_ASSIGN_OR_RETURN(std::int64_t acked_before, meta_int(node_db::key::acked_seq));
+    TS_ASSIGN_OR_RETURN(Guid acked_op, newest_op_up_to(acked_before));
+    TS_ASSIGN_OR_RETURN(HelloReply hello, hq->hello(config.node_id(), acked_op));
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_ASSIGN_OR_RETURN(auto known_epoch, node_db::get(*db, kEpochKey));
+    const bool same_epoch = known_epoch && *known_epoch == hello.epoch;
     TS_RETURN_IF_ERROR(adopt_epoch(txn, hello.epoch));
     TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
-    if (hello.push_cursor < acked) {
+    if (same_epoch && !hello.holds_acked && acked > 0) {
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, 0));
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
+      TS_RETURN_IF_ERROR(note_recovery(
+          txn, "HQ does not hold operation " + acked_op.to_string() + " it had acknowledged (HQ and this "
+               "terminal both restored from backups): the whole log is pushed again"));
+    } else if (hello.push_cursor < acked) {
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, hello.push_cursor));
+      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
       TS_RETURN_IF_ERROR(note_recovery(
           txn, "HQ holds this terminal's operations only up to seq " + std::to_string(hello.push_cursor) +
                    " of " + std::to_string(acked) + " acknowledged (HQ restored from a backup): pushed again"));
@@ -96,7 +115,7 @@ struct Replicator::Impl {
   // terminal moves its unacknowledged operations after HQ's cursor, unchanged (op ids
   // included, so any HQ already holds stay duplicates), and pushes them from there.
   Status recover_log() {
-    TS_ASSIGN_OR_RETURN(HelloReply hello, hq->hello(config.node_id()));
+    TS_ASSIGN_OR_RETURN(HelloReply hello, hq->hello(config.node_id(), Guid{}));
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
     TS_ASSIGN_OR_RETURN(auto known, node_db::get(*db, kEpochKey));
     TS_RETURN_IF_ERROR(adopt_epoch(txn, hello.epoch));
@@ -116,6 +135,16 @@ struct Replicator::Impl {
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, hello.push_cursor));
     }
     return txn.commit();
+  }
+
+  // The op id of this log's newest row at or below `seq` (nil when none).
+  Result<Guid> newest_op_up_to(std::int64_t seq) {
+    if (seq <= 0) return Guid{};
+    TS_ASSIGN_OR_RETURN(auto st, db->prepare("SELECT op_id FROM change_log WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1"));
+    st.bind(1, seq);
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return Guid{};
+    return Guid::from_raw(st.column_blob(0)).value_or(Guid{});
   }
 
   // Up to one batch of log records after `after`.
@@ -283,6 +312,42 @@ struct Replicator::Impl {
     return st.run();
   }
 
+  // HQ's customer versions are its own count. After HQ went back (restored) or was
+  // replaced, the versions this terminal's unacknowledged edits say their editor had
+  // seen belong to another HQ database, and may even equal this one's by chance (then
+  // HQ would take an edit for one that saw a write it never saw). Once the terminal has
+  // pulled HQ's state again, the base versions of the edits written before are dropped
+  // (0: concurrent with every other terminal's write, so the newest wins under lww).
+  Status settle_versions() {
+    TS_ASSIGN_OR_RETURN(std::int64_t unsure, meta_int(node_db::key::versions_unsure));
+    if (unsure == 0) return Status::Ok();
+    TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+    TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
+    storage::ChangeLog log(*db);
+    std::vector<std::pair<std::int64_t, std::string>> rewritten;
+    for (std::int64_t after = acked;;) {
+      TS_ASSIGN_OR_RETURN(auto rows, log.read_after(after, 500));
+      if (rows.empty()) break;
+      for (const storage::LogRow& r : rows) {
+        after = r.seq;
+        auto kind = op_kind_from_int(r.kind);
+        if (!kind) return Status::CorruptLog("change log row " + std::to_string(r.seq) + " has an unknown kind");
+        TS_ASSIGN_OR_RETURN(Payload p, decode_payload(*kind, r.payload));
+        bool had = false;
+        std::visit([&had](auto& v) {
+          if constexpr (requires { v.base_version; }) {
+            had = v.base_version != 0;
+            v.base_version = 0;
+          }
+        }, p);
+        if (had) rewritten.emplace_back(r.seq, encode_payload(p));
+      }
+    }
+    TS_RETURN_IF_ERROR(log.rewrite_payloads(txn, rewritten));
+    TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 0));
+    return txn.commit();
+  }
+
   Result<std::int64_t> pull_all() {
     std::int64_t pulled = 0;
     int resets = 0;
@@ -308,6 +373,7 @@ struct Replicator::Impl {
         TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
         TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, 0));
         TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, 0));
+        TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
         TS_RETURN_IF_ERROR(note_recovery(txn, "HQ's feed does not hold this terminal's pull position " +
                                                   std::to_string(after) +
                                                   " (HQ restored from a backup): pulled again from the start"));
@@ -315,13 +381,17 @@ struct Replicator::Impl {
         TS_RETURN_IF_ERROR(txn.commit());
         continue;
       }
-      if (reply.customers.empty() && reply.cursor == after) return pulled;
+      if (reply.customers.empty() && reply.cursor == after) {
+        TS_RETURN_IF_ERROR(settle_versions());
+        return pulled;
+      }
       TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
       TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
       CustomerTable customers(*db);
-      for (Customer& c : reply.customers) TS_RETURN_IF_ERROR(apply_entry(txn, customers, c, acked));
       // Duplicates HQ merged: the local record gives way to the customer it joined, and
-      // its GUID keeps working as a name for that customer.
+      // its GUID keeps working as a name for that customer. First, so that the joined
+      // customer, which may now hold the merged one's addresses and contacts, finds
+      // their GUIDs free.
       for (const auto& [alias, target] : reply.aliases) {
         TS_RETURN_IF_ERROR(customers.remove(txn, alias));
         TS_ASSIGN_OR_RETURN(auto st, db->prepare(
@@ -329,13 +399,17 @@ struct Replicator::Impl {
         st.bind_blob(1, alias.raw()).bind_blob(2, target.raw());
         TS_RETURN_IF_ERROR(st.run());
       }
+      for (Customer& c : reply.customers) TS_RETURN_IF_ERROR(apply_entry(txn, customers, c, acked));
       TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, reply.cursor));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, static_cast<std::int64_t>(reply.cursor_mark)));
       TS_RETURN_IF_ERROR(merge_hq_clock(txn, reply.hq_hlc));
       TS_RETURN_IF_ERROR(txn.commit());
       pulled += static_cast<std::int64_t>(reply.customers.size());
-      if (reply.customers.size() < options.pull_batch) return pulled;
+      if (reply.customers.size() < options.pull_batch) {
+        TS_RETURN_IF_ERROR(settle_versions());
+        return pulled;
+      }
     }
   }
 

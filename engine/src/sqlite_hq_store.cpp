@@ -783,6 +783,11 @@ class SqliteHqStore final : public HqStore {
     }
     return out;
   }
+  Result<bool> holds_op(std::string_view node, const Guid& op) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT 1 FROM inbound WHERE op_id = ?1 AND node_id = ?2"));
+    st.bind_blob(1, op.raw()).bind(2, node);
+    return st.step();
+  }
   Result<std::int64_t> push_cursor(std::string_view node) override {
     TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT cursor FROM node_cursors WHERE node_id = ?1"));
     st.bind(1, node);

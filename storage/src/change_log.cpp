@@ -73,6 +73,29 @@ Result<std::int64_t> ChangeLog::renumber_after(Transaction& txn, std::int64_t af
   return moved;
 }
 
+Status ChangeLog::rewrite_payloads(Transaction& txn, const std::vector<std::pair<std::int64_t, std::string>>& payloads) {
+  if (!txn.active()) return Status::Internal("change_log rewrite outside a transaction");
+  // Rows are never updated: each is read, deleted and inserted again.
+  for (const auto& [seq, payload] : payloads) {
+    TS_ASSIGN_OR_RETURN(auto read, db_->prepare(
+        "SELECT op_id, entity, kind, hlc, node_id FROM change_log WHERE seq = ?1"));
+    read.bind(1, seq);
+    TS_ASSIGN_OR_RETURN(bool row, read.step());
+    if (!row) return Status::Internal("change_log has no row " + std::to_string(seq) + " to rewrite");
+    const std::string op = read.column_blob(0), entity = read.column_blob(1), node = read.column_text(4);
+    const std::int64_t kind = read.column_int64(2), hlc = read.column_int64(3);
+    TS_ASSIGN_OR_RETURN(auto del, db_->prepare("DELETE FROM change_log WHERE seq = ?1"));
+    del.bind(1, seq);
+    TS_RETURN_IF_ERROR(del.run());
+    TS_ASSIGN_OR_RETURN(auto ins, db_->prepare(
+        "INSERT INTO change_log(seq, op_id, entity, kind, hlc, node_id, payload) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+    ins.bind(1, seq).bind_blob(2, op).bind_blob(3, entity).bind(4, kind).bind(5, hlc).bind(6, std::string_view(node));
+    ins.bind_blob(7, payload);
+    TS_RETURN_IF_ERROR(ins.run());
+  }
+  return Status::Ok();
+}
+
 Result<std::optional<std::int64_t>> ChangeLog::first_after(std::int64_t after_seq) {
   TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT min(seq) FROM change_log WHERE seq > ?1"));
   st.bind(1, after_seq);

@@ -66,9 +66,11 @@ struct Hlc {
 // 48-bit limit.
 Hlc bounded(Hlc remote, std::int64_t now_ms, std::int64_t max_ahead_ms);
 
-// How far ahead of its own wall clock a terminal follows HQ's clock (a day): HQ's clock
-// is itself bounded by HQ's wall clock (HqOptions::max_clock_offset_ms).
-inline constexpr std::int64_t kTerminalMaxHqLeadMs = 24LL * 3600 * 1000;
+// The latest reading a terminal takes from HQ's clock: 9999-12-31T23:59:59.999Z, far
+// below the 48-bit limit. A terminal follows HQ's clock whatever its own says (a till
+// whose clock is days behind, or reset to 1970, still orders its writes after what it
+// saw); HQ's clock is itself bounded by HQ's wall clock (HqOptions::max_clock_offset_ms).
+inline constexpr std::int64_t kLatestSaneHlcMs = 253'402'300'799'999;
 
 class HybridLogicalClock {
  public:

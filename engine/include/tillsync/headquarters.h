@@ -42,7 +42,9 @@ struct HqOptions {
 };
 
 struct PushResult {
-  std::int64_t acked_seq = 0;  // highest seq HQ has committed for the node
+  // The highest seq of the batch HQ holds the node's operations up to, after commit (the
+  // batch's last when it went in or was already there; HQ's cursor after a gap).
+  std::int64_t acked_seq = 0;
   std::size_t staged = 0;      // records newly staged by this push
   std::size_t duplicates = 0;  // records HQ already had
   bool gap = false;            // a record after a missing seq was refused
@@ -55,6 +57,7 @@ struct PushResult {
 struct HelloResult {
   std::int64_t push_cursor = 0;  // highest seq of the node's log HQ holds
   Hlc hq_hlc;                    // HQ's clock
+  bool holds_acked = true;       // HQ holds the operation hello() named (true when none)
 };
 
 struct PullResult {
@@ -112,8 +115,9 @@ class Headquarters {
   Result<std::vector<Customer>> search(std::string_view text);
 
   // ---- replication ----
-  // Where the node's log stands at HQ, and HQ's clock (the start of every sync).
-  Result<HelloResult> hello(std::string_view node_id);
+  // Where the node's log stands at HQ, and HQ's clock (the start of every sync); and
+  // whether HQ holds `acked_op` from the node (nil: not asked).
+  Result<HelloResult> hello(std::string_view node_id, const Guid& acked_op = Guid{});
   // Stages `records` (all from `node_id`, ascending seq; `prev` is the node's log row
   // just before records[0]) in one transaction and returns the node's cursor after
   // commit. Records HQ holds (same op id from this node) are skipped; a batch whose

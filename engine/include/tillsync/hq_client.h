@@ -30,6 +30,7 @@ struct HelloReply {
   std::string epoch;
   std::int64_t push_cursor = 0;  // highest seq of the node's log HQ holds (0: none)
   Hlc hq_hlc;                    // HQ's clock reading
+  bool holds_acked = true;       // HQ holds the operation hello() named (true when none)
 };
 
 struct PushReply {
@@ -63,7 +64,8 @@ struct PullReply {
 class HqLink {
  public:
   virtual ~HqLink() = default;
-  virtual Result<HelloReply> hello(const std::string& node_id) = 0;
+  // `acked_op`: the op id of the node's newest acknowledged row (nil: none).
+  virtual Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op) = 0;
   virtual Result<PushReply> push(const std::string& node_id, std::int64_t prev,
                                  const std::vector<LogRecord>& records) = 0;
   // push() in two halves, so that several batches can be on their way while the caller
@@ -125,7 +127,7 @@ class HqClient final : public HqGateway, public HqLink {
                                        const Guid& customer) override;
 
   Result<std::vector<Customer>> search(const std::string& node_id, const std::string& text);
-  Result<HelloReply> hello(const std::string& node_id) override;
+  Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op) override;
   Result<PushReply> push(const std::string& node_id, std::int64_t prev,
                          const std::vector<LogRecord>& records) override;
   Status start_push(const std::string& node_id, std::int64_t prev,

@@ -231,6 +231,8 @@ class HqStore {
                                                     std::int64_t* cursor_out) = 0;
   // HQ's push cursor for `node` as last committed (0 when none), without a transaction.
   virtual Result<std::int64_t> push_cursor(std::string_view node) = 0;
+  // Whether HQ holds operation `op` from `node` (received, whatever its state).
+  virtual Result<bool> holds_op(std::string_view node, const Guid& op) = 0;
   virtual Result<std::vector<Customer>> search(std::string_view text) = 0;
   virtual Result<std::vector<Customer>> all_customers_by_guid() = 0;
   // Every customer in ascending GUID order, streamed to `fn` from one snapshot, so a

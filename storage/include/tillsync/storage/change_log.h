@@ -55,6 +55,9 @@ BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END;
   // content: the recovery of a log whose seqs another copy of this node already used
   // at HQ (docs/protocol.md). Returns how many rows moved.
   Result<std::int64_t> renumber_after(Transaction& txn, std::int64_t after_seq, std::int64_t delta);
+  // Replaces the payloads of the rows at the given seqs, keeping everything else (the
+  // recovery that drops base versions of another HQ database, docs/protocol.md).
+  Status rewrite_payloads(Transaction& txn, const std::vector<std::pair<std::int64_t, std::string>>& payloads);
   // Lowest seq above after_seq (nullopt when none).
   Result<std::optional<std::int64_t>> first_after(std::int64_t after_seq);
   // Highest seq ever appended (0 when empty).

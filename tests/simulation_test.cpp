@@ -1,0 +1,978 @@
+// Deterministic simulation with an independent oracle (docs/testing.md, "Simulation").
+//
+// HQ and 2-4 terminals run in this process; every terminal reaches HQ through a
+// simulated link that can lose a request or its reply, deliver a request twice (at once,
+// or again much later: a stale duplicate), deliver it late after the caller gave up
+// (reordering; a real-time answer after its timeout), and be partitioned one way or both
+// ways. Besides the network, a seeded schedule restarts terminals and HQ, restores a
+// terminal or HQ from an older backup, replaces HQ with a new database (a new epoch),
+// skews and turns back terminals' clocks (some beyond the offset HQ believes), fills
+// the disk or fails I/O under SQLite (tests/support/fault_vfs.h) on a terminal or at HQ,
+// and interleaves partial runs of HQ's customer sync job with everything else. Every
+// seed picks a conflict policy and a duplicate policy.
+//
+// The oracle keeps its own expected state, built only from the generated history (the
+// operations the terminals performed, as they logged them) and the rules of DESIGN.md
+// §4, never from HQ: under last-writer-wins every field of every customer, every address
+// and contact (removals win), and the number of loyalty cards HQ issued; under every
+// policy the customers that exist and the account numbers the terminals show (equal to
+// HQ's, GUID by GUID). HQ and every terminal are compared with it field by field at the
+// end, after the network heals. During the run: an acknowledged operation is at HQ, and a
+// terminal's acknowledged cursor never goes back.
+//
+// A failing seed prints a one-line command that replays it alone.
+// TILLSYNC_SIM_SEEDS=N runs seeds 1..N (default 1000; the soak label runs 20000),
+// TILLSYNC_SIM_SEED=S runs seed S alone.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+
+#include "support/fault_vfs.h"
+#include "support/hq_backend.h"
+#include "support/temp_dir.h"
+#include "tillsync/channel_node.h"
+#include "tillsync/headquarters.h"
+#include "tillsync/local_hq_link.h"
+#include "tillsync/replicator.h"
+#include "tillsync/storage/database.h"
+#include "tillsync/validation.h"
+
+namespace tillsync {
+namespace {
+
+using testing::FaultVfs;
+using testing::TempDir;
+
+constexpr std::int64_t kStart = 1'800'000'000'000;
+constexpr std::int64_t kOffset = 300'000;  // HqOptions::max_clock_offset_ms
+
+enum class Net { up, down, requests_lost, replies_lost, flaky };
+
+struct Counters {
+  std::uint64_t lost_requests = 0, lost_replies = 0, duplicated = 0, stale = 0, late = 0;
+  std::uint64_t restarts = 0, terminal_restores = 0, hq_restores = 0, epochs = 0;
+  std::uint64_t disk_faults = 0, clock_jumps = 0, unknown_outcomes = 0;
+};
+
+// Messages HQ receives after their sender stopped waiting: run later, in any order.
+using Deferred = std::deque<std::function<void()>>;
+
+// One terminal's network to HQ, for replication (HqLink) and real-time calls
+// (HqGateway). `hq` is the simulation's HQ slot, so restarts and restores are seen.
+class Link final : public HqLink, public HqGateway {
+ public:
+  Link(std::unique_ptr<Headquarters>* hq, std::mt19937_64* rng, Deferred* deferred, Counters* counters,
+       std::map<Guid, Guid>* cards_issued, std::set<Guid>* rts_created)
+      : hq_(hq), rng_(rng), deferred_(deferred), counters_(counters), cards_issued_(cards_issued),
+        rts_created_(rts_created) {}
+
+  Net net = Net::up;
+
+  bool reachable() override { return reachable_; }
+
+  Result<RtsAnswer> create_customer(const std::string& node, const Guid& request, const Customer& c) override {
+    return rts(request, [=, this] { return hq().rts_create(node, request, c); });
+  }
+  Result<RtsAnswer> edit_customer(const std::string& node, const Guid& request, const Guid& customer,
+                                  std::int64_t base, const std::vector<FieldChange>& changes) override {
+    return rts(request, [=, this] { return hq().rts_edit(node, request, customer, base, changes); });
+  }
+  Result<RtsAnswer> add_address(const std::string& node, const Guid& request, const Guid& customer,
+                                const Address& address) override {
+    return rts(request, [=, this] { return hq().rts_add_address(node, request, customer, address); });
+  }
+  Result<RtsAnswer> issue_loyalty_card(const std::string& node, const Guid& request, const Guid& customer) override {
+    return rts(request, [=, this] { return hq().rts_issue_loyalty_card(node, request, customer); });
+  }
+
+  Result<HelloReply> hello(const std::string& node, const Guid& acked_op) override {
+    return call([=, this]() -> Result<HelloReply> {
+      TS_ASSIGN_OR_RETURN(HelloResult r, hq().hello(node, acked_op));
+      return HelloReply{hq().epoch(), r.push_cursor, r.hq_hlc, r.holds_acked};
+    }, false, false);
+  }
+  Result<PushReply> push(const std::string& node, std::int64_t prev, const std::vector<LogRecord>& records) override {
+    return call([=, this]() -> Result<PushReply> {
+      TS_ASSIGN_OR_RETURN(PushResult r, hq().push(node, prev, records));
+      return PushReply{hq().epoch(), r.acked_seq};
+    }, true, false);
+  }
+  Result<PullReply> pull(const std::string& node, std::int64_t after, std::uint64_t mark, std::uint32_t limit,
+                         bool filtered) override {
+    return call([=, this]() -> Result<PullReply> {
+      TS_ASSIGN_OR_RETURN(PullResult r, hq().pull(node, after, mark, limit, filtered));
+      return to_pull_reply(hq().epoch(), std::move(r));
+    }, false, false);
+  }
+
+ private:
+  Headquarters& hq() { return **hq_; }
+
+  // A real-time request. The cards HQ issued are noted by request id, as the network
+  // saw HQ's answers (a bound for the oracle: a card request whose log row a restore
+  // lost before it was pushed is at HQ only).
+  template <typename F>
+  auto rts(const Guid& request, F f) -> decltype(f()) {
+    return call([this, request, f]() {
+      auto r = f();
+      if (r.ok() && !r->card_number.empty()) (*cards_issued_)[request] = r->customer.guid;
+      if (r.ok()) rts_created_->insert(r->customer.guid);  // creates among them: HQ made it
+      return r;
+    }, true, true);
+  }
+
+  // Five draws per call whatever the state, so one call's faults don't shift the next.
+  // `deferrable`: the request changes HQ, so a late or stale copy matters.
+  template <typename F>
+  auto call(F f, bool deferrable, bool rts) -> decltype(f()) {
+    const std::uint64_t a = (*rng_)(), b = (*rng_)(), c = (*rng_)(), d = (*rng_)(), e = (*rng_)();
+    const bool flaky = net == Net::flaky;
+    auto unanswered = [&](const char* why) -> decltype(f()) {
+      reachable_ = false;
+      if (rts) {
+        ++counters_->unknown_outcomes;
+        return Status(Code::outcome_unknown, why);
+      }
+      return Status::HqUnreachable(why);
+    };
+    if (net == Net::down || net == Net::requests_lost || (flaky && a % 7 == 0)) {
+      ++counters_->lost_requests;
+      reachable_ = false;
+      return Status::HqUnreachable("request lost (simulated)");
+    }
+    if (deferrable && flaky && d % 9 == 0) {
+      // Delivered late, after the sender stopped waiting.
+      ++counters_->late;
+      deferred_->push_back([f]() mutable { (void)f(); });
+      return unanswered("no answer in time (delivered late)");
+    }
+    auto r = f();
+    if (flaky && b % 7 == 0) {  // delivered twice
+      ++counters_->duplicated;
+      if (deferrable && e % 2 == 0) {
+        ++counters_->stale;
+        deferred_->push_back([f]() mutable { (void)f(); });
+      } else {
+        r = f();
+      }
+    }
+    if (net == Net::replies_lost || (flaky && c % 7 == 0)) {
+      ++counters_->lost_replies;
+      return unanswered("reply lost (simulated)");
+    }
+    reachable_ = true;
+    return r;
+  }
+
+  std::unique_ptr<Headquarters>* hq_;
+  std::mt19937_64* rng_;
+  Deferred* deferred_;
+  Counters* counters_;
+  std::map<Guid, Guid>* cards_issued_;
+  std::set<Guid>* rts_created_;
+  bool reachable_ = true;
+};
+
+// ---- The oracle ---------------------------------------------------------------------
+
+// One write of a value, as the terminal logged it: ordered by (HLC as HQ believes it,
+// node, seq) under last-writer-wins.
+struct Write {
+  Hlc hlc;
+  std::string node;
+  std::int64_t order = 0;  // position in the generated history: ties of one node
+  std::string value;
+  bool operator<(const Write& o) const {
+    if (hlc != o.hlc) return hlc < o.hlc;
+    if (node != o.node) return node < o.node;
+    return order < o.order;
+  }
+};
+
+struct ExpectedChild {
+  bool removed = false;
+  std::map<std::string, Write> fields;  // by field name
+};
+
+struct ExpectedCustomer {
+  Guid guid;
+  std::string creator;
+  std::map<std::string, Write> fields;  // the create's values, then the newest write
+  std::map<Guid, ExpectedChild> addresses, contacts;
+  std::set<Guid> card_requests;  // real-time requests that issued a card
+};
+
+// The expected state, from the generated history only.
+class Oracle {
+ public:
+  void record(const std::string& node, const LogRecord& rec, std::int64_t hq_now) {
+    auto decoded = decode_payload(rec.kind, rec.payload);
+    ASSERT_TRUE(decoded.ok()) << decoded.status().to_string();
+    // HQ believes a terminal's clock up to the offset ahead of its own at receipt; a
+    // terminal ahead further is ordered at receipt time + offset. The oracle places the
+    // write where HQ will, using only the time the operation was made at (HQ's clock then
+    // bounds when HQ can have received it: never earlier), and leaves out of the exact
+    // comparison writes whose place depends on when HQ received them.
+    const bool believable = static_cast<std::int64_t>(rec.hlc.millis()) <= hq_now + kOffset;
+    const Write base{rec.hlc, node, ++order_, {}};
+    const Payload& p = *decoded;
+    const Guid customer = entity_of(p);
+    touches_[rec.op_id] = customer;
+    if (rec.kind == OpKind::customer_create) creates_[customer] = rec.op_id;
+    if (!believable) uncertain_.insert(customer);
+    auto value = [&](std::string v) {
+      Write w = base;
+      w.value = std::move(v);
+      return w;
+    };
+    if (const auto* c = std::get_if<CustomerCreated>(&p)) {
+      ExpectedCustomer& e = customers_[c->customer.guid];
+      e.guid = c->customer.guid;
+      e.creator = node;
+      Write create = value({});
+      create.hlc = Hlc{0};  // every later write was made after the create was seen
+      for (Field f : all_fields()) {
+        Write w = create;
+        w.value = c->customer.get(f);
+        e.fields.emplace(std::string(field_name(f)), w);
+      }
+      for (const Address& a : c->customer.addresses) add_address(e, a, create);
+      for (const Contact& k : c->customer.contacts) add_contact(e, k, create);
+      return;
+    }
+    ExpectedCustomer& e = customers_[customer];
+    if (const auto* u = std::get_if<CustomerUpdated>(&p)) {
+      for (const FieldChange& ch : u->changes) {
+        put(e.fields, std::string(field_name(ch.field)), value(ch.value));
+        trace_[customer].push_back(node + " " + rec.hlc.to_string() + " base " + std::to_string(u->base_version) + " " +
+                                   std::string(field_name(ch.field)) + "=" + ch.value + " op " +
+                                   rec.op_id.to_string().substr(24));
+      }
+    } else if (const auto* a = std::get_if<AddressAdded>(&p)) {
+      add_address(e, a->address, base);
+    } else if (const auto* r = std::get_if<AddressRemoved>(&p)) {
+      e.addresses[r->address].removed = true;
+    } else if (const auto* au = std::get_if<AddressUpdated>(&p)) {
+      for (const AddressFieldChange& ch : au->changes)
+        put(e.addresses[au->address].fields, std::string(to_string(ch.field)), value(ch.value));
+    } else if (const auto* k = std::get_if<ContactAdded>(&p)) {
+      add_contact(e, k->contact, base);
+    } else if (const auto* kr = std::get_if<ContactRemoved>(&p)) {
+      e.contacts[kr->contact].removed = true;
+    } else if (const auto* ku = std::get_if<ContactUpdated>(&p)) {
+      put(e.contacts[ku->contact].fields, "value", value(ku->value));
+    } else if (std::get_if<LoyaltyCardIssued>(&p) != nullptr) {
+      e.card_requests.insert(rec.op_id);
+    }
+  }
+
+  const std::map<Guid, ExpectedCustomer>& customers() const { return customers_; }
+  bool uncertain(const Guid& g) const { return uncertain_.contains(g); }
+  std::string edits(const Guid& g) const {
+    std::string out;
+    if (auto it = trace_.find(g); it != trace_.end())
+      for (const std::string& line : it->second) out += "  " + line + "\n";
+    return out;
+  }
+  // An operation that may or may not have reached HQ (its terminal's disk was replaced
+  // before HQ acknowledged it): its customer's state is not fixed by the history.
+  void may_be_lost(const Guid& op) {
+    if (auto it = touches_.find(op); it != touches_.end()) uncertain_.insert(it->second);
+  }
+  // The op id of the customer's create (nil when the history has none).
+  Guid create_of(const Guid& customer) const {
+    auto it = creates_.find(customer);
+    return it == creates_.end() ? Guid{} : it->second;
+  }
+
+  // What the customer must be (as a value, children in no particular order).
+  static std::map<std::string, std::string> flatten(const ExpectedCustomer& e) {
+    std::map<std::string, std::string> out;
+    for (const auto& [name, w] : e.fields) out["field " + name] = w.value;
+    for (const auto& [g, a] : e.addresses) {
+      if (a.removed) continue;
+      for (const auto& [name, w] : a.fields) out["address " + g.to_string() + " " + name] = w.value;
+    }
+    for (const auto& [g, k] : e.contacts) {
+      if (k.removed) continue;
+      for (const auto& [name, w] : k.fields) out["contact " + g.to_string() + " " + name] = w.value;
+    }
+    return out;
+  }
+  static std::map<std::string, std::string> flatten(const Customer& c) {
+    std::map<std::string, std::string> out;
+    for (Field f : all_fields()) out["field " + std::string(field_name(f))] = c.get(f);
+    for (const Address& a : c.addresses) {
+      for (AddressField f : {AddressField::purpose, AddressField::street, AddressField::city, AddressField::state,
+                             AddressField::zip, AddressField::country}) {
+        Address copy = a;
+        out["address " + a.guid.to_string() + " " + std::string(to_string(f))] = address_field(copy, f);
+      }
+    }
+    for (const Contact& k : c.contacts) {
+      out["contact " + k.guid.to_string() + " value"] = k.value;
+      out["contact " + k.guid.to_string() + " kind"] = std::string(to_string(k.kind));
+    }
+    return out;
+  }
+
+ private:
+  static void put(std::map<std::string, Write>& fields, const std::string& name, const Write& w) {
+    auto it = fields.find(name);
+    if (it == fields.end() || it->second < w) fields[name] = w;
+  }
+  void add_address(ExpectedCustomer& e, const Address& a, const Write& base) {
+    ExpectedChild& child = e.addresses[a.guid];
+    Address copy = a;
+    for (AddressField f : {AddressField::purpose, AddressField::street, AddressField::city, AddressField::state,
+                           AddressField::zip, AddressField::country}) {
+      Write w = base;
+      w.hlc = Hlc{0};  // the add comes before every edit of the child
+      w.value = address_field(copy, f);
+      put(child.fields, std::string(to_string(f)), w);
+    }
+  }
+  void add_contact(ExpectedCustomer& e, const Contact& k, const Write& base) {
+    ExpectedChild& child = e.contacts[k.guid];
+    Write w = base;
+    w.hlc = Hlc{0};
+    w.value = k.value;
+    put(child.fields, "value", w);
+    w.value = std::string(to_string(k.kind));
+    put(child.fields, "kind", w);
+  }
+
+  std::map<Guid, std::vector<std::string>> trace_;  // edits, for failure messages
+  std::map<Guid, ExpectedCustomer> customers_;
+  std::map<Guid, Guid> touches_;  // op id -> customer
+  std::map<Guid, Guid> creates_;  // customer -> its create's op id
+  std::set<Guid> uncertain_;
+  std::int64_t order_ = 0;
+};
+
+// A customer's card numbers, in no particular order (stores list them differently).
+std::set<std::string> card_numbers(const Customer& c) {
+  std::set<std::string> out;
+  for (const LoyaltyCard& l : c.loyalty_cards) out.insert(l.card_number);
+  return out;
+}
+
+// ---- The simulation -------------------------------------------------------------------
+
+struct Sim {
+  struct Terminal {
+    std::string id, path, backup;
+    bool async_mode = false;
+    std::unique_ptr<ManualClock> clock;
+    std::unique_ptr<Link> link;
+    std::unique_ptr<ChannelNode> node;
+    std::unique_ptr<Replicator> replicator;
+    ReplicatorOptions options;
+    std::int64_t acked_seen = 0;  // highest acked_seq observed since the last restore
+    std::vector<Guid> known;      // customers this terminal may edit
+  };
+
+  Sim(std::uint64_t seed, bool on_pg) : rng(seed), dir(/*in_memory=*/true), hq_clock(kStart), pg(on_pg) {
+    FaultVfs::install();
+    FaultVfs::disarm_all();
+    policy = static_cast<ConflictPolicy>(rng() % 3);
+    duplicates = rng() % 4 == 0 ? DuplicatePolicy::merge : DuplicatePolicy::flag;
+    auto h = Headquarters::init(hq_location, "C", hq_options());
+    EXPECT_TRUE(h.ok()) << h.status().to_string();
+    if (!h.ok()) return;
+    hq = std::move(h).value();
+    const int n = 2 + static_cast<int>(rng() % 3);
+    for (int i = 0; i < n; ++i) {
+      Terminal t;
+      t.id = "S00" + std::to_string(i + 1) + "/T01";
+      t.path = dir.file("t" + std::to_string(i) + ".db");
+      t.backup = dir.file("t" + std::to_string(i) + ".backup");
+      t.async_mode = rng() % 2 == 0;
+      // Most clocks are right within a few minutes; one in five runs far ahead.
+      const std::int64_t skew = rng() % 5 == 0 ? 20 * 60'000 : static_cast<std::int64_t>(rng() % 240'000) - 120'000;
+      t.clock = std::make_unique<ManualClock>(kStart + skew);
+      t.link = std::make_unique<Link>(&hq, &rng, &deferred, &counters, &cards_issued, &rts_created);
+      t.options = {.push_batch = 1 + rng() % 5, .pull_batch = 1 + static_cast<std::uint32_t>(rng() % 5),
+                   .clock = t.clock.get()};
+      NodeConfig cfg;
+      cfg.store_id = "S00" + std::to_string(i + 1);
+      cfg.terminal_id = "T01";
+      cfg.hq_endpoint = "inproc://hq";
+      cfg.profile = {.async_customer_creation = t.async_mode, .enhanced_async_customer = true,
+                     .async_customer_addresses = true, .async_customer_edits = true};
+      auto node = ChannelNode::create(t.path, cfg, node_options(t));
+      EXPECT_TRUE(node.ok()) << node.status().to_string();
+      if (!node.ok()) return;
+      t.node = std::move(node).value();
+      auto r = Replicator::open(t.path, *t.link, t.options);
+      EXPECT_TRUE(r.ok()) << r.status().to_string();
+      if (!r.ok()) return;
+      t.replicator = std::move(r).value();
+      terminals.push_back(std::move(t));
+    }
+  }
+  ~Sim() { FaultVfs::disarm_all(); }
+
+  HqOptions hq_options() {
+    return {.clock = &hq_clock, .conflict_policy = policy, .duplicate_policy = duplicates, .durable = false,
+            .max_clock_offset_ms = kOffset};
+  }
+  ChannelNodeOptions node_options(Terminal& t) {
+    ChannelNodeOptions o;
+    o.clock = t.clock.get();
+    o.seed = rng();  // a fresh GUID stream on every open: GUIDs are never reused
+    o.hq = t.link.get();
+    o.durability = Durability::normal;
+    return o;
+  }
+
+  // ---- the history ----
+
+  // Records every log row a step wrote (the generated history the oracle reads).
+  void observe(Terminal& t, std::int64_t before) {
+    auto rows = t.node->read_log(before, 1000);
+    ASSERT_TRUE(rows.ok()) << rows.status().to_string();
+    for (const LogRecord& r : *rows) {
+      if (!seen_ops.insert(r.op_id).second) continue;  // renumbered: the same operation
+      history.record(t.id, r, hq_clock.now_ms());
+    }
+  }
+  std::int64_t last_seq(Terminal& t) { return t.node->status()->last_seq; }
+
+  // A step's outcome: success, or an error the fault explains (HQ unreachable, an
+  // unknown outcome, a disk fault, a local refusal of what the fault left behind).
+  void expect_explained(const Status& s, const std::string& what) {
+    const Code c = s.code();
+    const bool explained = c == Code::hq_unreachable || c == Code::outcome_unknown ||
+                           (c == Code::internal && fault_steps > 0) ||
+                           c == Code::not_found || c == Code::loyalty_requires_synced_customer ||
+                           c == Code::pending_customer_not_editable;
+    EXPECT_TRUE(explained) << what << ": " << s.to_string();
+  }
+
+  std::string email_for(std::uint64_t k) {
+    // A small pool, so duplicates (same e-mail) happen.
+    return "p" + std::to_string(k % 40) + "@example.com";
+  }
+
+  void create(Terminal& t) {
+    NewCustomer in;
+    in.first_name = "F" + std::to_string(++counter);
+    in.last_name = "L" + std::to_string(counter);
+    if (rng() % 3 == 0) in.email = email_for(rng());
+    if (rng() % 3 == 0) in.addresses.push_back({{}, "", "Street " + std::to_string(counter), "Town", "", "", "US"});
+    if (rng() % 4 == 0) in.secondary_phones.push_back("+1 555 " + std::to_string(1000 + counter));
+    const std::int64_t before = last_seq(t);
+    auto out = t.node->create_customer(in);
+    if (!out.ok()) return expect_explained(out.status(), t.id + " create");
+    t.known.push_back(out->customer.guid);
+    observe(t, before);
+  }
+
+  Guid pick(Terminal& t) { return t.known[rng() % t.known.size()]; }
+
+  void edit(Terminal& t) {
+    if (t.known.empty()) return create(t);
+    static constexpr Field kFields[] = {Field::last_name, Field::middle_name, Field::customer_group, Field::title};
+    const Field f = kFields[rng() % 4];
+    const std::string value = (f == Field::customer_group ? "G" : "V") + std::to_string(++counter);
+    const std::int64_t before = last_seq(t);
+    auto r = t.node->edit_customer(pick(t).to_string(), {{f, value}});
+    if (!r.ok()) return expect_explained(r.status(), t.id + " edit");
+    observe(t, before);
+  }
+
+  void child(Terminal& t) {
+    if (t.known.empty()) return create(t);
+    const Guid g = pick(t);
+    auto shown = t.node->find(g.to_string());
+    if (!shown.ok()) return;
+    const std::int64_t before = last_seq(t);
+    Result<Customer> r = Status::Ok();
+    const std::uint64_t roll = rng() % 6;
+    if (roll == 0 || (shown->addresses.empty() && roll < 3)) {
+      r = t.node->add_address(g.to_string(), {{}, "", "Road " + std::to_string(++counter), "City", "", "", "DE"});
+    } else if (roll == 1) {
+      const Guid a = shown->addresses[rng() % shown->addresses.size()].guid;
+      r = t.node->update_address(g.to_string(), a, {{AddressField::city, "C" + std::to_string(++counter)}});
+    } else if (roll == 2) {
+      r = t.node->remove_address(g.to_string(), shown->addresses[rng() % shown->addresses.size()].guid);
+    } else if (roll == 3 || shown->contacts.empty()) {
+      r = t.node->add_contact(g.to_string(), ContactKind::email, "c" + std::to_string(++counter) + "@example.org");
+    } else if (roll == 4) {
+      const Contact& k = shown->contacts[rng() % shown->contacts.size()];
+      r = t.node->update_contact(g.to_string(), k.guid,
+                                 k.kind == ContactKind::email ? "u" + std::to_string(++counter) + "@example.org"
+                                                              : "+1 555 " + std::to_string(2000 + ++counter));
+    } else {
+      r = t.node->remove_contact(g.to_string(), shown->contacts[rng() % shown->contacts.size()].guid);
+    }
+    if (!r.ok()) return expect_explained(r.status(), t.id + " child");
+    observe(t, before);
+  }
+
+  void card(Terminal& t) {
+    if (t.known.empty()) return create(t);
+    const std::int64_t before = last_seq(t);
+    auto r = t.node->issue_loyalty_card(pick(t).to_string());
+    if (!r.ok()) return expect_explained(r.status(), t.id + " card");
+    observe(t, before);
+  }
+
+  bool sync(Terminal& t) {
+    const std::int64_t before = last_seq(t);
+    (void)t.node->reconcile();  // settles unanswered real-time requests, logging them
+    observe(t, before);
+    auto r = t.replicator->sync_once();
+    if (!r.ok()) {
+      const Code c = r.status().code();
+      EXPECT_TRUE(c == Code::hq_unreachable || (c == Code::internal && fault_steps > 0))
+          << t.id << ": " << r.status().to_string();
+    }
+    if (std::getenv("TILLSYNC_SIM_TRACE") != nullptr) {
+      auto st = t.node->status().value();
+      std::printf("  sync %s: %s; acked %lld last %lld; HQ cursor %lld\n", t.id.c_str(),
+                  r.ok() ? "ok" : r.status().to_string().c_str(), static_cast<long long>(st.acked_seq),
+                  static_cast<long long>(st.last_seq), static_cast<long long>(hq->hello(t.id).value().push_cursor));
+    }
+    check_acked(t);
+    // Only a sync that went through knows HQ's cursor is this HQ's (a failed one may
+    // keep an acknowledgement of a database HQ no longer has).
+    if (r.ok()) note_acked(t);
+    if (r.ok()) {
+      for (const Customer& c : t.node->search("").value())
+        if (std::find(t.known.begin(), t.known.end(), c.guid) == t.known.end()) t.known.push_back(c.guid);
+    }
+    return r.ok();
+  }
+
+  // Operations HQ acknowledged must reach it again whatever happens to the terminal's
+  // disk, unless HQ's own database went back since (then the terminal's log is all).
+  void note_acked(Terminal& t) {
+    const std::int64_t acked = t.node->status()->acked_seq;
+    for (const LogRecord& r : t.node->read_log(0, 1'000'000).value()) {
+      if (r.seq > acked) break;
+      acked_ops[r.op_id] = hq_generation;
+    }
+  }
+
+  // Acknowledged means committed at HQ: HQ holds the acknowledged seq of this node, and
+  // the terminal's cursor never moves back (except when HQ's database went back).
+  void check_acked(Terminal& t) {
+    auto st = t.node->status();
+    ASSERT_TRUE(st.ok());
+    const std::int64_t acked = st->acked_seq;
+    if (!hq_went_back) {
+      EXPECT_GE(acked, t.acked_seen) << t.id << ": acknowledged cursor went back";
+    }
+    t.acked_seen = std::max(t.acked_seen, acked);
+    if (acked == 0 || hq_went_back) return;
+    // Every row of the terminal up to its acknowledged seq is at HQ, by op id (a row
+    // moved after a restore may stand at HQ under its earlier seq).
+    std::set<Guid> held;
+    for (const LogRecord& r : hq->store().received(t.id, 0, 1'000'000).value()) held.insert(r.op_id);
+    for (const LogRecord& r : t.node->read_log(0, 1'000'000).value()) {
+      if (r.seq > acked) break;
+      ASSERT_TRUE(held.contains(r.op_id)) << t.id << ": seq " << r.seq << " acknowledged but not at HQ";
+    }
+  }
+
+  void run_job(std::size_t max_ops) {
+    auto r = hq->run_sync_job(max_ops);
+    if (!r.ok()) {
+      EXPECT_TRUE(r.status().code() == Code::internal && fault_steps > 0) << r.status().to_string();
+    }
+  }
+
+  void deliver_late() {
+    if (deferred.empty()) return;
+    const std::size_t i = rng() % deferred.size();
+    auto f = std::move(deferred[i]);
+    deferred.erase(deferred.begin() + static_cast<std::ptrdiff_t>(i));
+    f();
+  }
+
+  void restart_terminal(Terminal& t) {
+    FaultVfs::disarm(std::filesystem::path(t.path).filename().string());
+    t.replicator.reset();
+    t.node.reset();
+    auto node = ChannelNode::open(t.path, node_options(t));
+    ASSERT_TRUE(node.ok()) << node.status().to_string();
+    t.node = std::move(node).value();
+    auto r = Replicator::open(t.path, *t.link, t.options);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    t.replicator = std::move(r).value();
+    ++counters.restarts;
+  }
+
+  void backup_terminal(Terminal& t) {
+    FaultVfs::disarm(std::filesystem::path(t.path).filename().string());
+    std::filesystem::remove(t.backup);
+    auto db = storage::Database::open(t.path, {});
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->exec("VACUUM INTO '" + t.backup + "'").ok());
+  }
+  void restore_terminal(Terminal& t) {
+    if (!std::filesystem::exists(t.backup)) return backup_terminal(t);
+    // What the replaced disk held beyond the backup and HQ had not acknowledged is gone
+    // or not, depending on whether it reached HQ: the oracle does not count on it.
+    const auto before = t.node->read_log(0, 1'000'000).value();
+    t.replicator.reset();
+    t.node.reset();
+    for (const char* s : {"-wal", "-shm"}) std::filesystem::remove(t.path + s);
+    std::filesystem::copy_file(t.backup, t.path, std::filesystem::copy_options::overwrite_existing);
+    restart_terminal(t);
+    std::set<Guid> kept;
+    for (const LogRecord& r : t.node->read_log(0, 1'000'000).value()) kept.insert(r.op_id);
+    for (const LogRecord& r : before) {
+      if (kept.contains(r.op_id)) continue;
+      auto acked = acked_ops.find(r.op_id);
+      if (acked == acked_ops.end() || acked->second != hq_generation) history.may_be_lost(r.op_id);
+    }
+    t.acked_seen = 0;
+    // Customers it knew may be gone locally until pulled again; edits of them wait.
+    t.known.clear();
+    for (const Customer& c : t.node->search("").value()) t.known.push_back(c.guid);
+    ++counters.terminal_restores;
+  }
+
+  // HQ's database is reopened, restored or replaced once its disk works again (an
+  // operator does not re-initialise HQ on a failing disk).
+  void restart_hq() {
+    FaultVfs::disarm("hq.db");
+    hq.reset();
+    auto h = Headquarters::open(hq_location, hq_options());
+    ASSERT_TRUE(h.ok()) << h.status().to_string();
+    hq = std::move(h).value();
+    ++counters.restarts;
+  }
+  void backup_hq() {
+    if (pg) return;  // pg_dump per step is too slow for thousands of seeds
+    FaultVfs::disarm("hq.db");
+    hq.reset();
+    hq_location.backup(dir, "hq.backup");
+    has_hq_backup = true;
+    restart_hq();
+  }
+  void restore_hq() {
+    if (pg || !has_hq_backup) return backup_hq();
+    FaultVfs::disarm("hq.db");
+    hq.reset();
+    hq_location.restore(dir, "hq.backup");
+    hq_went_back = true;
+    ++hq_generation;
+    restart_hq();
+    ++counters.hq_restores;
+  }
+  void new_epoch() {
+    FaultVfs::disarm("hq.db");
+    hq.reset();
+    hq_location.wipe();
+    auto h = Headquarters::init(hq_location, "C", hq_options());
+    ASSERT_TRUE(h.ok()) << h.status().to_string();
+    hq = std::move(h).value();
+    hq_went_back = true;
+    ++hq_generation;
+    has_hq_backup = false;
+    ++counters.epochs;
+  }
+
+  // The disk fills up, or starts failing, under one database for a few steps.
+  void disk_fault() {
+    const bool at_hq = !pg && rng() % 3 == 0;
+    const std::string marker = at_hq ? "hq.db" : "t" + std::to_string(rng() % terminals.size()) + ".db";
+    FaultVfs::arm(marker, static_cast<int>(rng() % 4), rng() % 2 == 0 ? FaultVfs::Fault::full : FaultVfs::Fault::io_error);
+    fault_steps = 1 + static_cast<int>(rng() % 3);
+    ++counters.disk_faults;
+  }
+
+  void clock_jump(Terminal& t) {
+    // Back a day (a wrong NTP step), or forward a few minutes.
+    if (rng() % 2 == 0) t.clock->advance(-24LL * 3600 * 1000);
+    else t.clock->advance(static_cast<std::int64_t>(rng() % 600'000));
+    ++counters.clock_jumps;
+  }
+
+  // ---- the end ----
+
+  void heal_and_settle() {
+    FaultVfs::disarm_all();
+    while (!deferred.empty()) deliver_late();  // every message in flight arrives
+    for (auto& t : terminals) t.link->net = Net::up;
+    for (int round = 0; round < 3; ++round) {
+      for (auto& t : terminals) ASSERT_TRUE(sync(t)) << t.id << " cannot sync after heal";
+      for (int i = 0; i < 5; ++i) run_job(1'000'000);
+    }
+    for (auto& t : terminals) ASSERT_TRUE(sync(t)) << t.id << " cannot sync after heal";
+  }
+
+  void check() {
+    // HQ holds every operation of the history exactly once (by op id, whatever seq).
+    std::set<Guid> at_hq_ops;
+    for (auto& t : terminals) {
+      auto received = hq->store().received(t.id, 0, 1'000'000).value();
+      if (std::getenv("TILLSYNC_SIM_TRACE") != nullptr) {
+        std::printf("%s at HQ:", t.id.c_str());
+        for (const LogRecord& r : received)
+          std::printf(" %lld:%s:%s:%s", static_cast<long long>(r.seq), r.op_id.to_string().substr(24).c_str(),
+                      std::string(to_string(r.kind)).c_str(), r.entity.to_string().substr(0, 4).c_str());
+        std::printf("\n%s log:", t.id.c_str());
+        for (const LogRecord& r : t.node->read_log(0, 1'000'000).value())
+          std::printf(" %lld:%s", static_cast<long long>(r.seq), r.op_id.to_string().substr(24).c_str());
+        auto st = t.node->status().value();
+        std::printf("\n%s acked %lld last %lld recovery: %s\n", t.id.c_str(), static_cast<long long>(st.acked_seq),
+                    static_cast<long long>(st.last_seq), st.last_recovery.c_str());
+        if (&t == &terminals.front()) {
+          for (const auto& r : hq->sync_status(std::nullopt).value())
+            std::printf("status %s %s %s\n", r.guid.to_string().c_str(), std::string(to_string(r.status)).c_str(),
+                        r.last_error.c_str());
+        }
+      }
+      for (const LogRecord& r : received) EXPECT_TRUE(at_hq_ops.insert(r.op_id).second) << "op twice at HQ";
+      auto st = t.node->status().value();
+      EXPECT_EQ(st.pending_ops, 0) << t.id;
+      EXPECT_EQ(st.unsettled_requests, 0) << t.id;
+      EXPECT_EQ(st.set_aside, 0) << t.id << ": " << st.set_aside_error;
+    }
+    // Required: what some terminal still holds, and what HQ acknowledged since its
+    // database last went back.
+    std::set<Guid> required;
+    std::map<Guid, std::string> where;  // op id -> "node seq kind" for messages
+    for (auto& t : terminals)
+      for (const LogRecord& r : t.node->read_log(0, 1'000'000).value()) {
+        required.insert(r.op_id);
+        where[r.op_id] = t.id + " seq " + std::to_string(r.seq) + " " + std::string(to_string(r.kind));
+      }
+    for (const auto& [op, generation] : acked_ops)
+      if (generation == hq_generation) required.insert(op);
+    for (const Guid& op : seen_ops) {
+      if (required.contains(op)) {
+        EXPECT_TRUE(at_hq_ops.contains(op)) << "operation " << op.to_string() << " lost ("
+                                            << (where.contains(op) ? where[op] : "acknowledged, no longer in a log")
+                                            << ")";
+      } else {
+        history.may_be_lost(op);
+      }
+    }
+    EXPECT_TRUE(hq->sync_status(SyncStatus::failed).value().empty());
+
+    // Every customer created exists at HQ once (its GUID, or the customer HQ merged it
+    // into), with an account number; nothing else exists.
+    auto all = hq->customers("").value();
+    std::map<Guid, const Customer*> by_guid;
+    for (const Customer& c : all) {
+      EXPECT_TRUE(by_guid.emplace(c.guid, &c).second) << "customer twice at HQ";
+      EXPECT_TRUE(c.synced()) << c.guid.to_string() << " has no account number";
+    }
+    std::set<Guid> named;
+    {
+    auto store = hq->store().begin();  // read only: rolled back at the end of this block
+    ASSERT_TRUE(store.ok());
+    for (const auto& [guid, expected] : history.customers()) {
+      if (expected.creator.empty()) continue;  // an operation on a customer created before a lost backup
+      Guid target = guid;
+      const bool must_exist = required.contains(history.create_of(guid));
+      if (!by_guid.contains(guid) && !must_exist) {
+        // Its create was lost with a replaced disk before HQ had it: may be absent.
+        auto alias = (*store)->alias_target(guid);
+        ASSERT_TRUE(alias.ok());
+        if (!alias->has_value()) continue;
+      }
+      if (!by_guid.contains(guid)) {
+        auto alias = (*store)->alias_target(guid);
+        ASSERT_TRUE(alias.ok());
+        ASSERT_TRUE(alias->has_value()) << "customer " << guid.to_string() << " created on " << expected.creator
+                                        << " is not at HQ";
+        target = **alias;
+        ASSERT_TRUE(by_guid.contains(target));
+        merged.insert(target);
+        merged.insert(guid);
+      }
+      named.insert(target);
+    }
+    }
+    for (const Customer& c : all) {
+      // A real-time creation HQ carried out whose answer the terminal could not store
+      // (its disk failed): HQ's customer; the history has no create of it.
+      if (!named.contains(c.guid) && rts_created.contains(c.guid)) {
+        history.may_be_lost(history.create_of(c.guid));
+        continue;
+      }
+      EXPECT_TRUE(named.contains(c.guid)) << "HQ has customer " << c.guid.to_string() << " (" << c.first_name
+                                          << "), which no terminal created";
+    }
+
+    // Field by field, against the oracle, where the rules fix one answer: last writer
+    // wins, no merge, clocks HQ believes.
+    const bool exact = policy == ConflictPolicy::lww || policy == ConflictPolicy::hq_wins;
+    for (const auto& [guid, expected] : history.customers()) {
+      auto it = by_guid.find(guid);
+      if (it == by_guid.end() || merged.contains(guid)) continue;
+      // A customer whose create the history lacks (HQ created it for a real-time request
+      // whose answer the terminal's failing disk could not store) has no expected value.
+      if (expected.creator.empty()) continue;
+      const Customer& c = *it->second;
+      if (exact && !history.uncertain(guid)) {
+        EXPECT_EQ(Oracle::flatten(c), Oracle::flatten(expected))
+            << "customer " << guid.to_string() << " at HQ; its edits (node, HLC, version seen):\n"
+            << history.edits(guid);
+      }
+      // Cards: every card request the terminals logged is at HQ once; HQ has no card
+      // but those and the ones it issued whose log rows a restore lost.
+      std::size_t issued = 0;
+      for (const auto& [request, holder] : cards_issued) issued += holder == guid ? 1 : 0;
+      std::size_t logged = 0;  // card operations that must have reached HQ
+      for (const Guid& request : expected.card_requests) logged += required.contains(request) ? 1 : 0;
+      EXPECT_GE(c.loyalty_cards.size(), logged) << guid.to_string();
+      EXPECT_LE(c.loyalty_cards.size(), std::max(issued, expected.card_requests.size())) << guid.to_string();
+    }
+
+    // Every terminal equals HQ: the same customers, fields and account numbers. The one
+    // exception: a customer whose create was lost everywhere (its terminal's disk and
+    // HQ's database both went back past it) may live on as a copy another terminal
+    // pulled before; nothing else may differ.
+    for (auto& t : terminals) {
+      std::set<Guid> mine;
+      for (const Customer& c : t.node->search("").value()) {
+        mine.insert(c.guid);
+        auto it = by_guid.find(c.guid);
+        if (it == by_guid.end()) {
+          EXPECT_FALSE(required.contains(history.create_of(c.guid)))
+              << t.id << " has " << c.guid.to_string() << ", HQ has not";
+          continue;
+        }
+        EXPECT_EQ(Oracle::flatten(c), Oracle::flatten(*it->second)) << t.id << " " << c.guid.to_string();
+        EXPECT_EQ(c.account_number, it->second->account_number) << t.id << " " << c.guid.to_string();
+        EXPECT_EQ(card_numbers(c), card_numbers(*it->second)) << t.id << " " << c.guid.to_string();
+      }
+      for (const Customer& c : all) EXPECT_TRUE(mine.contains(c.guid)) << t.id << " lacks " << c.guid.to_string();
+    }
+  }
+
+  std::mt19937_64 rng;
+  TempDir dir;
+  ManualClock hq_clock;
+  bool pg;
+  testing::HqLocation hq_location{dir};
+  ConflictPolicy policy = ConflictPolicy::lww;
+  DuplicatePolicy duplicates = DuplicatePolicy::flag;
+  std::unique_ptr<Headquarters> hq;
+  std::vector<Terminal> terminals;
+  Deferred deferred;
+  Counters counters;
+  std::map<Guid, Guid> cards_issued;  // request -> the customer HQ gave the card to
+  // Customers HQ answered real-time requests about (created there, possibly without the
+  // terminal storing HQ's answer: a full disk after HQ committed).
+  std::set<Guid> rts_created;
+  Oracle history;
+  std::set<Guid> seen_ops;
+  std::set<Guid> merged;
+  int counter = 0;
+  int fault_steps = 0;
+  bool hq_went_back = false;
+  bool has_hq_backup = false;
+  int hq_generation = 0;                  // bumped when HQ's database goes back
+  std::map<Guid, int> acked_ops;          // op id -> the HQ generation that acknowledged it
+};
+
+std::uint64_t env_number(const char* name, std::uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+void run_seed(std::uint64_t seed, Counters& totals) {
+  const bool pg = testing::testing_postgres();
+  SCOPED_TRACE("simulation seed " + std::to_string(seed) + " (re-run alone: " +
+               (pg ? "TILLSYNC_TEST_BACKEND=postgresql " : "") + "TILLSYNC_SIM_SEED=" + std::to_string(seed) +
+               " build/dev/tests/simulation_tests)");
+  Sim sim(seed, pg);
+  ASSERT_FALSE(sim.terminals.empty());
+  const int steps = 60 + static_cast<int>(sim.rng() % 80);
+  for (int i = 0; i < steps && !::testing::Test::HasFatalFailure(); ++i) {
+    auto& t = sim.terminals[sim.rng() % sim.terminals.size()];
+    t.clock->advance(static_cast<std::int64_t>(sim.rng() % 2000));
+    sim.hq_clock.advance(static_cast<std::int64_t>(sim.rng() % 2000));
+    if (sim.fault_steps > 0 && --sim.fault_steps == 0) FaultVfs::disarm_all();
+    const std::uint64_t roll = sim.rng() % 1000;
+    static const bool trace = std::getenv("TILLSYNC_SIM_TRACE") != nullptr;
+    auto step = [&](const char* what) {
+      if (trace) std::printf("step %d %s %s (HQ clock %lld)\n", i, t.id.c_str(), what, static_cast<long long>(sim.hq_clock.now_ms()));
+    };
+    if (roll < 170) { step("create"); sim.create(t); }
+    else if (roll < 270) { step("edit"); sim.edit(t); }
+    else if (roll < 360) { step("child"); sim.child(t); }
+    else if (roll < 390) { step("card"); sim.card(t); }
+    else if (roll < 580) { step("sync"); sim.sync(t); }
+    else if (roll < 680) { step("job"); sim.run_job(1 + sim.rng() % 8); }
+    else if (roll < 800) { t.link->net = static_cast<Net>(sim.rng() % 5); step("net"); }
+    else if (roll < 840) { step("deliver late"); sim.deliver_late(); }
+    else if (roll < 880) { step("restart"); sim.restart_terminal(t); }
+    else if (roll < 900) { step("restart HQ"); sim.restart_hq(); }
+    else if (roll < 925) { step("backup"); sim.backup_terminal(t); }
+    else if (roll < 940) { step("restore"); sim.restore_terminal(t); }
+    else if (roll < 955) { step("backup HQ"); sim.backup_hq(); }
+    else if (roll < 965) { step("restore HQ"); sim.restore_hq(); }
+    else if (roll < 970) { step("new epoch"); sim.new_epoch(); }
+    else if (roll < 985) { step("disk fault"); sim.disk_fault(); }
+    else { step("clock jump"); sim.clock_jump(t); }
+  }
+  if (::testing::Test::HasFatalFailure()) return;
+  ASSERT_NO_FATAL_FAILURE(sim.heal_and_settle());
+  sim.check();
+  const Counters& c = sim.counters;
+  totals.lost_requests += c.lost_requests;
+  totals.lost_replies += c.lost_replies;
+  totals.duplicated += c.duplicated;
+  totals.stale += c.stale;
+  totals.late += c.late;
+  totals.restarts += c.restarts;
+  totals.terminal_restores += c.terminal_restores;
+  totals.hq_restores += c.hq_restores;
+  totals.epochs += c.epochs;
+  totals.disk_faults += c.disk_faults;
+  totals.clock_jumps += c.clock_jumps;
+  totals.unknown_outcomes += c.unknown_outcomes;
+}
+
+TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
+  Counters totals;
+  if (std::getenv("TILLSYNC_SIM_SEED") != nullptr) {
+    run_seed(env_number("TILLSYNC_SIM_SEED", 1), totals);
+    return;
+  }
+  const std::uint64_t n = env_number("TILLSYNC_SIM_SEEDS", testing::testing_postgres() ? 60 : 1000);
+  const long refused_before = FaultVfs::refused();
+  std::uint64_t seed = 1;
+  for (; seed <= n && !HasFailure(); ++seed) run_seed(seed, totals);
+  std::printf(
+      "%llu seeds: %llu requests lost, %llu replies lost, %llu duplicated (%llu stale, delivered late), "
+      "%llu delivered after their sender gave up, %llu unknown real-time outcomes, %llu restarts, "
+      "%llu terminal restores, %llu HQ restores, %llu new epochs, %llu disk faults (%ld writes refused), "
+      "%llu clock jumps\n",
+      static_cast<unsigned long long>(seed - 1), static_cast<unsigned long long>(totals.lost_requests),
+      static_cast<unsigned long long>(totals.lost_replies), static_cast<unsigned long long>(totals.duplicated),
+      static_cast<unsigned long long>(totals.stale), static_cast<unsigned long long>(totals.late),
+      static_cast<unsigned long long>(totals.unknown_outcomes), static_cast<unsigned long long>(totals.restarts),
+      static_cast<unsigned long long>(totals.terminal_restores), static_cast<unsigned long long>(totals.hq_restores),
+      static_cast<unsigned long long>(totals.epochs), static_cast<unsigned long long>(totals.disk_faults),
+      FaultVfs::refused() - refused_before, static_cast<unsigned long long>(totals.clock_jumps));
+  if (HasFailure()) return;
+  // Faults that never happen prove nothing.
+  EXPECT_GT(totals.lost_replies, n / 2);
+  EXPECT_GT(totals.stale, n / 10);
+  EXPECT_GT(totals.late, n / 10);
+  EXPECT_GT(totals.terminal_restores, n / 10);
+  EXPECT_GT(totals.epochs, n / 20);
+  EXPECT_GT(FaultVfs::refused() - refused_before, static_cast<long>(n / 10));
+}
+
+}  // namespace
+}  // namespace tillsync
