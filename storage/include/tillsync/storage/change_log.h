@@ -2,7 +2,8 @@
 //
 // Rows are (seq, op_id, entity, kind, hlc, node_id, payload). `seq` increases from 1,
 // densely except where renumber_after() moved a suffix; rows are never updated (a
-// trigger refuses UPDATE). Appends take the caller's open Transaction so that a domain
+// trigger refuses UPDATE) except by the recoveries from restores, which delete and
+// insert them again (renumber_after, rewrite_payloads). Appends take the caller's open Transaction so that a domain
 // change and its log row commit together.
 // Thread-safety: as the Database it borrows.
 #pragma once
