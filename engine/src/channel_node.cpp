@@ -6,6 +6,7 @@
 #include "apply.h"
 #include "customer_table.h"
 #include "node_schema.h"
+#include "tillsync/crash_point.h"
 #include "tillsync/storage/change_log.h"
 #include "tillsync/storage/database.h"
 #include "tillsync/validation.h"
@@ -421,7 +422,9 @@ struct ChannelNode::Impl {
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
     TS_RETURN_IF_ERROR(customers().insert(txn, c));
     TS_RETURN_IF_ERROR(log(txn, CustomerCreated{c}, op_id));
+    crash_point("node.create.before_commit");
     TS_RETURN_IF_ERROR(txn.commit());
+    crash_point("node.create.after_commit");
     return CreateOutcome{std::move(c), CreationMode::async, std::move(fallback_reason), std::move(fallback_code)};
   }
 

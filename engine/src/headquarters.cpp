@@ -8,6 +8,7 @@
 
 #include "apply.h"
 #include "field_merge.h"
+#include "tillsync/crash_point.h"
 #include "tillsync/storage/pg.h"
 #include "tillsync/validation.h"
 
@@ -167,6 +168,7 @@ struct Headquarters::Impl {
       }
       TS_ASSIGN_OR_RETURN(r.hq_hlc, tick(*tx, std::nullopt));
       TS_RETURN_IF_ERROR(tx->commit());
+      crash_point("hq.rts.after_commit");  // carried out, not answered
       return r;
     });
   }
@@ -549,7 +551,9 @@ struct Headquarters::Impl {
       TS_ASSIGN_OR_RETURN(auto ops, tx->staged(want));
       TS_ASSIGN_OR_RETURN(Order ord, order(*tx, ops));
       for (const StagedOp& op : ops) TS_RETURN_IF_ERROR(apply_and_record(*tx, op, {}, part, ord));
+      if (!ops.empty()) crash_point("hq.job.before_commit");
       TS_RETURN_IF_ERROR(tx->commit());
+      if (!ops.empty()) crash_point("hq.job.after_commit");
       return Chunk{part, ops.size()};
     });
   }
@@ -824,7 +828,9 @@ Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t pre
       if (fresh[i]) ++result.staged;
       else ++result.duplicates;
     }
+    crash_point("hq.push.before_commit");
     TS_RETURN_IF_ERROR(tx->commit());
+    crash_point("hq.push.after_commit");  // committed, not acknowledged
     if (!run.empty() && clock_changed) impl_->noted_clock[std::string(node_id)] = result.clock_ahead_ms;
     // Acknowledged only after the commit above, and only as far as this batch goes: HQ's
     // cursor may lie beyond it on operations of another copy of the node (restores), which

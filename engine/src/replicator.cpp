@@ -5,6 +5,7 @@
 #include "apply.h"
 #include "customer_table.h"
 #include "node_schema.h"
+#include "tillsync/crash_point.h"
 #include "tillsync/storage/change_log.h"
 #include "tillsync/storage/database.h"
 #include "tillsync/validation.h"
@@ -173,6 +174,7 @@ struct Replicator::Impl {
         "WHERE c.op_id = rts_applied.op_id AND c.seq <= ?1)"));
     st.bind(1, std::min(reply.acked_seq, last));
     TS_RETURN_IF_ERROR(st.run());
+    crash_point("node.ack.before_commit");
     return txn.commit();
   }
 
@@ -404,7 +406,9 @@ struct Replicator::Impl {
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, reply.cursor));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, static_cast<std::int64_t>(reply.cursor_mark)));
       TS_RETURN_IF_ERROR(merge_hq_clock(txn, reply.hq_hlc));
+      crash_point("node.pull.before_commit");
       TS_RETURN_IF_ERROR(txn.commit());
+      crash_point("node.pull.after_commit");
       pulled += static_cast<std::int64_t>(reply.customers.size());
       if (reply.customers.size() < options.pull_batch) {
         TS_RETURN_IF_ERROR(settle_versions());

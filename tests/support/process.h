@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 extern char** environ;
@@ -31,7 +33,10 @@ class Process {
   using Clock = std::chrono::steady_clock;
   static constexpr int kDefaultTimeoutMs = 30'000;
 
-  Process(const std::string& binary, const std::vector<std::string>& args, std::string err_path)
+  // `env`: "NAME=value" entries added to (or replacing those of) this process's
+  // environment for the child.
+  Process(const std::string& binary, const std::vector<std::string>& args, std::string err_path,
+          const std::vector<std::string>& env = {})
       : err_path_(std::move(err_path)) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
@@ -46,7 +51,19 @@ class Process {
     std::vector<char*> argv;
     for (std::string& s : storage) argv.push_back(s.data());
     argv.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ);
+    std::vector<char*> envp;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string_view entry(*e);
+      const bool replaced = std::any_of(env.begin(), env.end(), [&](const std::string& mine) {
+        const auto eq = mine.find('=');
+        return entry.substr(0, entry.find('=')) == std::string_view(mine).substr(0, eq);
+      });
+      if (!replaced) envp.push_back(*e);
+    }
+    std::vector<std::string> env_storage(env);
+    for (std::string& e : env_storage) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const int rc = ::posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     ::close(fds[1]);
     if (rc != 0) {
