@@ -1,8 +1,16 @@
 // A fault-injecting SQLite VFS for simulations (below SQLite, as in leveldb's
 // fault_injection_test): it wraps the default VFS and, for database files whose path
-// contains an armed marker, fails the Nth and every later write or sync with
-// SQLITE_FULL (disk full) or SQLITE_IOERR (an I/O error), until disarmed. SQLite then
-// rolls the transaction back; the engine must report an error and write nothing.
+// contains an armed marker, from the Nth write or sync on, until disarmed:
+//   full, io_error  fails every write and sync with SQLITE_FULL (disk full) or
+//                   SQLITE_IOERR (an I/O error). SQLite rolls the transaction back; the
+//                   engine must report an error and write nothing.
+//   crash           the process dies there (a kill -9 inside a transaction or its
+//                   commit): every later write, sync, truncation and deletion of those
+//                   files is silently dropped, while the code above carries on, unaware.
+//                   What it does from then on must be ignored (crashed() says it
+//                   happened); the test drops the objects (their closing writes dropped
+//                   too), disarms, and reopens the files, and SQLite recovers them as
+//                   after a real crash: what was written before the crash point stays.
 //
 // install() registers it as the process's default VFS (once; every connection opened
 // afterwards goes through it). Arming and disarming are for one thread at a time (the
@@ -19,7 +27,7 @@ namespace tillsync::testing {
 
 class FaultVfs {
  public:
-  enum class Fault { full, io_error };
+  enum class Fault { full, io_error, crash };
 
   static void install() {
     static bool installed = false;
@@ -31,6 +39,7 @@ class FaultVfs {
     v.zName = "tillsync-fault";
     v.szOsFile = static_cast<int>(sizeof(File)) + state().real->szOsFile;
     v.xOpen = &open;
+    v.xDelete = &remove;
     sqlite3_vfs_register(&v, /*makeDflt=*/1);
   }
 
@@ -40,6 +49,14 @@ class FaultVfs {
     state().armed[marker] = Armed{after, fault};
   }
   static void disarm(const std::string& marker) { state().armed.erase(marker); }
+  // Whether an armed crash of `marker` has happened (the process holding those files is
+  // dead; disarm() once its objects are gone).
+  static bool crashed(const std::string& marker) {
+    auto it = state().armed.find(marker);
+    return it != state().armed.end() && it->second.crashed;
+  }
+  // Crash points reached so far.
+  static long crashes() { return state().crashes; }
   static void disarm_all() { state().armed.clear(); }
   // Writes and syncs refused so far (the simulation reports it: faults that never fire
   // prove nothing).
@@ -49,12 +66,14 @@ class FaultVfs {
   struct Armed {
     int after = 0;
     Fault fault = Fault::full;
+    bool crashed = false;
   };
   struct State {
     sqlite3_vfs vfs{};
     sqlite3_vfs* real = nullptr;
     std::map<std::string, Armed> armed;
     long refused = 0;
+    long crashes = 0;
   };
   static State& state() {
     static State s;
@@ -67,18 +86,31 @@ class FaultVfs {
     sqlite3_file* real() { return reinterpret_cast<sqlite3_file*>(this + 1); }
   };
 
-  // SQLITE_OK, or the fault of an armed marker this file's path contains.
-  static int check(File* f) {
+  static constexpr int kDropped = -1;  // check(): the process is dead, do nothing
+
+  // SQLITE_OK, the fault of an armed marker this path contains, or kDropped.
+  static int check(const std::string& path) {
     for (auto& [marker, armed] : state().armed) {
-      if (f->path->find(marker) == std::string::npos) continue;
+      if (path.find(marker) == std::string::npos) continue;
+      if (armed.crashed) return kDropped;
       if (armed.after > 0) {
         --armed.after;
         continue;
+      }
+      if (armed.fault == Fault::crash) {
+        armed.crashed = true;
+        ++state().crashes;
+        return kDropped;
       }
       ++state().refused;
       return armed.fault == Fault::full ? SQLITE_FULL : SQLITE_IOERR_WRITE;
     }
     return SQLITE_OK;
+  }
+  static bool dead(const std::string& path) {
+    for (auto& [marker, armed] : state().armed)
+      if (armed.crashed && path.find(marker) != std::string::npos) return true;
+    return false;
   }
 
   static File* of(sqlite3_file* f) { return reinterpret_cast<File*>(f); }
@@ -92,15 +124,24 @@ class FaultVfs {
     return of(f)->real()->pMethods->xRead(of(f)->real(), buf, n, off);
   }
   static int write(sqlite3_file* f, const void* buf, int n, sqlite3_int64 off) {
-    if (int rc = check(of(f)); rc != SQLITE_OK) return rc;
+    const int rc = check(*of(f)->path);
+    if (rc == kDropped) return SQLITE_OK;
+    if (rc != SQLITE_OK) return rc;
     return of(f)->real()->pMethods->xWrite(of(f)->real(), buf, n, off);
   }
   static int truncate(sqlite3_file* f, sqlite3_int64 size) {
+    if (dead(*of(f)->path)) return SQLITE_OK;
     return of(f)->real()->pMethods->xTruncate(of(f)->real(), size);
   }
   static int sync(sqlite3_file* f, int flags) {
-    if (int rc = check(of(f)); rc != SQLITE_OK) return rc == SQLITE_FULL ? SQLITE_FULL : SQLITE_IOERR_FSYNC;
+    const int rc = check(*of(f)->path);
+    if (rc == kDropped) return SQLITE_OK;
+    if (rc != SQLITE_OK) return rc == SQLITE_FULL ? SQLITE_FULL : SQLITE_IOERR_FSYNC;
     return of(f)->real()->pMethods->xSync(of(f)->real(), flags);
+  }
+  static int remove(sqlite3_vfs*, const char* name, int sync_dir) {
+    if (name != nullptr && dead(name)) return SQLITE_OK;  // a dead process deletes nothing
+    return state().real->xDelete(state().real, name, sync_dir);
   }
   static int file_size(sqlite3_file* f, sqlite3_int64* size) {
     return of(f)->real()->pMethods->xFileSize(of(f)->real(), size);
