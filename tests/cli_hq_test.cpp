@@ -803,7 +803,7 @@ TEST_F(HqCliTest, ResyncFixesFailedRecord) {
   {
     auto hq = tillsync::Headquarters::open(hq_db_);
     ASSERT_TRUE(hq.ok()) << hq.status().to_string();
-    auto pushed = (*hq)->push("S009/T01", rec.seq - 1, {rec});
+    auto pushed = (*hq)->push("S009/T01", rec.seq - 1, tillsync::Guid{}, {rec});
     ASSERT_TRUE(pushed.ok()) << pushed.status().to_string();
   }
   json job = run_job();

@@ -348,7 +348,7 @@ TEST_F(ClockTest, NoMessageMovesAClockToItsLimit) {
   r.node_id = "S009/T01";
   r.payload = encode_payload(CustomerCreated{c});
   auto client = HqClient::connect(hq->endpoint(), 2000).value();
-  ASSERT_TRUE(client->push("S009/T01", 0, {r}).ok());
+  ASSERT_TRUE(client->push("S009/T01", 0, Guid{}, {r}).ok());
   EXPECT_EQ(run_job().converted, 1u);
   EXPECT_LE(hq_hlc().millis(), static_cast<std::uint64_t>(kT + 300'000));
   // A terminal following HQ's clock stays far from the limit too.

@@ -315,7 +315,7 @@ TEST_F(HqCurveTest, RequestClaimingAnotherNodeIsUnauthorizedAndWritesNothing) {
   EXPECT_EQ(client->create_customer("S001/T02", request, c).status().code(), Code::unauthorized);
   EXPECT_EQ(client->search("S001/T02", "").status().code(), Code::unauthorized);
   EXPECT_EQ(client->pull("S001/T02", 0, 0, 100, false).status().code(), Code::unauthorized);
-  EXPECT_EQ(client->push("S001/T02", 0, {}).status().code(), Code::unauthorized);
+  EXPECT_EQ(client->push("S001/T02", 0, Guid{}, {}).status().code(), Code::unauthorized);
   EXPECT_EQ(client->hello("S001/T02", Guid{}).status().code(), Code::unauthorized);
   EXPECT_TRUE(hq->inspect()->customers("").value().empty());
   // HQ's own count of requests refused for claiming another node: all five.

@@ -757,7 +757,7 @@ Result<HelloResult> Headquarters::hello(std::string_view node_id, const Guid& ac
   return out;
 }
 
-Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t prev,
+Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t prev, const Guid& prev_op,
                                       const std::vector<LogRecord>& records) {
   for (std::size_t i = 0; i < records.size(); ++i) {
     const LogRecord& r = records[i];
@@ -777,19 +777,31 @@ Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t pre
     TS_ASSIGN_OR_RETURN(std::int64_t cursor, tx->node_cursor(node_id));
     // Records at or below the cursor are resends, which HQ must hold by op id: a
     // different operation there means the node's log is not the one HQ received
-    // (restored from an older backup, or re-initialised under the same node id).
+    // (restored from an older backup, or re-initialised under the same node id). The
+    // row before the batch is checked the same way: a batch that continues HQ's cursor
+    // by seq alone may have been sent behind one HQ refused, and would put the node's
+    // operations out of order.
     std::size_t first = 0;
     while (first < records.size() && records[first].seq <= cursor) ++first;
-    if (first > 0) {
+    const bool check_prev = prev > 0 && prev <= cursor && !prev_op.is_nil();
+    if (first > 0 || check_prev) {
       std::vector<Guid> ids;
-      ids.reserve(first);
-      for (std::size_t i = 0; i < first; ++i) ids.push_back(records[i].op_id);
-      TS_ASSIGN_OR_RETURN(std::vector<bool> held, tx->holds_ops(node_id, ids));
+      std::vector<std::int64_t> seqs;
+      ids.reserve(first + 1);
+      if (check_prev) {
+        ids.push_back(prev_op);
+        seqs.push_back(prev);
+      }
       for (std::size_t i = 0; i < first; ++i) {
+        ids.push_back(records[i].op_id);
+        seqs.push_back(records[i].seq);
+      }
+      TS_ASSIGN_OR_RETURN(std::vector<bool> held, tx->holds_ops(node_id, ids));
+      for (std::size_t i = 0; i < ids.size(); ++i) {
         if (held[i]) continue;
         return Status(Code::conflict,
                       "HQ holds another operation of node " + std::string(node_id) + " at seq " +
-                          std::to_string(records[i].seq) + " (HQ has up to seq " +
+                          std::to_string(seqs[i]) + " (HQ has up to seq " +
                           std::to_string(cursor) +
                           "): the terminal's database was restored or re-initialised; it "
                           "renumbers its unacknowledged operations after HQ's cursor");

@@ -61,9 +61,9 @@ struct HqClient::Impl {
   }
 };
 
-Status HqLink::start_push(const std::string& node_id, std::int64_t prev,
+Status HqLink::start_push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                           const std::vector<LogRecord>& records) {
-  started_.push_back(push(node_id, prev, records));
+  started_.push_back(push(node_id, prev, prev_op, records));
   return Status::Ok();
 }
 
@@ -151,16 +151,16 @@ Result<std::vector<Customer>> HqClient::search(const std::string& node_id, const
   return std::move(reply.customers);
 }
 
-Result<PushReply> HqClient::push(const std::string& node_id, std::int64_t prev,
+Result<PushReply> HqClient::push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                                  const std::vector<LogRecord>& records) {
-  TS_ASSIGN_OR_RETURN(auto ack, impl_->call<protocol::PushAck>(MsgType::push, protocol::Push{node_id, prev, records}));
+  TS_ASSIGN_OR_RETURN(auto ack, impl_->call<protocol::PushAck>(MsgType::push, protocol::Push{node_id, prev, prev_op, records}));
   return PushReply{std::move(ack.epoch), ack.acked_seq};
 }
 
-Status HqClient::start_push(const std::string& node_id, std::int64_t prev,
+Status HqClient::start_push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                             const std::vector<LogRecord>& records) {
   Status sent = impl_->client->send(static_cast<std::uint8_t>(MsgType::push),
-                                    protocol::encode(protocol::Push{node_id, prev, records}));
+                                    protocol::encode(protocol::Push{node_id, prev, prev_op, records}));
   return sent.ok() ? sent : impl_->failed(std::move(sent));
 }
 

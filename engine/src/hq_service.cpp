@@ -164,7 +164,7 @@ struct HqService::Impl {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Push>(body));
         TS_RETURN_IF_ERROR(check_node(m));
         TS_RETURN_IF_ERROR(check_identity(req, m));
-        TS_ASSIGN_OR_RETURN(PushResult r, hq->push(m.node, m.prev, m.records));
+        TS_ASSIGN_OR_RETURN(PushResult r, hq->push(m.node, m.prev, m.prev_op, m.records));
         note_clock(m.node, r.clock_ahead_ms);
         return reply(MsgType::push, protocol::encode(protocol::PushAck{hq->epoch(), r.acked_seq}));
       }

@@ -12,10 +12,10 @@ Result<HelloReply> LocalHqLink::hello(const std::string& node_id, const Guid& ac
   return HelloReply{hq_->epoch(), r.push_cursor, r.hq_hlc, r.holds_acked};
 }
 
-Result<PushReply> LocalHqLink::push(const std::string& node_id, std::int64_t prev,
+Result<PushReply> LocalHqLink::push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                                     const std::vector<LogRecord>& records) {
   TS_RETURN_IF_ERROR(check());
-  TS_ASSIGN_OR_RETURN(PushResult r, hq_->push(node_id, prev, records));
+  TS_ASSIGN_OR_RETURN(PushResult r, hq_->push(node_id, prev, prev_op, records));
   return PushReply{hq_->epoch(), r.acked_seq};
 }
 

@@ -151,10 +151,12 @@ struct CustomersReply {
 struct Push {
   std::string node;
   std::int64_t prev = 0;
+  Guid prev_op;  // the op id of the node's row at `prev` (nil: none, or not known)
   std::vector<LogRecord> records;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, node);
     codec::integer(ar, prev);
+    codec::guid(ar, prev_op);
     codec::list(ar, records, [](Ar& a, LogRecord& r) { log_record(a, r); });
   }
 };

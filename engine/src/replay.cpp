@@ -650,7 +650,7 @@ class Replayer {
     }
     // Streams are verified dense from HQ's cursor (or renumbered so), so each batch
     // continues the seq just before it.
-    TS_ASSIGN_OR_RETURN(PushResult pushed, hq_.push(n.node_id, batch.front().seq - 1, batch));
+    TS_ASSIGN_OR_RETURN(PushResult pushed, hq_.push(n.node_id, batch.front().seq - 1, Guid{}, batch));
     if (pushed.gap || pushed.acked_seq < batch.back().seq) {
       return Status::Internal("HQ acknowledged node " + n.node_id + " only up to seq " +
                               std::to_string(pushed.acked_seq) + " after a push ending at seq " +

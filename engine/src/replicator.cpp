@@ -160,6 +160,17 @@ struct Replicator::Impl {
     return records;
   }
 
+  // The op id of the log row at `seq` (nil when there is none: seq 0, or a hole left
+  // by a renumbering). A push names it so that HQ can tell a batch that continues its
+  // cursor from one that only continues its seq.
+  Result<Guid> op_at(storage::ChangeLog& log, std::int64_t seq) {
+    if (seq <= 0) return Guid{};
+    TS_ASSIGN_OR_RETURN(auto rows, log.read_after(seq - 1, 1));
+    if (rows.empty() || rows.front().seq != seq) return Guid{};
+    TS_ASSIGN_OR_RETURN(LogRecord rec, to_record(std::move(rows.front())));
+    return rec.op_id;
+  }
+
   // Records HQ's acknowledgement (and its epoch) in the terminal's database. HQ's
   // cursor is the truth: it may be behind ours after an HQ reset (a gap), and then we
   // resend from there. It is never recorded beyond this log's last row, so that every
@@ -208,6 +219,7 @@ struct Replicator::Impl {
     TS_ASSIGN_OR_RETURN(std::int64_t last, log.last_seq());
     std::optional<PushReply> unsaved;      // HQ's last reply, not yet recorded here
     std::int64_t sent_up_to = acked;       // the next batch starts after this seq
+    TS_ASSIGN_OR_RETURN(Guid sent_op, op_at(log, sent_up_to));  // the row at sent_up_to
     bool resending = false;                // HQ took less: drain, then resend from its cursor
     // Every way out records HQ's last reply first.
     auto leave = [&](Status s) -> Status {
@@ -223,8 +235,9 @@ struct Replicator::Impl {
         if (!records.ok()) return leave(records.status());
         if (records->empty()) break;
         last = std::max(last, records->back().seq);
-        TS_RETURN_IF_ERROR(leave(hq->start_push(config.node_id(), sent_up_to, *records)));
+        TS_RETURN_IF_ERROR(leave(hq->start_push(config.node_id(), sent_up_to, sent_op, *records)));
         sent_up_to = records->back().seq;
+        sent_op = records->back().op_id;
         in_flight.push_back(sent_up_to);
       }
       if (in_flight.empty()) {
@@ -258,6 +271,9 @@ struct Replicator::Impl {
       if (resending && in_flight.empty()) {
         resending = false;
         sent_up_to = acked;
+        auto op = op_at(log, sent_up_to);
+        if (!op.ok()) return leave(op.status());
+        sent_op = *op;
       }
     }
   }

@@ -119,14 +119,16 @@ class Headquarters {
   // whether HQ holds `acked_op` from the node (nil: not asked).
   Result<HelloResult> hello(std::string_view node_id, const Guid& acked_op = Guid{});
   // Stages `records` (all from `node_id`, ascending seq; `prev` is the node's log row
-  // just before records[0]) in one transaction and returns the node's cursor after
+  // just before records[0], `prev_op` its op id or nil) in one transaction and returns the node's cursor after
   // commit. Records HQ holds (same op id from this node) are skipped; a batch whose
   // `prev` lies beyond the cursor is a gap, staged not at all (the node resends from
   // the returned cursor). A record at or below the cursor whose op id HQ does not hold
   // from this node is refused with Code::conflict, nothing staged: the node's database
-  // was restored or re-initialised. Records of another node are refused with
+  // was restored or re-initialised. So is a batch whose `prev` is at or below the cursor
+  // while HQ does not hold a non-nil `prev_op` from this node (a batch the node sent
+  // behind one HQ refused). Records of another node are refused with
   // unauthorized; malformed batches (seqs not ascending) with invalid_input.
-  Result<PushResult> push(std::string_view node_id, std::int64_t prev,
+  Result<PushResult> push(std::string_view node_id, std::int64_t prev, const Guid& prev_op,
                           const std::vector<LogRecord>& records);
   // Feed entries after `after`; with `filtered` only the node's own store's customers.
   // `after_mark` is the cursor_mark HQ returned with `after` (0 when after is 0); when

@@ -55,18 +55,19 @@ struct PullReply {
 // ZeroMQ; LocalHqLink (local_hq_link.h) calls a Headquarters in the same process.
 //
 // Push: `prev` is the seq of the node's log row just before records[0] (the node holds
-// nothing between them). HQ acknowledges the highest seq it holds after its commit; a
+// nothing between them) and `prev_op` that row's op id (nil: no such row, or unknown). HQ acknowledges the highest seq it holds after its commit; a
 // batch whose `prev` is beyond HQ's cursor is a gap (answered with the cursor, nothing
 // staged). A record at or below HQ's cursor whose op id HQ does not hold from this node
 // is refused with Code::conflict and nothing is staged: the node's database was
-// restored from a backup or re-initialised (Replicator recovers, docs/protocol.md).
+// restored from a backup or re-initialised (Replicator recovers, docs/protocol.md). So
+// is a batch whose `prev` is at or below HQ's cursor while HQ does not hold `prev_op`.
 // Pull: `after_mark` is the cursor_mark HQ returned with `after` (0 for after = 0).
 class HqLink {
  public:
   virtual ~HqLink() = default;
   // `acked_op`: the op id of the node's newest acknowledged row (nil: none).
   virtual Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op) = 0;
-  virtual Result<PushReply> push(const std::string& node_id, std::int64_t prev,
+  virtual Result<PushReply> push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                                  const std::vector<LogRecord>& records) = 0;
   // push() in two halves, so that several batches can be on their way while the caller
   // works: start_push() sends a batch, finish_push() returns the reply to the oldest
@@ -74,7 +75,7 @@ class HqLink {
   // means the batch was not sent; finish_push() with nothing started is invalid_input.
   // Do not push() while batches are in flight (HqClient abandons them). The defaults
   // run push() in start_push() and keep its result for finish_push().
-  virtual Status start_push(const std::string& node_id, std::int64_t prev,
+  virtual Status start_push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                             const std::vector<LogRecord>& records);
   virtual Result<PushReply> finish_push();
   virtual Result<PullReply> pull(const std::string& node_id, std::int64_t after,
@@ -128,9 +129,9 @@ class HqClient final : public HqGateway, public HqLink {
 
   Result<std::vector<Customer>> search(const std::string& node_id, const std::string& text);
   Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op) override;
-  Result<PushReply> push(const std::string& node_id, std::int64_t prev,
+  Result<PushReply> push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                          const std::vector<LogRecord>& records) override;
-  Status start_push(const std::string& node_id, std::int64_t prev,
+  Status start_push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                     const std::vector<LogRecord>& records) override;
   Result<PushReply> finish_push() override;
   Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint64_t after_mark,

@@ -22,7 +22,7 @@ class LocalHqLink final : public HqLink {
   bool up() const { return up_; }
 
   Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op) override;
-  Result<PushReply> push(const std::string& node_id, std::int64_t prev,
+  Result<PushReply> push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                          const std::vector<LogRecord>& records) override;
   Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint64_t after_mark,
                          std::uint32_t limit, bool filtered) override;
