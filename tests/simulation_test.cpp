@@ -60,6 +60,7 @@ struct Counters {
   std::uint64_t lost_requests = 0, lost_replies = 0, duplicated = 0, stale = 0, late = 0;
   std::uint64_t restarts = 0, terminal_restores = 0, hq_restores = 0, epochs = 0;
   std::uint64_t disk_faults = 0, clock_jumps = 0, unknown_outcomes = 0, crashes = 0;
+  std::uint64_t journal_entries = 0;  // conflict journal entries checked
 };
 
 // Messages HQ receives after their sender stopped waiting: run later, in any order.
@@ -221,6 +222,7 @@ struct ExpectedCustomer {
   std::string creator;
   std::map<std::string, Write> fields;  // the create's values, then the newest write
   std::map<Guid, ExpectedChild> addresses, contacts;
+  std::vector<std::string> affiliations;  // sorted; set at creation only
   std::set<Guid> card_requests;  // real-time requests that issued a card
 };
 
@@ -257,32 +259,41 @@ class Oracle {
         Write w = create;
         w.value = c->customer.get(f);
         e.fields.emplace(std::string(field_name(f)), w);
+        wrote(std::string(field_name(f)), base, w.value);
       }
-      for (const Address& a : c->customer.addresses) add_address(e, a, create);
-      for (const Contact& k : c->customer.contacts) add_contact(e, k, create);
+      for (const Address& a : c->customer.addresses) add_address(e, a, create, base);
+      for (const Contact& k : c->customer.contacts) add_contact(e, k, create, base);
+      e.affiliations = c->customer.affiliations;
+      std::sort(e.affiliations.begin(), e.affiliations.end());
       return;
     }
     ExpectedCustomer& e = customers_[customer];
     if (const auto* u = std::get_if<CustomerUpdated>(&p)) {
       for (const FieldChange& ch : u->changes) {
         put(e.fields, std::string(field_name(ch.field)), value(ch.value));
+        wrote(std::string(field_name(ch.field)), base, ch.value);
         trace_[customer].push_back(node + " " + rec.hlc.to_string() + " base " + std::to_string(u->base_version) + " " +
                                    std::string(field_name(ch.field)) + "=" + ch.value + " op " +
                                    rec.op_id.to_string().substr(24));
       }
     } else if (const auto* a = std::get_if<AddressAdded>(&p)) {
-      add_address(e, a->address, base);
+      add_address(e, a->address, base, base);
     } else if (const auto* r = std::get_if<AddressRemoved>(&p)) {
       e.addresses[r->address].removed = true;
+      wrote("child:" + r->address.to_string(), base, "(removed)");
     } else if (const auto* au = std::get_if<AddressUpdated>(&p)) {
-      for (const AddressFieldChange& ch : au->changes)
+      for (const AddressFieldChange& ch : au->changes) {
         put(e.addresses[au->address].fields, std::string(to_string(ch.field)), value(ch.value));
+        wrote(journal_key(au->address, ch.field), base, ch.value);
+      }
     } else if (const auto* k = std::get_if<ContactAdded>(&p)) {
-      add_contact(e, k->contact, base);
+      add_contact(e, k->contact, base, base);
     } else if (const auto* kr = std::get_if<ContactRemoved>(&p)) {
       e.contacts[kr->contact].removed = true;
+      wrote("child:" + kr->contact.to_string(), base, "(removed)");
     } else if (const auto* ku = std::get_if<ContactUpdated>(&p)) {
       put(e.contacts[ku->contact].fields, "value", value(ku->value));
+      wrote("contact:" + ku->contact.to_string() + ":value", base, ku->value);
     } else if (std::get_if<LoyaltyCardIssued>(&p) != nullptr) {
       e.card_requests.insert(rec.op_id);
     }
@@ -300,6 +311,13 @@ class Oracle {
   // before HQ acknowledged it): its customer's state is not fixed by the history.
   void may_be_lost(const Guid& op) {
     if (auto it = touches_.find(op); it != touches_.end()) uncertain_.insert(it->second);
+  }
+  // Whether the history holds a write of `value` to the journal key `key` ("last_name",
+  // "address:<guid>:city", "contact:<guid>:value", or "child:<guid>" for a removal,
+  // written "(removed)") made by `node` at `hlc`.
+  bool holds_write(const std::string& key, const FieldWrite& w, const std::string& value) const {
+    auto it = writes_.find({key, w.node, w.hlc.value});
+    return it != writes_.end() && it->second.contains(value);
   }
   // The op id of the customer's create (nil when the history has none).
   Guid create_of(const Guid& customer) const {
@@ -319,6 +337,12 @@ class Oracle {
       if (k.removed) continue;
       for (const auto& [name, w] : k.fields) out["contact " + g.to_string() + " " + name] = w.value;
     }
+    out["affiliations"] = joined(e.affiliations);
+    return out;
+  }
+  static std::string joined(const std::vector<std::string>& names) {
+    std::string out;
+    for (const std::string& n : names) out += (out.empty() ? "" : ",") + n;
     return out;
   }
   static std::map<std::string, std::string> flatten(const Customer& c) {
@@ -335,6 +359,9 @@ class Oracle {
       out["contact " + k.guid.to_string() + " value"] = k.value;
       out["contact " + k.guid.to_string() + " kind"] = std::string(to_string(k.kind));
     }
+    std::vector<std::string> affiliations = c.affiliations;
+    std::sort(affiliations.begin(), affiliations.end());
+    out["affiliations"] = joined(affiliations);
     return out;
   }
 
@@ -343,7 +370,9 @@ class Oracle {
     auto it = fields.find(name);
     if (it == fields.end() || it->second < w) fields[name] = w;
   }
-  void add_address(ExpectedCustomer& e, const Address& a, const Write& base) {
+  // `base`: the expected write (its HLC may be 0: before every edit); `made`: the
+  // operation as logged (its node and HLC name it in HQ's journal).
+  void add_address(ExpectedCustomer& e, const Address& a, const Write& base, const Write& made) {
     ExpectedChild& child = e.addresses[a.guid];
     Address copy = a;
     for (AddressField f : {AddressField::purpose, AddressField::street, AddressField::city, AddressField::state,
@@ -352,19 +381,31 @@ class Oracle {
       w.hlc = Hlc{0};  // the add comes before every edit of the child
       w.value = address_field(copy, f);
       put(child.fields, std::string(to_string(f)), w);
+      wrote(journal_key(a.guid, f), made, w.value);
     }
   }
-  void add_contact(ExpectedCustomer& e, const Contact& k, const Write& base) {
+  void add_contact(ExpectedCustomer& e, const Contact& k, const Write& base, const Write& made) {
     ExpectedChild& child = e.contacts[k.guid];
     Write w = base;
     w.hlc = Hlc{0};
     w.value = k.value;
     put(child.fields, "value", w);
+    wrote("contact:" + k.guid.to_string() + ":value", made, k.value);
     w.value = std::string(to_string(k.kind));
     put(child.fields, "kind", w);
   }
+  // HQ's journal names an address field "address:<guid>:<field>".
+  static std::string journal_key(const Guid& address, AddressField f) {
+    return "address:" + address.to_string() + ":" + std::string(to_string(f));
+  }
+  void wrote(const std::string& key, const Write& made, const std::string& value) {
+    writes_[{key, made.node, made.hlc.value}].insert(value);
+  }
 
   std::map<Guid, std::vector<std::string>> trace_;  // edits, for failure messages
+  // (journal key, node, HLC) -> the values written there (a restored till may reuse an
+  // HLC, so there can be several).
+  std::map<std::tuple<std::string, std::string, std::uint64_t>, std::set<std::string>> writes_;
   std::map<Guid, ExpectedCustomer> customers_;
   std::map<Guid, Guid> touches_;  // op id -> customer
   std::map<Guid, Guid> creates_;  // customer -> its create's op id
@@ -516,6 +557,8 @@ struct Sim {
     if (rng() % 3 == 0) in.email = email_for(rng());
     if (rng() % 3 == 0) in.addresses.push_back({{}, "", "Street " + std::to_string(counter), "Town", "", "", "US"});
     if (rng() % 4 == 0) in.secondary_phones.push_back("+1 555 " + std::to_string(1000 + counter));
+    // Drawn from the counter, not the generator, so that the seeds keep their histories.
+    if (counter % 5 == 0) in.affiliations = {"Club" + std::to_string(counter % 3), "Staff"};
     const std::int64_t before = last_seq(t);
     auto out = t.node->create_customer(in);
     if (!out.ok()) return expect_explained(out.status(), t.id + " create");
@@ -979,6 +1022,8 @@ struct Sim {
       EXPECT_LE(c.loyalty_cards.size(), std::max(issued, expected.card_requests.size())) << guid.to_string();
     }
 
+    check_journal();
+
     // Every terminal equals HQ: the same customers, fields and account numbers. The one
     // exception: a customer whose create was lost everywhere (its terminal's disk and
     // HQ's database both went back past it) may live on as a copy another terminal
@@ -1012,6 +1057,57 @@ struct Sim {
         EXPECT_EQ(t.node->digest()->hex, hq->digest()->hex) << t.id;
       }
     }
+  }
+
+  // The conflict journal, entry by entry: each names two writes the history holds, with
+  // the values they wrote (the kept and the lost one), the run's policy, and the outcome
+  // the policy gives for them (under lww and hq-wins, which has no HQ edits here, the
+  // newer write kept; under manual, held open); no pair of writes is journaled twice,
+  // however often its operations were delivered, re-run or restored. Which writes
+  // conflict at all depends on the versions each editor had seen (delivery timing), so
+  // the set of entries is checked, not predicted. Customers HQ wrote in real time, or
+  // whose place in the order depends on receipt time, are left out (HQ stamps them).
+  void check_journal() {
+    auto journal = hq->conflicts();
+    ASSERT_TRUE(journal.ok()) << journal.status().to_string();
+    // A pair of writes: the field, each write (HLC, node, version) and each value. Two
+    // operations of one till HQ restamped in one push (clock beyond the offset) share an
+    // HLC; their versions or values tell them apart. One operation journaled twice
+    // against one stored write would repeat all of it (a held or dropped write leaves
+    // the version alone).
+    std::set<std::tuple<Guid, std::string, std::string, std::string>> pairs;
+    auto write = [](const FieldWrite& w, const std::string& value) {
+      return w.hlc.to_string() + " " + w.node + " v" + std::to_string(w.version) + " " + value;
+    };
+    for (const ConflictRecord& r : *journal) {
+      const std::string what = "journal entry " + std::to_string(r.id) + " (" + r.field + " of " +
+                               r.customer.to_string() + ": kept '" + r.kept + "' by " + r.kept_write.node + " " +
+                               r.kept_write.hlc.to_string() + ", lost '" + r.lost + "' by " + r.lost_write.node +
+                               " " + r.lost_write.hlc.to_string() + ", " + r.outcome + ")";
+      EXPECT_EQ(r.policy, policy) << what;
+      EXPECT_TRUE(pairs.insert({r.customer, r.field, write(r.kept_write, r.kept), write(r.lost_write, r.lost)}).second)
+          << what << " is journaled twice";
+      if (rts_written.contains(r.customer) || history.uncertain(r.customer)) continue;
+      const bool removal = r.field.rfind("child:", 0) == 0;
+      if (removal) {
+        EXPECT_EQ(r.outcome, "removal wins") << what;
+        EXPECT_EQ(r.status, "resolved") << what;
+        EXPECT_TRUE(history.holds_write(r.field, r.kept_write, "(removed)")) << what << ": no such removal";
+        continue;
+      }
+      EXPECT_TRUE(history.holds_write(r.field, r.kept_write, r.kept)) << what << ": the kept write is not in the history";
+      EXPECT_TRUE(history.holds_write(r.field, r.lost_write, r.lost)) << what << ": the lost write is not in the history";
+      if (policy == ConflictPolicy::manual) {
+        EXPECT_EQ(r.status, "open") << what;
+        EXPECT_EQ(r.outcome, "held for an operator") << what;
+      } else {
+        EXPECT_EQ(r.status, "resolved") << what;
+        const bool kept_newer = r.kept_write.hlc != r.lost_write.hlc ? r.kept_write.hlc > r.lost_write.hlc
+                                                                     : r.kept_write.node > r.lost_write.node;
+        EXPECT_TRUE(kept_newer) << what << ": the older write was kept";
+      }
+    }
+    counters.journal_entries += journal->size();
   }
 
   std::mt19937_64 rng;
@@ -1106,6 +1202,7 @@ void run_seed(std::uint64_t seed, Counters& totals) {
   totals.clock_jumps += c.clock_jumps;
   totals.unknown_outcomes += c.unknown_outcomes;
   totals.crashes += c.crashes;
+  totals.journal_entries += c.journal_entries;
 }
 
 TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
@@ -1122,7 +1219,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       "%llu seeds: %llu requests lost, %llu replies lost, %llu duplicated (%llu stale, delivered late), "
       "%llu delivered after their sender gave up, %llu unknown real-time outcomes, %llu restarts, "
       "%llu terminal restores, %llu HQ restores, %llu new epochs, %llu disk faults (%ld writes refused), "
-      "%llu crashes inside transactions, %llu clock jumps\n",
+      "%llu crashes inside transactions, %llu clock jumps; %llu conflict journal entries checked\n",
       static_cast<unsigned long long>(seed - 1), static_cast<unsigned long long>(totals.lost_requests),
       static_cast<unsigned long long>(totals.lost_replies), static_cast<unsigned long long>(totals.duplicated),
       static_cast<unsigned long long>(totals.stale), static_cast<unsigned long long>(totals.late),
@@ -1130,7 +1227,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       static_cast<unsigned long long>(totals.terminal_restores), static_cast<unsigned long long>(totals.hq_restores),
       static_cast<unsigned long long>(totals.epochs), static_cast<unsigned long long>(totals.disk_faults),
       FaultVfs::refused() - refused_before, static_cast<unsigned long long>(totals.crashes),
-      static_cast<unsigned long long>(totals.clock_jumps));
+      static_cast<unsigned long long>(totals.clock_jumps), static_cast<unsigned long long>(totals.journal_entries));
   if (HasFailure()) return;
   // Faults that never happen prove nothing.
   EXPECT_GT(totals.lost_replies, n / 2);
@@ -1140,6 +1237,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
   EXPECT_GT(totals.epochs, n / 20);
   EXPECT_GT(FaultVfs::refused() - refused_before, static_cast<long>(n / 10));
   EXPECT_GT(totals.crashes, n / 10);
+  EXPECT_GT(totals.journal_entries, n / 10);
 }
 
 }  // namespace
