@@ -10,6 +10,7 @@
 #include "tillsync/storage/database.h"
 #include "tillsync/storage/pg.h"
 #include "tillsync/transport/socket.h"
+#include "tillsync/validation.h"
 
 namespace tillsync {
 namespace {
@@ -807,6 +808,60 @@ TEST_F(ReplicationTest, PoisonRecordsAreMarkedFailedAndTheJobGoesOn) {
   // The honest customer still has its own address.
   auto h = hq->inspect();
   EXPECT_EQ(h->customers("Honest").value().at(0).addresses.at(0).street, "1 Main St");
+}
+
+// Issue 17, item 2 (D13): at most 50 addresses, contacts and loyalty cards per customer,
+// at the terminal (nothing logged), at HQ for a pushed operation (failed with the limit,
+// the job goes on) and for a real-time card request; each a limit_exceeded error.
+TEST_F(ReplicationTest, AtMostFiftyChildrenPerCustomerAtTheTillAndAtHq) {
+  auto t = terminal("S001", "T01", {.async_customer_creation = true, .enhanced_async_customer = true,
+                                    .async_customer_addresses = true, .async_customer_edits = true});
+  auto c = t->node().create_customer(new_person("Many", "Children"));
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  const std::string id = c->customer.guid.to_string();
+  for (std::size_t i = 0; i < kMaxChildrenPerCustomer; ++i) {
+    ASSERT_TRUE(t->node().add_address(id, {{}, "", "Street " + std::to_string(i), "Town", "", "", "FR"}).ok()) << i;
+    ASSERT_TRUE(t->node().add_contact(id, ContactKind::phone, "555 " + std::to_string(1000 + i)).ok()) << i;
+  }
+  const std::int64_t logged = t->node().read_log(0, 1000).value().size();
+  auto address = t->node().add_address(id, {{}, "", "One More St", "Town", "", "", "FR"});
+  EXPECT_EQ(address.status().code(), Code::limit_exceeded) << address.status().to_string();
+  EXPECT_EQ(address.status().field(), "addresses");
+  auto contact = t->node().add_contact(id, ContactKind::phone, "555 9999");
+  EXPECT_EQ(contact.status().code(), Code::limit_exceeded) << contact.status().to_string();
+  EXPECT_EQ(static_cast<std::int64_t>(t->node().read_log(0, 1000).value().size()), logged);
+  ASSERT_TRUE(t->sync().ok());
+  run_job();
+  ASSERT_TRUE(t->sync().ok());
+  auto at_hq = hq->inspect()->customers(id).value();
+  ASSERT_EQ(at_hq.size(), 1u);
+  EXPECT_EQ(at_hq[0].addresses.size(), kMaxChildrenPerCustomer);
+  EXPECT_EQ(at_hq[0].contacts.size(), kMaxChildrenPerCustomer);
+
+  // A buggy or hostile till pushes a customer with 51 addresses: failed, the job goes on.
+  GuidGenerator g(5151);
+  Customer crowded = crafted_customer(g, "Crowded");
+  for (std::size_t i = 0; i <= kMaxChildrenPerCustomer; ++i)
+    crowded.addresses.push_back({g.next(), "home", "Street " + std::to_string(i), "Town", "", "", "US"});
+  Customer fine = crafted_customer(g, "Fine");
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  ASSERT_TRUE(client->push("S009/T01", 0, Guid{}, {crafted_create("S009/T01", 1, crowded, 7), crafted_create("S009/T01", 2, fine, 8)}).ok());
+  JobReport job = run_job();
+  EXPECT_EQ(job.converted, 1u);
+  EXPECT_EQ(job.failed, 1u);
+  auto failed = hq->inspect()->sync_status(SyncStatus::failed).value();
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].guid, crowded.guid);
+  EXPECT_NE(failed[0].last_error.find("at most 50"), std::string::npos) << failed[0].last_error;
+
+  // Loyalty cards, issued in real time: the 51st is refused by the till and by HQ.
+  for (std::size_t i = 0; i < kMaxChildrenPerCustomer; ++i)
+    ASSERT_TRUE(t->node().issue_loyalty_card(id).ok()) << i;
+  auto card = t->node().issue_loyalty_card(id);
+  EXPECT_EQ(card.status().code(), Code::limit_exceeded) << card.status().to_string();
+  auto asked = client->issue_loyalty_card("S001/T01", g.next(), c->customer.guid);
+  EXPECT_EQ(asked.status().code(), Code::limit_exceeded) << asked.status().to_string();
+  EXPECT_EQ(hq->inspect()->customers(id).value().at(0).loyalty_cards.size(), kMaxChildrenPerCustomer);
 }
 
 // Issue 15, item 6: a feed entry this terminal cannot store (its address GUID is one

@@ -533,6 +533,73 @@ namespace {
 
 // Issue 15, item 6: addresses and contacts are rows keyed by their GUIDs; a nil or
 // repeated child GUID is refused before anything is stored, naming the field.
+// D13: invisible format characters (Unicode Cf) are refused in every text, so a name
+// cannot read otherwise than it is stored ("Trojan Source" bidirectional overrides,
+// zero-width spaces that make two names look alike); the joiners scripts need pass.
+TEST(ValidationD13, RejectsInvisibleFormatCharactersButNotTheJoiners) {
+  struct Case {
+    const char* text;
+    const char* code;
+  };
+  const Case refused[] = {
+      {"Ann\u202Eeno", "U+202E"},  // RIGHT-TO-LEFT OVERRIDE
+      {"Ann\u202Aa", "U+202A"},    // LEFT-TO-RIGHT EMBEDDING
+      {"Ann\u2066a\u2069", "U+2066"},  // LEFT-TO-RIGHT ISOLATE
+      {"Ann\u200Ba", "U+200B"},    // ZERO WIDTH SPACE
+      {"Ann\u200Fa", "U+200F"},    // RIGHT-TO-LEFT MARK
+      {"Ann\u2060a", "U+2060"},    // WORD JOINER
+      {"Ann\uFEFFa", "U+FEFF"},    // ZERO WIDTH NO-BREAK SPACE (BOM)
+      {"Ann\u00ADa", "U+00AD"},    // SOFT HYPHEN
+      {"Ann\u061Ca", "U+061C"},    // ARABIC LETTER MARK
+      {"Ann\U000E0001", "U+E0001"},  // LANGUAGE TAG
+  };
+  for (const Case& c : refused) {
+    Status s = validate_field(Field::last_name, c.text);
+    EXPECT_TRUE(IsInvalid(s, "last_name")) << c.code;
+    EXPECT_NE(s.message().find(c.code), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("invisible format character"), std::string::npos) << s.message();
+  }
+  // In every kind of text: addresses, contacts, affiliations.
+  Address a{{}, "home", "Main\u202ESt 1", "Springfield", "IL", "62701", "US"};
+  EXPECT_TRUE(IsInvalid(validate_address(a), "address.street"));
+  EXPECT_TRUE(IsInvalid(validate_affiliation("VIP\u200B"), "affiliation"));
+  // ZWNJ in Persian, ZWJ in Sinhala and in an emoji sequence; names in other scripts.
+  for (const char* fine : {"\u0645\u06CC\u200C\u062E\u0648\u0627\u0647\u0645", "\u0DC1\u0DCA\u200D\u0DBB\u0DD3",
+                           "Ann \U0001F469\u200D\U0001F4BB", "Zo\u00EB \u00D1\u00FA\u00F1ez", "\u5C71\u7530",
+                           "\u0141\u00F3d\u017A", "\u015Eahin"}) {
+    EXPECT_TRUE(validate_field(Field::last_name, fine).ok()) << validate_field(Field::last_name, fine).to_string();
+  }
+}
+
+// D13: at most 50 addresses, contacts, affiliations and loyalty cards per customer, a
+// limit_exceeded error naming the list.
+TEST(ValidationD13, AtMostFiftyOfEachChildPerCustomer) {
+  GuidGenerator g(21);
+  Customer c = valid_person();
+  c.addresses.clear();
+  c.contacts.clear();
+  c.affiliations.clear();
+  for (std::size_t i = 0; i < kMaxChildrenPerCustomer; ++i) {
+    c.addresses.push_back({g.next(), "home", "Street " + std::to_string(i), "Town", "", "", "FR"});
+    c.contacts.push_back({g.next(), ContactKind::phone, "555 " + std::to_string(1000 + i)});
+    c.affiliations.push_back("Club " + std::to_string(i));
+    c.loyalty_cards.push_back({"L" + std::to_string(i), 0});
+  }
+  ASSERT_TRUE(validate_customer(c).ok()) << validate_customer(c).to_string();
+  auto one_more = [&](auto add, const char* field) {
+    Customer more = c;
+    add(more);
+    Status s = validate_customer(more);
+    EXPECT_EQ(s.code(), Code::limit_exceeded) << field << ": " << s.to_string();
+    EXPECT_EQ(s.field(), field);
+    EXPECT_NE(s.message().find("at most 50"), std::string::npos) << s.message();
+  };
+  one_more([&](Customer& m) { m.addresses.push_back({g.next(), "home", "Last St", "Town", "", "", "FR"}); }, "addresses");
+  one_more([&](Customer& m) { m.contacts.push_back({g.next(), ContactKind::phone, "555 9999"}); }, "contacts");
+  one_more([](Customer& m) { m.affiliations.push_back("Club 50"); }, "affiliations");
+  one_more([](Customer& m) { m.loyalty_cards.push_back({"L50", 0}); }, "loyalty_cards");
+}
+
 TEST(ValidationChildren, NilAndRepeatedChildGuidsAreRefused) {
   GuidGenerator g(11);
   Customer c;

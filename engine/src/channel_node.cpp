@@ -536,6 +536,11 @@ struct ChannelNode::Impl {
     if (address.purpose.empty()) address.purpose = default_purpose(current.type);
     TS_RETURN_IF_ERROR(validate_address(address, "address"));
     address.guid = new_guid();
+    {
+      // The customer with it must still be valid (D13: at most 50 addresses).
+      Customer with = current;
+      TS_RETURN_IF_ERROR(apply_to_customer(with, AddressAdded{current.guid, address}, {}, false));
+    }
 
     if (config.profile.async_customer_addresses) {
       TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
@@ -560,6 +565,11 @@ struct ChannelNode::Impl {
       return Status(Code::loyalty_requires_synced_customer,
                     "a loyalty card can be issued only after the customer's account number has "
                     "been synced from HQ");
+    }
+    if (current.loyalty_cards.size() >= kMaxChildrenPerCustomer) {
+      return Status(Code::limit_exceeded,
+                    "loyalty_cards: a customer has at most " + std::to_string(kMaxChildrenPerCustomer) + " loyalty cards",
+                    "loyalty_cards");
     }
     return rts_write(LoyaltyCardIssued{current.guid, {}}, call, "issuing a loyalty card");
   }
@@ -685,7 +695,8 @@ Result<Customer> ChannelNode::add_contact(std::string_view id, ContactKind kind,
                                               "contact", "enhanced_async_customer"));
   }
   Contact k{impl_->new_guid(), kind, value};
-  TS_RETURN_IF_ERROR(validate_contact(k, "contact"));
+  Customer with = c;  // validates the contact and the count (D13: at most 50)
+  TS_RETURN_IF_ERROR(apply_to_customer(with, ContactAdded{c.guid, k}, {}, false));
   return impl_->log_child(c, ContactAdded{c.guid, k});
 }
 

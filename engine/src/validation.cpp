@@ -54,6 +54,26 @@ Decoded decode_at(std::string_view s, std::size_t i) {
 
 bool is_control(char32_t cp) { return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F); }
 
+// Unicode general category Cf (format characters, Unicode 15): invisible, and the
+// bidirectional ones make a name read otherwise than it is stored. The zero-width
+// joiners (U+200C, U+200D) are left out: Persian, Indic scripts and emoji need them.
+bool is_format(char32_t cp) {
+  struct Range {
+    char32_t first, last;
+  };
+  static constexpr Range kCf[] = {
+      {0x00AD, 0x00AD},   {0x0600, 0x0605},   {0x061C, 0x061C},   {0x06DD, 0x06DD},
+      {0x070F, 0x070F},   {0x0890, 0x0891},   {0x08E2, 0x08E2},   {0x180E, 0x180E},
+      {0x200B, 0x200B},   {0x200E, 0x200F},   {0x202A, 0x202E},   {0x2060, 0x2064},
+      {0x2066, 0x206F},   {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},   {0x110BD, 0x110BD},
+      {0x110CD, 0x110CD}, {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A},
+      {0xE0001, 0xE0001}, {0xE0020, 0xE007F}};
+  for (const Range& r : kCf) {
+    if (cp >= r.first && cp <= r.last) return true;
+  }
+  return false;
+}
+
 // Characters that leave a name visually empty: ASCII and Unicode spaces plus the
 // zero-width ones, so "\u00A0" or "\u200B" cannot pass as a required name.
 bool is_blank_code_point(char32_t cp) {
@@ -82,7 +102,8 @@ std::string hex_byte(unsigned char b) {
 std::string code_point_name(char32_t cp) {
   static constexpr char kDigits[] = "0123456789ABCDEF";
   std::string out = "U+";
-  for (int shift = 12; shift >= 0; shift -= 4) out += kDigits[(cp >> shift) & 0x0F];
+  const int top = cp > 0xFFFFF ? 20 : cp > 0xFFFF ? 16 : 12;  // at least four digits
+  for (int shift = top; shift >= 0; shift -= 4) out += kDigits[(cp >> shift) & 0x0F];
   return out;
 }
 
@@ -268,6 +289,11 @@ Status validate_text(std::string_view field, std::string_view value, std::size_t
       return invalid(field, "contains the control character " + code_point_name(d.cp) +
                                 " at position " + std::to_string(count + 1));
     }
+    if (is_format(d.cp)) {
+      return invalid(field, "contains the invisible format character " + code_point_name(d.cp) +
+                                " at position " + std::to_string(count + 1) +
+                                " (bidirectional overrides, zero-width spaces and the like are refused)");
+    }
     i += d.length;
   }
   if (count > max_length) {
@@ -297,6 +323,17 @@ Status validate_field(Field field, std::string_view value) {
 }
 
 Status validate_customer(const Customer& customer) {
+  auto at_most = [](std::string_view field, std::size_t n) -> Status {
+    if (n <= kMaxChildrenPerCustomer) return Status::Ok();
+    return Status(Code::limit_exceeded,
+                  std::string(field) + ": a customer has at most " + std::to_string(kMaxChildrenPerCustomer) +
+                      " (" + std::to_string(n) + " given)",
+                  std::string(field));
+  };
+  TS_RETURN_IF_ERROR(at_most("addresses", customer.addresses.size()));
+  TS_RETURN_IF_ERROR(at_most("contacts", customer.contacts.size()));
+  TS_RETURN_IF_ERROR(at_most("affiliations", customer.affiliations.size()));
+  TS_RETURN_IF_ERROR(at_most("loyalty_cards", customer.loyalty_cards.size()));
   for (Field field : all_fields()) {
     const std::string& value = customer.get(field);
     if (is_required_name(customer.type, field) && is_blank(value)) {

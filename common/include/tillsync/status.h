@@ -42,6 +42,9 @@ enum class Code : int {
   // A request reached HQ's side of the link but no answer came back in time: HQ may
   // or may not have carried it out. Reconciled by its GUID at the next contact.
   outcome_unknown,
+  // A bound of D13 or of HQ's quotas: too many addresses, contacts, affiliations or
+  // loyalty cards on one customer. The same request fails again.
+  limit_exceeded,
 };
 
 constexpr std::string_view code_name(Code c) noexcept {
@@ -63,13 +66,14 @@ constexpr std::string_view code_name(Code c) noexcept {
     case Code::busy: return "busy";
     case Code::constraint_violation: return "constraint_violation";
     case Code::outcome_unknown: return "outcome_unknown";
+    case Code::limit_exceeded: return "limit_exceeded";
   }
   return "internal";
 }
 
 // The Code whose code_name() is `name`; nullopt for unknown names.
 constexpr std::optional<Code> parse_code(std::string_view name) noexcept {
-  for (int i = 0; i <= static_cast<int>(Code::outcome_unknown); ++i) {
+  for (int i = 0; i <= static_cast<int>(Code::limit_exceeded); ++i) {
     if (code_name(static_cast<Code>(i)) == name) return static_cast<Code>(i);
   }
   return std::nullopt;

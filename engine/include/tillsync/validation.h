@@ -21,6 +21,9 @@ inline constexpr std::size_t kMaxNameLength = 100;
 inline constexpr std::size_t kMaxEmailLength = 254;
 inline constexpr std::size_t kMaxPhoneLength = 32;
 inline constexpr std::size_t kMaxTextLength = 200;
+// At most this many addresses, contacts, affiliations and loyalty cards per customer
+// (D13); more is Code::limit_exceeded.
+inline constexpr std::size_t kMaxChildrenPerCustomer = 50;
 
 // Validates one scalar field value. Empty values are accepted for optional fields;
 // required-name rules are checked by validate_customer().
