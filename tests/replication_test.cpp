@@ -74,9 +74,58 @@ TEST_F(ReplicationTest, SearchThroughHqFindsCustomersOfOtherStores) {
   auto client = HqClient::connect(hq->endpoint(), 2000).value();
   auto found = client->search("S002/T01", "JOHNSON");
   ASSERT_TRUE(found.ok()) << found.status().to_string();
-  ASSERT_EQ(found->size(), 1u);
-  EXPECT_TRUE((*found)[0].synced());
+  ASSERT_EQ(found->customers.size(), 1u);
+  EXPECT_FALSE(found->truncated);
+  EXPECT_TRUE(found->customers[0].synced());
   EXPECT_TRUE(b->node().search("johnson")->empty());  // not replicated to S002 yet
+}
+
+// Issue 17, item 1: a till cannot read the customer master through search. A search
+// needs three characters, returns at most 50 customers and says when more matched; a
+// node registered for filtered pulls (D5), or asking filtered, sees only its own
+// store's customers, whatever it asks later.
+TEST_F(ReplicationTest, SearchAtHqIsScopedAndBounded) {
+  auto a = terminal("S001", "T01", {.async_customer_creation = true});
+  for (int i = 0; i < 60; ++i)
+    ASSERT_TRUE(a->node().create_customer(new_person("P" + std::to_string(i), "Smith")).ok()) << i;
+  auto b = terminal("S002", "T01", {.async_customer_creation = true, .filter_shared_customer_tables = true});
+  ASSERT_TRUE(b->node().create_customer(new_person("Local", "Smithson")).ok());
+  ASSERT_TRUE(a->sync().ok());
+  ASSERT_TRUE(b->sync().ok());  // S002/T01 registers for filtered pulls
+  run_job();
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+
+  for (const char* too_short : {"", "Sm", "  S  ", " a b "}) {
+    auto r = client->search("S003/T01", too_short);
+    EXPECT_EQ(r.status().code(), Code::invalid_input) << "'" << too_short << "'";
+    EXPECT_NE(r.status().message().find("at least 3 characters"), std::string::npos) << r.status().to_string();
+  }
+  EXPECT_EQ(client->search("S003/T01", "Smi\x01").status().code(), Code::invalid_input);
+
+  auto unfiltered = client->search("S003/T01", "smith");
+  ASSERT_TRUE(unfiltered.ok()) << unfiltered.status().to_string();
+  EXPECT_EQ(unfiltered->customers.size(), Headquarters::kMaxSearchResults);
+  EXPECT_TRUE(unfiltered->truncated);
+  auto few = client->search("S003/T01", "smithson");
+  ASSERT_TRUE(few.ok());
+  EXPECT_EQ(few->customers.size(), 1u);
+  EXPECT_FALSE(few->truncated);
+
+  // The filtered node: only S002's customer, also when it asks unfiltered.
+  for (bool ask_filtered : {true, false}) {
+    auto mine = client->search("S002/T01", "smith", ask_filtered);
+    ASSERT_TRUE(mine.ok()) << mine.status().to_string();
+    ASSERT_EQ(mine->customers.size(), 1u) << ask_filtered;
+    EXPECT_EQ(mine->customers[0].last_name, "Smithson");
+    EXPECT_FALSE(mine->truncated);
+  }
+  // A node whose first contact is a filtered search is registered by it.
+  auto first = client->search("S004/T01", "smith", true);
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(first->customers.empty());
+  auto later = client->search("S004/T01", "smith", false);
+  ASSERT_TRUE(later.ok());
+  EXPECT_TRUE(later->customers.empty());
 }
 
 TEST_F(ReplicationTest, RtsEditAddressAndLoyaltyCardOfSyncedCustomer) {

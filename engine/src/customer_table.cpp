@@ -267,16 +267,21 @@ Result<std::optional<Customer>> CustomerTable::by_account(std::string_view accou
   return std::optional<Customer>{std::move(rows.front())};
 }
 
-Result<std::vector<Customer>> CustomerTable::search(std::string_view text) {
-  // LIKE is case-insensitive for ASCII; GUID text is stored lower-case.
-  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(select_sql(
-      "WHERE ?1 = '' OR first_name LIKE ?2 ESCAPE '\\' OR middle_name LIKE ?2 ESCAPE '\\' "
+Result<std::vector<Customer>> CustomerTable::search(std::string_view text, std::size_t limit,
+                                                   std::string_view scope, std::string_view scope_value) {
+  // LIKE is case-insensitive for ASCII; GUID text is stored lower-case. LIMIT -1 is none.
+  std::string where =
+      "WHERE (?1 = '' OR first_name LIKE ?2 ESCAPE '\\' OR middle_name LIKE ?2 ESCAPE '\\' "
       "OR last_name LIKE ?2 ESCAPE '\\' OR org_name LIKE ?2 ESCAPE '\\' "
       "OR email LIKE ?2 ESCAPE '\\' OR phone LIKE ?2 ESCAPE '\\' "
-      "OR account_number LIKE ?2 ESCAPE '\\' OR guid_text LIKE ?2 ESCAPE '\\' "
+      "OR account_number LIKE ?2 ESCAPE '\\' OR guid_text LIKE ?2 ESCAPE '\\') ";
+  if (!scope.empty()) where += "AND " + std::string(scope) + " ";
+  where +=
       "ORDER BY CASE type WHEN 'organization' THEN org_name ELSE last_name END COLLATE NOCASE, "
-      "first_name COLLATE NOCASE, guid")));
-  st.bind(1, text).bind(2, like_pattern(text));
+      "first_name COLLATE NOCASE, guid LIMIT ?3";
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare(select_sql(where)));
+  st.bind(1, text).bind(2, like_pattern(text)).bind(3, limit > 0 ? static_cast<std::int64_t>(limit) : std::int64_t{-1});
+  if (!scope.empty()) st.bind(4, scope_value);
   return load_rows(st);
 }
 

@@ -93,7 +93,10 @@ class CustomerTable {
   Result<std::optional<Customer>> by_account(std::string_view account_number);
   // Case-insensitive substring match on names, e-mail, phone, account number and GUID
   // text; empty text matches all. Ordered by (org_name or last name, first name, GUID).
-  Result<std::vector<Customer>> search(std::string_view text);
+  // Customers matching `text` in name order, at most `limit` (0: all). `scope`, when
+  // given, is one more SQL condition on the customer row, with `scope_value` bound to ?4.
+  Result<std::vector<Customer>> search(std::string_view text, std::size_t limit = 0,
+                                       std::string_view scope = {}, std::string_view scope_value = {});
   // Every customer in ascending GUID order (for digests).
   Result<std::vector<Customer>> all_by_guid();
   // The same, streamed: pages of 1000 customers, so memory stays bounded whatever the

@@ -727,8 +727,30 @@ Result<RtsAnswer> Headquarters::rts_issue_loyalty_card(std::string_view node_id,
   });
 }
 
-Result<std::vector<Customer>> Headquarters::search(std::string_view text) {
-  return impl_->store->search(text);
+Result<Headquarters::SearchResult> Headquarters::search(std::string_view node_id, std::string_view text,
+                                                        bool filtered) {
+  TS_RETURN_IF_ERROR(validate_text("text", text, kMaxTextLength));
+  std::size_t characters = 0;
+  for (unsigned char b : text) characters += (b & 0xC0) != 0x80 && b != ' ' ? 1 : 0;
+  if (characters < kMinSearchText) {
+    return Status::InvalidInput("text", "text: a search needs at least " + std::to_string(kMinSearchText) +
+                                            " characters (a name, a phone number, an e-mail or an account number)");
+  }
+  // The node's registration decides as for pulls: once filtered, always filtered.
+  bool registered = false;
+  if (auto known = impl_->pull_registration.find(node_id); known != impl_->pull_registration.end()) {
+    registered = known->second;
+  } else {
+    TS_ASSIGN_OR_RETURN(registered, impl_->note_pull(node_id, 0, filtered));
+  }
+  std::optional<std::string> channel;
+  if (filtered || registered) channel = channel_of_node(node_id);
+  TS_ASSIGN_OR_RETURN(auto found, impl_->store->search(text, kMaxSearchResults + 1, channel));
+  SearchResult out;
+  out.truncated = found.size() > kMaxSearchResults;
+  if (out.truncated) found.resize(kMaxSearchResults);
+  out.customers = std::move(found);
+  return out;
 }
 
 std::uint64_t feed_mark(const FeedEntry& e) {
@@ -1063,7 +1085,7 @@ Result<ConflictRecord> Headquarters::resolve_conflict(std::int64_t id, bool keep
 }
 
 Result<std::vector<Customer>> Headquarters::customers(std::string_view search_text) {
-  return impl_->store->search(search_text);
+  return impl_->store->search(search_text, 0, std::nullopt);
 }
 
 Result<ContentDigest> Headquarters::digest() {

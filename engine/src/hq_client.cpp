@@ -145,10 +145,11 @@ Result<RtsAnswer> HqClient::issue_loyalty_card(const std::string& node_id, const
                          protocol::encode(protocol::RtsIssueLoyaltyCard{node_id, request, customer}));
 }
 
-Result<std::vector<Customer>> HqClient::search(const std::string& node_id, const std::string& text) {
-  TS_ASSIGN_OR_RETURN(auto reply,
-                      impl_->call<protocol::CustomersReply>(MsgType::search, protocol::Search{node_id, text}));
-  return std::move(reply.customers);
+Result<HqClient::SearchResult> HqClient::search(const std::string& node_id, const std::string& text,
+                                                bool filtered) {
+  TS_ASSIGN_OR_RETURN(auto reply, impl_->call<protocol::SearchReply>(MsgType::search,
+                                                                     protocol::Search{node_id, text, filtered}));
+  return SearchResult{std::move(reply.customers), reply.truncated};
 }
 
 Result<PushReply> HqClient::push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,

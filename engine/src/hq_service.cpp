@@ -157,8 +157,9 @@ struct HqService::Impl {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Search>(body));
         TS_RETURN_IF_ERROR(check_node(m));
         TS_RETURN_IF_ERROR(check_identity(req, m));
-        TS_ASSIGN_OR_RETURN(auto found, hq->search(m.text));
-        return reply(MsgType::search, protocol::encode(protocol::CustomersReply{std::move(found)}));
+        TS_ASSIGN_OR_RETURN(auto found, hq->search(m.node, m.text, m.filtered));
+        return reply(MsgType::search,
+                     protocol::encode(protocol::SearchReply{std::move(found.customers), found.truncated}));
       }
       case MsgType::push: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Push>(body));

@@ -17,6 +17,7 @@
 //               never skips an entry still being committed.
 // Blocking locks can deadlock between two workers; PostgreSQL then aborts one of them
 // (Code::busy) and Headquarters runs that transaction again.
+#include <limits>
 #include <algorithm>
 #include <array>
 #include <map>
@@ -955,11 +956,15 @@ class PgHqStore final : public HqStore {
                                                PgParams().text(node)));
     return v.value_or(0);
   }
-  Result<std::vector<Customer>> search(std::string_view text) override {
+  Result<std::vector<Customer>> search(std::string_view text, std::size_t limit,
+                                       const std::optional<std::string>& channel) override {
+    // A NULL channel matches every customer.
     TS_ASSIGN_OR_RETURN(auto rows, db_->run(
-        "SELECT payload FROM customers WHERE $1 = '' OR strpos(search, $1) > 0 "
-        "ORDER BY sort_name, sort_first, guid",
-        PgParams().text(ascii_lower(text))));
+        "SELECT payload FROM customers WHERE ($1 = '' OR strpos(search, $1) > 0) "
+        "AND ($2::text IS NULL OR channel = $2) "
+        "ORDER BY sort_name, sort_first, guid LIMIT $3",
+        PgParams().text(ascii_lower(text)).opt_text(channel).i64(
+            limit > 0 ? static_cast<std::int64_t>(limit) : std::numeric_limits<std::int64_t>::max())));
     return customers_from(rows);
   }
   Result<std::vector<Customer>> all_customers_by_guid() override {

@@ -119,12 +119,24 @@ struct RtsIssueLoyaltyCard {
     codec::guid(ar, customer);
   }
 };
+// `filtered`: the terminal excludes other stores' customers (D5).
 struct Search {
   std::string node;
   std::string text;
+  bool filtered = false;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, node);
     codec::text(ar, text);
+    codec::boolean(ar, filtered);
+  }
+};
+// At most Headquarters::kMaxSearchResults customers; `truncated`: more matched.
+struct SearchReply {
+  std::vector<Customer> customers;
+  bool truncated = false;
+  template <class Ar> void io(Ar& ar) {
+    codec::list(ar, customers, [](Ar& a, Customer& c) { codec::customer(a, c); });
+    codec::boolean(ar, truncated);
   }
 };
 // The answer to a real-time request: the customer as HQ has it, HQ's clock, and the
@@ -137,12 +149,6 @@ struct RtsReply {
     codec::customer(ar, customer);
     codec::integer(ar, hq_hlc);
     codec::text(ar, card_number);
-  }
-};
-struct CustomersReply {
-  std::vector<Customer> customers;
-  template <class Ar> void io(Ar& ar) {
-    codec::list(ar, customers, [](Ar& a, Customer& c) { codec::customer(a, c); });
   }
 };
 

@@ -794,8 +794,11 @@ class SqliteHqStore final : public HqStore {
     TS_ASSIGN_OR_RETURN(bool row, st.step());
     return row ? st.column_int64(0) : std::int64_t{0};
   }
-  Result<std::vector<Customer>> search(std::string_view text) override {
-    return CustomerTable(*db_).search(text);
+  Result<std::vector<Customer>> search(std::string_view text, std::size_t limit,
+                                       const std::optional<std::string>& channel) override {
+    if (!channel) return CustomerTable(*db_).search(text, limit);
+    return CustomerTable(*db_).search(text, limit, "guid IN (SELECT guid FROM customer_channel WHERE channel = ?4)",
+                                      *channel);
   }
   Result<std::vector<Customer>> all_customers_by_guid() override {
     return CustomerTable(*db_).all_by_guid();

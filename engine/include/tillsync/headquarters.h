@@ -112,7 +112,18 @@ class Headquarters {
                                     const Address& address);
   Result<RtsAnswer> rts_issue_loyalty_card(std::string_view node_id, const Guid& request,
                                            const Guid& customer);
-  Result<std::vector<Customer>> search(std::string_view text);
+  // A terminal's search of the customer master: `text` must hold at least
+  // kMinSearchText characters besides spaces (invalid_input otherwise), and at most
+  // kMaxSearchResults customers come back, in name order, `truncated` saying more
+  // matched. A node that asks `filtered`, or is registered for filtered pulls (D5, also
+  // registered by its first search), sees only its own store's customers.
+  static constexpr std::size_t kMinSearchText = 3;
+  static constexpr std::size_t kMaxSearchResults = 50;
+  struct SearchResult {
+    std::vector<Customer> customers;
+    bool truncated = false;
+  };
+  Result<SearchResult> search(std::string_view node_id, std::string_view text, bool filtered);
 
   // ---- replication ----
   // Where the node's log stands at HQ, and HQ's clock (the start of every sync); and

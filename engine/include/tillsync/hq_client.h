@@ -127,7 +127,14 @@ class HqClient final : public HqGateway, public HqLink {
   Result<RtsAnswer> issue_loyalty_card(const std::string& node_id, const Guid& request,
                                        const Guid& customer) override;
 
-  Result<std::vector<Customer>> search(const std::string& node_id, const std::string& text);
+  // HQ's customer master, searched for this node: `text` needs at least 3 characters
+  // (invalid_input), at most 50 customers come back (`truncated`: more matched), and a
+  // node that is `filtered` (D5), or registered so at HQ, sees only its own store's.
+  struct SearchResult {
+    std::vector<Customer> customers;
+    bool truncated = false;
+  };
+  Result<SearchResult> search(const std::string& node_id, const std::string& text, bool filtered = false);
   Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op) override;
   Result<PushReply> push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                          const std::vector<LogRecord>& records) override;

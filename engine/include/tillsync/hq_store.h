@@ -233,7 +233,10 @@ class HqStore {
   virtual Result<std::int64_t> push_cursor(std::string_view node) = 0;
   // Whether HQ holds operation `op` from `node` (received, whatever its state).
   virtual Result<bool> holds_op(std::string_view node, const Guid& op) = 0;
-  virtual Result<std::vector<Customer>> search(std::string_view text) = 0;
+  // Customers matching `text` (every customer for ""), in name order; at most `limit`
+  // (0: no limit); with `channel`, only customers of that channel.
+  virtual Result<std::vector<Customer>> search(std::string_view text, std::size_t limit,
+                                               const std::optional<std::string>& channel) = 0;
   virtual Result<std::vector<Customer>> all_customers_by_guid() = 0;
   // Every customer in ascending GUID order, streamed to `fn` from one snapshot, so a
   // digest of a large HQ needs bounded memory. Stops at the first error `fn` returns.
