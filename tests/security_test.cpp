@@ -231,6 +231,7 @@ TEST_F(CurveTest, RevokedKeyIsLockedOutOnItsOpenConnection) {
 // ---- HQ over CurveZMQ ----------------------------------------------------------------
 
 #include "support/cluster.h"
+#include "tillsync/validation.h"
 
 namespace tillsync {
 namespace {
@@ -377,6 +378,45 @@ TEST(HqAllowlist, FileFormat) {
   EXPECT_EQ(write("S001/T01 " + key + "\nS001/T01 " + key2 + "\n").status().code(), Code::invalid_input);
   EXPECT_EQ(write("S001/T01 " + key + "\nS001/T02 " + key + "\n").status().code(), Code::invalid_input);
   EXPECT_EQ(load_allowlist(dir.file("missing")).status().code(), Code::invalid_input);
+}
+
+// Issue 17, item 6: node ids are STORE/TERMINAL of letters, digits, '-' and '_'. HQ
+// refuses anything else in every request and in the allowlist, and its error never
+// repeats the bytes a client sent (they could be terminal escapes or log injection).
+TEST(HqNodeIds, HostileNodeIdsAreRefusedWithoutRepeatingThem) {
+  EXPECT_TRUE(validate_node_id("S001/T01").ok());
+  EXPECT_TRUE(validate_node_id("store-7_a/till_2").ok());
+  const std::string hostile[] = {"",           "S001",          "/T01",           "S001/",
+                                 "S001/T01/X", "S001/T\x01",    "S001/T01\n",     "S0\x1b[31m01/T01",
+                                 "S001 /T01",  "S\u00D1/T01",   std::string(40, 'S') + "/T01"};
+  for (const std::string& node : hostile) {
+    Status s = validate_node_id(node);
+    EXPECT_EQ(s.code(), Code::invalid_input) << node;
+    if (!node.empty()) {
+      EXPECT_EQ(s.message().find(node), std::string::npos) << s.message();
+    }
+  }
+
+  TempDir dir;
+  testing::HqLocation location{dir};
+  HqServiceOptions o;
+  o.job_interval_ms = 3'600'000;
+  HqProcess hq(location.str(), o);
+  hq.start();
+  auto client = HqClient::connect(hq.endpoint(), 2000).value();
+  const std::string bad = "S0\x1b[31m01/T01";
+  for (const Status& s : {client->hello(bad, Guid{}).status(), client->pull(bad, 0, 0, 10, false).status(),
+                          client->push(bad, 0, Guid{}, {}).status(), client->search(bad, "smith").status()}) {
+    EXPECT_EQ(s.code(), Code::invalid_input) << s.to_string();
+    EXPECT_EQ(s.message().find('\x1b'), std::string::npos) << s.message();
+  }
+  EXPECT_TRUE(client->hello("S001/T01", Guid{}).ok());  // the server goes on
+
+  auto key = transport::generate_key_pair().value().public_key;
+  std::ofstream(dir.file("allow"), std::ios::trunc) << "S001/T\x01 " << key << "\n";
+  auto list = load_allowlist(dir.file("allow"));
+  EXPECT_EQ(list.status().code(), Code::invalid_input);
+  EXPECT_EQ(list.status().message().find('\x01'), std::string::npos) << list.status().message();
 }
 
 }  // namespace

@@ -26,19 +26,11 @@ storage::DatabaseOptions db_options(const ChannelNodeOptions& o, bool create) {
   return d;
 }
 
-bool valid_id(std::string_view id) {
-  if (id.empty() || id.size() > 32) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
-  });
-}
-
 Status validate_config(const NodeConfig& c) {
-  if (!valid_id(c.store_id))
+  if (!is_valid_id(c.store_id))
     return Status::InvalidInput("store", "store: '" + c.store_id +
                                              "' must be 1-32 letters, digits, '-' or '_'");
-  if (!valid_id(c.terminal_id))
+  if (!is_valid_id(c.terminal_id))
     return Status::InvalidInput("terminal", "terminal: '" + c.terminal_id +
                                                 "' must be 1-32 letters, digits, '-' or '_'");
   if (c.rts_timeout_ms <= 0 || c.rts_timeout_ms > 600'000)

@@ -8,6 +8,7 @@
 #include "protocol.h"
 #include "tillsync/local_hq_link.h"
 #include "tillsync/transport/socket.h"
+#include "tillsync/validation.h"
 
 namespace tillsync {
 namespace {
@@ -18,9 +19,7 @@ using SteadyClock = std::chrono::steady_clock;
 // The node id a request claims; requests name their node so HQ can authorize them.
 template <class Msg>
 Status check_node(const Msg& m) {
-  if (m.node.empty() || m.node.size() > 65 || m.node.find('/') == std::string::npos)
-    return Status::InvalidInput("node", "node: '" + m.node + "' is not a STORE/TERMINAL node id");
-  return Status::Ok();
+  return validate_node_id(m.node);
 }
 
 }  // namespace
@@ -42,8 +41,8 @@ Result<Allowlist> load_allowlist(const std::string& file) {
     const std::string where = file + ":" + std::to_string(number) + ": ";
     if (!(words >> key) || (words >> extra))
       return Status::InvalidInput("allowlist", where + "expected 'NODE_ID PUBLIC_KEY'");
-    if (node.size() > 65 || node.find('/') == std::string::npos)
-      return Status::InvalidInput("allowlist", where + "'" + node + "' is not a STORE/TERMINAL node id");
+    if (Status valid = validate_node_id(node); !valid.ok())
+      return Status::InvalidInput("allowlist", where + valid.message());
     if (!transport::is_z85_key(key))
       return Status::InvalidInput("allowlist", where + "not a CurveZMQ public key (40 Z85 characters)");
     if (!list.emplace(node, key).second)

@@ -322,6 +322,21 @@ Status validate_field(Field field, std::string_view value) {
   return invalid(name, "is not a known field");
 }
 
+bool is_valid_id(std::string_view id) {
+  if (id.empty() || id.size() > 32) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+  });
+}
+
+Status validate_node_id(std::string_view node) {
+  const std::size_t slash = node.find('/');
+  if (slash != std::string_view::npos && is_valid_id(node.substr(0, slash)) && is_valid_id(node.substr(slash + 1)))
+    return Status::Ok();
+  return Status::InvalidInput("node", "node: not a STORE/TERMINAL node id (" + std::to_string(node.size()) +
+                                          " bytes given; each part 1-32 letters, digits, '-' or '_')");
+}
+
 Status validate_customer(const Customer& customer) {
   auto at_most = [](std::string_view field, std::size_t n) -> Status {
     if (n <= kMaxChildrenPerCustomer) return Status::Ok();

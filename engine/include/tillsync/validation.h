@@ -25,6 +25,12 @@ inline constexpr std::size_t kMaxTextLength = 200;
 // (D13); more is Code::limit_exceeded.
 inline constexpr std::size_t kMaxChildrenPerCustomer = 50;
 
+// A store or terminal id: 1-32 ASCII letters, digits, '-' or '_'.
+bool is_valid_id(std::string_view id);
+// A node id "STORE/TERMINAL" of two valid ids; otherwise invalid_input (field "node")
+// with a message that does not repeat the bytes given (they may be hostile).
+Status validate_node_id(std::string_view node);
+
 // Validates one scalar field value. Empty values are accepted for optional fields;
 // required-name rules are checked by validate_customer().
 Status validate_field(Field field, std::string_view value);
