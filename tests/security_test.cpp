@@ -8,6 +8,8 @@
 #include <functional>
 
 #include <condition_variable>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -139,6 +141,51 @@ TEST(Security, KeyPairsAreGeneratedSavedAndLoaded) {
   EXPECT_EQ(load_key_pair(dir.string()).status().code(), Code::invalid_input);
   EXPECT_EQ(load_public_key((dir / "missing.key").string()).status().code(), Code::invalid_input);
   fs::remove_all(dir);
+}
+
+// Issue 17, item 5: key pairs go in a 0700 directory, files created O_EXCL|O_NOFOLLOW,
+// the secret 0600 whatever the umask; a secret key others can read, or a link, is
+// refused at load; a process that loaded a key pair writes no core dump.
+TEST(Security, KeyFilesAreOwnerOnlyAndLoadingOneDisablesCoreDumps) {
+  if (!curve_available()) GTEST_SKIP() << "libzmq without CURVE";
+  auto keys = generate_key_pair().value();
+  const mode_t old_umask = ::umask(0);  // the widest umask: modes must not depend on it
+  const fs::path dir = temp_dir("owner_only");
+  Status saved = save_key_pair(keys, dir.string());
+  ::umask(old_umask);
+  ASSERT_TRUE(saved.ok()) << saved.to_string();
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((dir / "secret.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  // A directory others can enter is not used for a new pair.
+  const fs::path open_dir = temp_dir("open_dir");
+  fs::create_directories(open_dir);
+  fs::permissions(open_dir, fs::perms(0755));
+  Status refused = save_key_pair(keys, open_dir.string());
+  EXPECT_EQ(refused.code(), Code::invalid_input);
+  EXPECT_NE(refused.message().find("chmod 700"), std::string::npos) << refused.message();
+
+  // A secret key readable by the group, or a link to one, is refused.
+  fs::permissions(dir / "secret.key", fs::perms(0640));
+  auto loose = load_key_pair(dir.string());
+  EXPECT_EQ(loose.status().code(), Code::invalid_input);
+  EXPECT_NE(loose.status().message().find("0640"), std::string::npos) << loose.status().message();
+  fs::permissions(dir / "secret.key", fs::perms(0600));
+  const fs::path linked = temp_dir("linked");
+  fs::create_directories(linked);
+  fs::copy_file(dir / "public.key", linked / "public.key");
+  fs::create_symlink(dir / "secret.key", linked / "secret.key");
+  EXPECT_EQ(load_key_pair(linked.string()).status().code(), Code::invalid_input);
+
+  ASSERT_TRUE(load_key_pair(dir.string()).ok());
+  struct rlimit core {};
+  ASSERT_EQ(::getrlimit(RLIMIT_CORE, &core), 0);
+  EXPECT_EQ(core.rlim_cur, 0u);
+  EXPECT_EQ(::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+  for (const fs::path& d : {dir, open_dir, linked}) fs::remove_all(d);
 }
 
 TEST(Security, CurveServerNeedsKeysAndAnAuthorizeCallback) {

@@ -1,11 +1,16 @@
 #include "tillsync/transport/socket.h"
 
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -67,12 +72,29 @@ namespace {
 
 namespace fs = std::filesystem;
 
-Result<std::string> read_key_file(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return Status::InvalidInput("keys", "cannot read key file " + file.string());
+// `secret`: a secret key file must be a regular file (not a link) that only its owner
+// can read or write.
+Result<std::string> read_key_file(const fs::path& file, bool secret = false) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | (secret ? O_NOFOLLOW : 0));
+  if (fd < 0) return Status::InvalidInput("keys", "cannot read key file " + file.string() + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status::InvalidInput("keys", file.string() + " is not a regular file");
+  }
+  if (secret && (st.st_mode & 077) != 0) {
+    ::close(fd);
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::InvalidInput("keys", file.string() + " can be read or written by others than its owner (mode " +
+                                            mode + "); refusing a secret key others may have seen (chmod 600 it, "
+                                            "or make a new key pair if it may have leaked)");
+  }
   std::string text;
-  char c;
-  while (text.size() <= 200 && in.get(c)) text.push_back(c);
+  char buf[256];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n > 0) text.assign(buf, static_cast<std::size_t>(n));
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' '))
     text.pop_back();
   if (!is_z85_key(text))
@@ -81,15 +103,22 @@ Result<std::string> read_key_file(const fs::path& file) {
 }
 
 Status write_key_file(const fs::path& file, const std::string& key, mode_t mode) {
-  // O_EXCL semantics: never overwrite a key; the mode is set before the key is written.
-  std::FILE* f = std::fopen(file.c_str(), "wx");
-  if (f == nullptr)
-    return Status::InvalidInput("keys", "cannot create " + file.string() + ": " + std::strerror(errno));
-  const bool chmod_ok = ::chmod(file.c_str(), mode) == 0;
+  // Never overwrites a key nor follows a link planted in its place; the mode is set on
+  // the open file (whatever the umask) before the key is written.
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) return Status::InvalidInput("keys", "cannot create " + file.string() + ": " + std::strerror(errno));
   const std::string line = key + "\n";
-  const bool ok = chmod_ok && std::fwrite(line.data(), 1, line.size(), f) == line.size();
-  if (std::fclose(f) != 0 || !ok) return Status::Internal("cannot write " + file.string());
+  const bool ok = ::fchmod(fd, mode) == 0 &&
+                  ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+  if (::close(fd) != 0 || !ok) return Status::Internal("cannot write " + file.string());
   return Status::Ok();
+}
+
+// A process holding a secret key writes no core dump (the key would be in it).
+void disable_core_dumps() {
+  struct rlimit none {};
+  (void)::setrlimit(RLIMIT_CORE, &none);
+  (void)::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
 }  // namespace
@@ -98,8 +127,19 @@ Status save_key_pair(const KeyPair& keys, const std::string& dir) {
   if (!is_z85_key(keys.public_key) || !is_z85_key(keys.secret_key))
     return Status::InvalidInput("keys", "not a CurveZMQ key pair");
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return Status::InvalidInput("keys", "cannot create directory " + dir + ": " + ec.message());
+  const fs::path where(dir);
+  if (!fs::exists(where, ec)) {
+    if (where.has_parent_path()) fs::create_directories(where.parent_path(), ec);
+    if (ec || ::mkdir(where.c_str(), 0700) != 0 || ::chmod(where.c_str(), 0700) != 0)
+      return Status::InvalidInput("keys", "cannot create directory " + dir + ": " +
+                                              (ec ? ec.message() : std::string(std::strerror(errno))));
+  }
+  struct stat st {};
+  if (::stat(where.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return Status::InvalidInput("keys", dir + " is not a directory");
+  if ((st.st_mode & 077) != 0)
+    return Status::InvalidInput("keys", dir + " can be entered by others than its owner; a key pair goes in a "
+                                              "directory only its owner can use (chmod 700 it, or name a new one)");
   const fs::path pub = fs::path(dir) / "public.key";
   const fs::path sec = fs::path(dir) / "secret.key";
   if (fs::exists(pub, ec) || fs::exists(sec, ec))
@@ -111,12 +151,13 @@ Status save_key_pair(const KeyPair& keys, const std::string& dir) {
 Result<KeyPair> load_key_pair(const std::string& dir) {
   KeyPair keys;
   TS_ASSIGN_OR_RETURN(keys.public_key, read_key_file(fs::path(dir) / "public.key"));
-  TS_ASSIGN_OR_RETURN(keys.secret_key, read_key_file(fs::path(dir) / "secret.key"));
+  TS_ASSIGN_OR_RETURN(keys.secret_key, read_key_file(fs::path(dir) / "secret.key", /*secret=*/true));
   // The public key must belong to the secret key.
   std::array<char, 41> derived{};
   if (zmq_curve_public(derived.data(), keys.secret_key.c_str()) != 0 ||
       keys.public_key != std::string(derived.data(), 40))
     return Status::InvalidInput("keys", dir + ": public.key does not match secret.key");
+  disable_core_dumps();
   return keys;
 }
 

@@ -58,9 +58,11 @@ bool is_z85_key(std::string_view text);
 // A fresh key pair (zmq_curve_keypair). internal when libzmq has no CURVE support.
 Result<KeyPair> generate_key_pair();
 // DIR/public.key and DIR/secret.key, one Z85 key each (a trailing newline is written).
-// save creates DIR if needed; the secret key file gets mode 0600, and an existing key
-// pair is never overwritten (invalid_input). load: invalid_input for missing or
-// malformed files.
+// save creates DIR with mode 0700 if needed (an existing DIR others can enter is
+// refused), creates each file with O_EXCL|O_NOFOLLOW, the secret key with mode 0600, and
+// never overwrites a key pair (invalid_input). load: invalid_input for missing or
+// malformed files and for a secret key file others can read or write, or a link;
+// loading a key pair disables core dumps of the process (RLIMIT_CORE 0, not dumpable).
 Status save_key_pair(const KeyPair& keys, const std::string& dir);
 Result<KeyPair> load_key_pair(const std::string& dir);
 // A file holding one Z85 public key (e.g. HQ's public.key).
