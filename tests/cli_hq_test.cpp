@@ -347,6 +347,30 @@ TEST_F(HqCliTest, PostgresUrlsGiveClearErrorsWithoutThePassword) {
   }
 }
 
+// Issue 17, item 5: no form of a PostgreSQL password is printed, by init or serve or
+// any other command; a keyword=value string is refused, never taken for a file name.
+TEST_F(HqCliTest, NoFormOfAPostgresPasswordIsEverPrinted) {
+  for (const std::string& url : {std::string("postgresql://till:s3cret@127.0.0.1:1/hq"),
+                                 std::string("postgresql://till@127.0.0.1:1/hq?sslmode=disable&password=s3cret"),
+                                 std::string("postgres://:s3cret@127.0.0.1:1/hq?PassWord=s3cret&sslpassword=s3cret")}) {
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"hq", "init", "--db", url}, {"hq", "serve", "--db", url, "--listen", "tcp://127.0.0.1:*"},
+          {"hq", "customers", "--db", url, "--json"}}) {
+      RunResult r = run(args);
+      EXPECT_NE(r.exit, 0) << describe(r);
+      EXPECT_EQ((r.out + r.err).find("s3cret"), std::string::npos) << describe(r);
+    }
+  }
+  const std::string keywords = "host=127.0.0.1 port=1 dbname=hq password=s3cret";
+  for (const char* cmd : {"init", "customers"}) {
+    RunResult r = run({"hq", cmd, "--db", keywords, "--json"});
+    EXPECT_EQ(r.exit, 3) << describe(r);
+    EXPECT_NE(r.out.find("by URL"), std::string::npos) << describe(r);
+    EXPECT_EQ((r.out + r.err).find("s3cret"), std::string::npos) << describe(r);
+  }
+  EXPECT_FALSE(std::filesystem::exists(keywords));
+}
+
 TEST_F(HqCliTest, HqCommandsRefuseNonTillsyncDatabase) {
   std::string notes = dir_.file("notes.txt");
   {

@@ -89,6 +89,20 @@ TEST(PgConnectionUrl, APasswordNeverReachesMessages) {
   EXPECT_NE(c.status().message().find("postgresql://till@127.0.0.1:1/hq"), std::string::npos)
       << c.status().message();
   EXPECT_TRUE(is_postgres_url("postgres://x"));
+  // Every form a password can take.
+  EXPECT_EQ(redact_postgres_url("postgresql://till:p@ss:w0rd@db.example:5432/hq?sslmode=require"),
+            "postgresql://till@db.example:5432/hq?sslmode=require");
+  EXPECT_EQ(redact_postgres_url("postgresql://:hunter2@db/hq"), "postgresql://@db/hq");
+  EXPECT_EQ(redact_postgres_url("postgresql://till@db/hq?password=hunter2&sslmode=require&SSLPassword=x"),
+            "postgresql://till@db/hq?password=***&sslmode=require&SSLPassword=***");
+  EXPECT_EQ(redact_postgres_url("postgresql:///hq?host=/run/pg&user=till"), "postgresql:///hq?host=/run/pg&user=till");
+  EXPECT_EQ(redact_postgres_url("host=db dbname=hq password='a b\\' c' user=till"),
+            "host=db dbname=hq password=*** user=till");
+  EXPECT_EQ(redact_postgres_url("/var/lib/tillsync/hq.db"), "/var/lib/tillsync/hq.db");
+  EXPECT_TRUE(is_keyword_connection_string("host=db dbname=hq"));
+  EXPECT_TRUE(is_keyword_connection_string("/tmp/x password=y"));
+  EXPECT_FALSE(is_keyword_connection_string("/var/lib/tillsync/a=b.db"));
+  EXPECT_FALSE(is_keyword_connection_string("postgresql://till@db/hq?password=x"));
   EXPECT_FALSE(is_postgres_url("/var/lib/tillsync/postgresql://hq.db"));
 }
 

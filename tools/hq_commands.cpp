@@ -18,6 +18,7 @@
 #include "tillsync/headquarters.h"
 #include "tillsync/hq_service.h"
 #include "tillsync/hq_store.h"
+#include "tillsync/storage/pg.h"
 #include "tillsync/transport/socket.h"
 
 namespace tillsync::cli {
@@ -55,13 +56,13 @@ int run_init(const Cli& cli, const InitOptions& o) {
   }
   const std::string& prefix = (*hq)->store().number_prefix();
   Json j;
-  j["db"] = o.db;
+  j["db"] = storage::redact_postgres_url(o.db);
   j["epoch"] = (*hq)->epoch();
   j["number_prefix"] = prefix;
-  std::string human = "initialized HQ database " + o.db + "\n" +
+  std::string human = "initialized HQ database " + storage::redact_postgres_url(o.db) + "\n" +
                       "account numbers: " + prefix + "000000001, " + prefix + "000000002, ...\n" +
                       "epoch:           " + (*hq)->epoch() +
-                      "\nstart serving terminals with: tillsync hq serve --db " + o.db +
+                      "\nstart serving terminals with: tillsync hq serve --db " + storage::redact_postgres_url(o.db) +
                       " --listen tcp://0.0.0.0:5555";
   return cli.ok(j, human);
 }
@@ -176,7 +177,7 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
     Json j;
     j["event"] = "listening";
     j["endpoint"] = service->endpoint();
-    j["db"] = o.db;
+    j["db"] = storage::redact_postgres_url(o.db);
     j["epoch"] = service->hq().epoch();
     j["job_interval_ms"] = o.job_interval_ms;
     j["encrypted"] = keys.has_value();
@@ -185,7 +186,7 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
     std::cout << "listening on " << service->endpoint() << std::endl;
     const auto policy = service->hq().conflict_policy();
     const auto duplicates = service->hq().duplicate_policy();
-    std::cerr << "tillsync: HQ " << o.db << " (epoch " << service->hq().epoch()
+    std::cerr << "tillsync: HQ " << storage::redact_postgres_url(o.db) << " (epoch " << service->hq().epoch()
               << ") serves terminals; the customer sync job runs every " << o.job_interval_ms
               << " ms; conflicts: " << (policy ? to_string(*policy) : "?")
               << ", duplicates: " << (duplicates ? to_string(*duplicates) : "?")

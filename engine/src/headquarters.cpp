@@ -20,6 +20,15 @@ std::string channel_of_node(std::string_view node_id) {
   return std::string(node_id.substr(0, node_id.find('/')));
 }
 
+// HQ's database is a file or a postgresql:// URL; a libpq keyword=value string would
+// otherwise be taken for a file name (and a password put in one). Not repeated back.
+Status check_location(const std::string& path) {
+  if (!storage::is_keyword_connection_string(path)) return Status::Ok();
+  return Status::InvalidInput("db", "db: name a PostgreSQL database by URL, e.g. "
+                                    "postgresql://USER@HOST/DB (put the password in ~/.pgpass or PGPASSWORD, "
+                                    "not on the command line); keyword=value strings are not accepted");
+}
+
 Status not_found(const Guid& guid) {
   return Status::NotFound("customer " + guid.to_string() + " does not exist at HQ");
 }
@@ -620,6 +629,7 @@ Result<std::unique_ptr<Headquarters>> Headquarters::init(const std::string& path
     return Status::InvalidInput("number_prefix",
                                 "number_prefix: must be 1-8 upper-case letters or digits");
   }
+  TS_RETURN_IF_ERROR(check_location(path));
   if (storage::is_postgres_url(path)) {
     TS_RETURN_IF_ERROR(init_postgres_hq(path, number_prefix, new_epoch()));
   } else {
@@ -630,6 +640,7 @@ Result<std::unique_ptr<Headquarters>> Headquarters::init(const std::string& path
 
 Result<std::unique_ptr<Headquarters>> Headquarters::open(const std::string& path,
                                                          const HqOptions& options) {
+  TS_RETURN_IF_ERROR(check_location(path));
   TS_ASSIGN_OR_RETURN(auto store, storage::is_postgres_url(path)
                                        ? open_postgres_hq(path)
                                        : open_sqlite_hq(path, {.durable = options.durable}));

@@ -52,16 +52,6 @@ std::uint64_t read_be64(const char* p) {
   return v;
 }
 
-std::string strip_password(const std::string& url) {
-  // postgresql://user:secret@host/db -> postgresql://user@host/db
-  const auto scheme = url.find("://");
-  const auto at = url.find('@');
-  if (scheme == std::string::npos || at == std::string::npos) return url;
-  const auto colon = url.find(':', scheme + 3);
-  if (colon == std::string::npos || colon > at) return url;
-  return url.substr(0, colon) + url.substr(at);
-}
-
 std::string trimmed(const char* message) {
   std::string m = message != nullptr ? message : "";
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
@@ -72,6 +62,89 @@ std::string trimmed(const char* message) {
 
 bool is_postgres_url(std::string_view location) {
   return location.starts_with("postgresql://") || location.starts_with("postgres://");
+}
+
+namespace {
+
+// Whether a parameter or keyword names a password ("password", "sslpassword", any case).
+bool names_password(std::string_view key) {
+  std::string k;
+  for (char c : key) k += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return k.size() >= 8 && k.compare(k.size() - 8, 8, "password") == 0;
+}
+
+// `text` with the value of every password `key=value` hidden; `separators` end a value
+// ('&' in a query string, spaces in a keyword string; a quoted keyword value may hold
+// them).
+std::string hide_password_values(std::string_view text, std::string_view separators) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t end = text.find_first_of(separators, i);
+    const std::size_t eq = text.find('=', i);
+    if (eq != std::string_view::npos && (end == std::string_view::npos || eq < end)) {
+      std::size_t key_start = i;
+      while (key_start < eq && text[key_start] == ' ') ++key_start;
+      const std::string_view key = text.substr(key_start, eq - key_start);
+      std::size_t value_end = end;
+      if (eq + 1 < text.size() && text[eq + 1] == '\'') {  // 'quoted value', \' escapes
+        std::size_t k = eq + 2;
+        while (k < text.size() && text[k] != '\'') k += text[k] == '\\' ? 2 : 1;
+        value_end = k < text.size() ? text.find_first_of(separators, k + 1) : std::string_view::npos;
+      }
+      if (names_password(key)) {
+        out += std::string(text.substr(i, eq + 1 - i)) + "***";
+        if (value_end == std::string_view::npos) return out;
+        i = value_end;
+        continue;
+      }
+      end = value_end;
+    }
+    if (end == std::string_view::npos) return out + std::string(text.substr(i));
+    out += std::string(text.substr(i, end + 1 - i));
+    i = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string redact_postgres_url(std::string_view location) {
+  if (!is_postgres_url(location)) {
+    return is_keyword_connection_string(location) ? hide_password_values(location, " \t") : std::string(location);
+  }
+  // postgresql://[user[:password]@]host[:port][/db][?params]
+  const std::size_t start = location.find("://") + 3;
+  std::size_t authority_end = location.find_first_of("/?", start);
+  if (authority_end == std::string_view::npos) authority_end = location.size();
+  std::string out(location.substr(0, start));
+  const std::string_view authority = location.substr(start, authority_end - start);
+  const std::size_t at = authority.rfind('@');
+  if (at != std::string_view::npos) {
+    const std::string_view user = authority.substr(0, at);
+    out += std::string(user.substr(0, user.find(':')));
+    out += std::string(authority.substr(at));
+  } else {
+    out += std::string(authority);
+  }
+  const std::size_t query = location.find('?', authority_end);
+  out += std::string(location.substr(authority_end, (query == std::string_view::npos ? location.size() : query) -
+                                                        authority_end));
+  if (query != std::string_view::npos) out += "?" + hide_password_values(location.substr(query + 1), "&");
+  return out;
+}
+
+bool is_keyword_connection_string(std::string_view location) {
+  if (is_postgres_url(location)) return false;
+  for (std::string_view keyword : {"host=", "hostaddr=", "dbname=", "user=", "port=", "service="}) {
+    if (location.starts_with(keyword)) return true;
+  }
+  for (std::size_t eq = location.find('='); eq != std::string_view::npos; eq = location.find('=', eq + 1)) {
+    std::size_t k = eq;
+    while (k > 0 && location[k - 1] != ' ' && location[k - 1] != '\t' && location[k - 1] != '/') --k;
+    if (names_password(location.substr(k, eq - k))) return true;
+  }
+  return false;
 }
 
 std::string postgres_url_in_schema(const std::string& url, const std::string& schema) {
@@ -133,7 +206,7 @@ std::int64_t PgRows::affected() const {
 }
 
 Result<std::unique_ptr<PgConnection>> PgConnection::open(const std::string& url) {
-  const std::string shown = strip_password(url);
+  const std::string shown = redact_postgres_url(url);
   PGconn* c = PQconnectdb(url.c_str());
   if (c == nullptr) return Status::Internal(shown + ": out of memory connecting to PostgreSQL");
   if (PQstatus(c) != CONNECTION_OK) {

@@ -32,6 +32,17 @@ namespace tillsync::storage {
 // "postgres://..."), as opposed to a file path.
 bool is_postgres_url(std::string_view location);
 
+// `location` as it may be shown: a PostgreSQL URL without its password (from
+// `user:password@` and from `password=` / `sslpassword=` parameters, which become
+// `password=***`); a libpq keyword=value string with its password values hidden the
+// same way; anything else unchanged.
+std::string redact_postgres_url(std::string_view location);
+
+// Whether `location` is a libpq keyword=value connection string ("host=... dbname=...",
+// or anything naming a password=): tillsync takes PostgreSQL databases by URL only, and
+// must not take such a string for a file name.
+bool is_keyword_connection_string(std::string_view location);
+
 // `url` with `schema` as its search_path, so an HQ there lives in that schema (e.g. one
 // schema per test or benchmark run on a shared server). `schema` is a plain identifier.
 std::string postgres_url_in_schema(const std::string& url, const std::string& schema);
