@@ -371,6 +371,32 @@ TEST_F(HqCliTest, NoFormOfAPostgresPasswordIsEverPrinted) {
   EXPECT_FALSE(std::filesystem::exists(keywords));
 }
 
+// Issue 17, item 4: without keys HQ listens on loopback only, unless told
+// --insecure-plaintext; a plaintext terminal says so at every sync and in its status.
+TEST_F(HqCliTest, PlaintextIsADecision) {
+  init_hq();
+  for (const char* endpoint : {"tcp://0.0.0.0:*", "tcp://*:*", "tcp://192.0.2.1:*", "tcp://eth0:*"}) {
+    json e = error_json({"hq", "serve", "--db", hq_db_, "--listen", endpoint}, 3);
+    EXPECT_EQ(e["code"], "invalid_input") << endpoint;
+    EXPECT_NE(e["message"].get<std::string>().find("--insecure-plaintext"), std::string::npos) << e;
+  }
+  // With the flag the check is passed: binding an address this machine does not have
+  // (TEST-NET-1) is what fails then; nothing listens beyond loopback.
+  RunResult lab = run({"hq", "serve", "--db", hq_db_, "--listen", "tcp://192.0.2.1:*", "--insecure-plaintext"});
+  EXPECT_NE(lab.exit, 0) << describe(lab);
+  EXPECT_EQ(lab.err.find("--insecure-plaintext"), std::string::npos) << describe(lab);
+
+  ASSERT_NO_FATAL_FAILURE(start_hq());  // tcp://127.0.0.1:*: loopback needs no flag
+  init_terminal("S001");
+  RunResult s = run({"store", "sync", "--db", terminal_db("S001"), "--once"});
+  EXPECT_EQ(s.exit, 0) << describe(s);
+  EXPECT_NE(s.err.find("PLAINTEXT"), std::string::npos) << describe(s);
+  EXPECT_NE(s.out.find("(plaintext)"), std::string::npos) << describe(s);
+  EXPECT_EQ(sync("S001")["encrypted"], false);
+  RunResult status = run({"store", "status", "--db", terminal_db("S001")});
+  EXPECT_NE(status.out.find("encryption:      NONE"), std::string::npos) << describe(status);
+}
+
 TEST_F(HqCliTest, HqCommandsRefuseNonTillsyncDatabase) {
   std::string notes = dir_.file("notes.txt");
   {
@@ -912,6 +938,10 @@ TEST_F(HqCliTest, CurveKeysAllowlistAndRevocationBySighup) {
   EXPECT_EQ(c["mode"], "sync");
   EXPECT_TRUE(is_account_number(c["account_number"]));
   EXPECT_EQ(sync("S001")["pending_ops"], 0);
+  RunResult human = run({"store", "sync", "--db", terminal_db("S001"), "--once"});
+  EXPECT_EQ(human.exit, 0) << describe(human);
+  EXPECT_EQ(human.err.find("PLAINTEXT"), std::string::npos) << describe(human);
+  EXPECT_EQ(sync("S001")["encrypted"], true);
 
   // A terminal whose key is not on the allowlist: HQ unreachable, nothing written.
   init_terminal("S002", {"--keys", rogue_keys, "--hq-public-key", hq_pub, "--rts-timeout-ms", "300"});

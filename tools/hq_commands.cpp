@@ -63,7 +63,7 @@ int run_init(const Cli& cli, const InitOptions& o) {
                       "account numbers: " + prefix + "000000001, " + prefix + "000000002, ...\n" +
                       "epoch:           " + (*hq)->epoch() +
                       "\nstart serving terminals with: tillsync hq serve --db " + storage::redact_postgres_url(o.db) +
-                      " --listen tcp://0.0.0.0:5555";
+                      " --listen tcp://0.0.0.0:5555 --keys DIR --allowlist FILE";
   return cli.ok(j, human);
 }
 
@@ -95,7 +95,19 @@ struct ServeOptions {
   std::string duplicates;
   std::string keys, allowlist;  // CurveZMQ: HQ's key directory, the terminals' allowlist
   std::int64_t max_clock_offset_ms = HqOptions{}.max_clock_offset_ms;
+  bool insecure_plaintext = false;  // plaintext on an address other machines can reach
 };
+
+// Whether `endpoint` can be reached from this machine only: ipc://, or tcp:// on a
+// loopback address (127.0.0.0/8, ::1, localhost).
+bool is_local_endpoint(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0) return true;
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  const std::string host = endpoint.substr(6, endpoint.rfind(':') == std::string::npos || endpoint.rfind(':') < 6
+                                                  ? std::string::npos
+                                                  : endpoint.rfind(':') - 6);
+  return host.rfind("127.", 0) == 0 || host == "[::1]" || host == "localhost";
+}
 
 // The running service, for the signal handler (HqService::stop() is an atomic store).
 std::atomic<HqService*> g_service{nullptr};
@@ -132,6 +144,14 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
   if (o.keys.empty() != o.allowlist.empty()) {
     return cli.fail(Status::InvalidInput(
         "keys", "--keys and --allowlist go together: HQ's key pair and the terminals it admits"));
+  }
+  if (o.keys.empty() && !o.insecure_plaintext && !is_local_endpoint(o.listen)) {
+    return cli.fail(Status::InvalidInput(
+        "listen", "--listen " + one_line(o.listen) +
+                      " can be reached from other machines, and without --keys and --allowlist the traffic "
+                      "would be plaintext and anyone could act as any terminal. Give HQ keys ('tillsync "
+                      "keygen', then --keys DIR --allowlist FILE), listen on tcp://127.0.0.1:PORT, or accept "
+                      "that with --insecure-plaintext (a lab only)"));
   }
   std::optional<transport::KeyPair> keys;
   if (!o.keys.empty()) {
@@ -269,6 +289,9 @@ void add_serve(CLI::App& hq, Cli& cli) {
                   "File of admitted terminals, one 'NODE_ID PUBLIC_KEY' per line ('#' starts a "
                   "comment). SIGHUP reloads it: a removed key is locked out at once")
       ->type_name("FILE");
+  sub->add_flag("--insecure-plaintext", o->insecure_plaintext,
+                "Listen without --keys on an address other machines can reach (plaintext, "
+                "unauthenticated: a lab only). Without keys, HQ otherwise listens on loopback only");
   cli.add_json_flag(*sub);
   cli.on_run(*sub, [&cli, o] { return run_serve(cli, *o); });
 }

@@ -119,6 +119,13 @@ std::string status_text(const NodeStatus& s, const NodeConfig& config) {
   t += "terminal:        " + s.node_id + "\n";
   t += "HQ:              " +
        (config.hq_endpoint ? *config.hq_endpoint : std::string("none configured")) + "\n";
+  if (config.hq_endpoint) {
+    t += "encryption:      " +
+         std::string(config.key_dir ? "CurveZMQ (keys configured)"
+                                    : "NONE: plaintext, anyone on the network can read and forge this "
+                                      "terminal's traffic (docs/security.md)") +
+         "\n";
+  }
   t += "online:          " +
        std::string(s.online ? "yes" : "no (last contact with HQ failed or none yet)") + "\n";
   t += "pending ops:     " + std::to_string(s.pending_ops) + " (not yet acknowledged by HQ)\n";
@@ -838,11 +845,13 @@ int run_sync(const Cli& cli, const SyncOptions& o) {
   if (o.watch) install_stop_handlers();
   std::unique_ptr<HqClient> client;
   std::unique_ptr<Replicator> replicator;
+  bool encrypted = false;
   {
     // ZeroMQ's threads start in here; SIGINT/SIGTERM must reach this thread.
     BlockStopSignals block;
     auto keys = load_curve_keys(config);
     if (!keys) return cli.fail(keys.status());
+    encrypted = keys->has_value();
     auto connected = HqClient::connect(*config.hq_endpoint, config.rts_timeout_ms, *keys);
     if (!connected) {
       return cli.fail(explain_sync_failure(
@@ -855,14 +864,23 @@ int run_sync(const Cli& cli, const SyncOptions& o) {
     if (!opened) return cli.fail(opened.status());
     replicator = std::move(opened).value();
   }
+  // Plaintext is said every time (JSON: "encrypted": false), never silently.
+  if (!encrypted && !cli.json) {
+    std::cerr << "tillsync: warning: terminal " << config.node_id() << " talks to HQ at " << *config.hq_endpoint
+              << " in PLAINTEXT: anyone on the network can read and forge its traffic. Give it keys "
+                 "('tillsync keygen', then 'store init --keys DIR --hq-public-key FILE'; docs/security.md)"
+              << std::endl;
+  }
   if (o.watch) return run_watch(cli, **node, *replicator, o);
 
   // Real-time requests that got no answer are settled first (`store status` tells).
   (void)(*node)->reconcile();
   auto report = replicator->sync_once();
   if (!report) return cli.fail(explain_sync_failure(**node, report.status()));
-  return cli.ok(report_json(*report), "synced terminal " + config.node_id() + " with HQ at " +
-                                          *config.hq_endpoint + ": " + report_text(*report));
+  Json j = report_json(*report);
+  j["encrypted"] = encrypted;
+  return cli.ok(j, "synced terminal " + config.node_id() + " with HQ at " + *config.hq_endpoint +
+                       (encrypted ? "" : " (plaintext)") + ": " + report_text(*report));
 }
 
 void add_sync(CLI::App& store, Cli& cli) {
