@@ -29,6 +29,18 @@ Status check_location(const std::string& path) {
                                     "not on the command line); keyword=value strings are not accepted");
 }
 
+// About the bytes a customer takes on the wire: its text plus a little per item.
+std::size_t approximate_size(const Customer& c) {
+  std::size_t n = 64;
+  for (Field f : all_fields()) n += c.get(f).size() + 8;
+  for (const Address& a : c.addresses)
+    n += 32 + a.purpose.size() + a.street.size() + a.city.size() + a.state.size() + a.zip.size() + a.country.size();
+  for (const Contact& k : c.contacts) n += 32 + k.value.size();
+  for (const std::string& a : c.affiliations) n += 8 + a.size();
+  for (const LoyaltyCard& l : c.loyalty_cards) n += 16 + l.card_number.size();
+  return n;
+}
+
 Status not_found(const Guid& guid) {
   return Status::NotFound("customer " + guid.to_string() + " does not exist at HQ");
 }
@@ -797,6 +809,14 @@ Result<HelloResult> Headquarters::hello(std::string_view node_id, const Guid& ac
 
 Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t prev, const Guid& prev_op,
                                       const std::vector<LogRecord>& records) {
+  std::size_t bytes = 0;
+  for (const LogRecord& r : records) bytes += r.payload.size();
+  if (records.size() > kMaxPushRecords || bytes > kMaxPushBytes) {
+    return Status(Code::limit_exceeded, "push: at most " + std::to_string(kMaxPushRecords) + " records and " +
+                                            std::to_string(kMaxPushBytes >> 20) + " MiB of payload per batch (" +
+                                            std::to_string(records.size()) + " records, " + std::to_string(bytes) +
+                                            " bytes sent); nothing was staged");
+  }
   for (std::size_t i = 0; i < records.size(); ++i) {
     const LogRecord& r = records[i];
     if (r.node_id != node_id) {
@@ -922,7 +942,20 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
     return Status(Code::unauthorized, "node " + std::string(node_id) +
                                           " is registered for filtered pulls (offline data "
                                           "exclusion); an unfiltered pull is refused");
-  TS_ASSIGN_OR_RETURN(out.entries, impl_->store->feed_after(after, limit, channel, &out.cursor));
+  TS_ASSIGN_OR_RETURN(out.entries,
+                      impl_->store->feed_after(after, std::min(limit, kMaxPullEntries), channel, &out.cursor));
+  out.more = limit > kMaxPullEntries && out.entries.size() == kMaxPullEntries;
+  // A page ends after the entry that passes the byte budget; the node continues there.
+  std::size_t page_bytes = 0;
+  for (std::size_t i = 0; i < out.entries.size(); ++i) {
+    page_bytes += approximate_size(out.entries[i].customer);
+    if (page_bytes > kMaxPullBytes && i + 1 < out.entries.size()) {
+      out.entries.resize(i + 1);
+      out.cursor = out.entries.back().seq;
+      out.more = true;
+      break;
+    }
+  }
   // Read after the entries, so that the node's clock resumes above every one of them.
   TS_ASSIGN_OR_RETURN(out.hq_hlc, impl_->stored_hlc());
   if (out.cursor == after) {

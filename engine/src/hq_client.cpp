@@ -175,7 +175,7 @@ Result<PullReply> HqClient::pull(const std::string& node_id, std::int64_t after,
   TS_ASSIGN_OR_RETURN(auto r, impl_->call<protocol::PullReply>(
                                   MsgType::pull, protocol::Pull{node_id, after, after_mark, limit, filtered}));
   return PullReply{std::move(r.epoch), r.reset, r.cursor, r.cursor_mark, Hlc{r.hq_hlc},
-                   std::move(r.customers), std::move(r.aliases)};
+                   std::move(r.customers), std::move(r.aliases), r.more};
 }
 
 }  // namespace tillsync

@@ -27,7 +27,7 @@ Result<PullReply> LocalHqLink::pull(const std::string& node_id, std::int64_t aft
 }
 
 PullReply to_pull_reply(std::string epoch, PullResult result) {
-  PullReply out{std::move(epoch), result.reset, result.cursor, result.cursor_mark, result.hq_hlc, {}, {}};
+  PullReply out{std::move(epoch), result.reset, result.cursor, result.cursor_mark, result.hq_hlc, {}, {}, result.more};
   out.customers.reserve(result.entries.size());
   for (auto& e : result.entries) {
     if (e.alias) out.aliases.emplace_back(*e.alias, e.customer.guid);

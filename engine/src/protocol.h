@@ -200,6 +200,7 @@ struct PullReply {
   std::uint64_t hq_hlc = 0;
   std::vector<Customer> customers;
   std::vector<std::pair<Guid, Guid>> aliases;
+  bool more = false;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, epoch);
     codec::boolean(ar, reset);
@@ -211,6 +212,7 @@ struct PullReply {
       codec::guid(a, p.first);
       codec::guid(a, p.second);
     });
+    codec::boolean(ar, more);
   }
 };
 

@@ -1,11 +1,13 @@
 #include "tillsync/replicator.h"
 
+#include <algorithm>
 #include <deque>
 
 #include "apply.h"
 #include "customer_table.h"
 #include "node_schema.h"
 #include "tillsync/crash_point.h"
+#include "tillsync/headquarters.h"
 #include "tillsync/storage/change_log.h"
 #include "tillsync/storage/database.h"
 #include "tillsync/validation.h"
@@ -148,12 +150,17 @@ struct Replicator::Impl {
     return Guid::from_raw(st.column_blob(0)).value_or(Guid{});
   }
 
-  // Up to one batch of log records after `after`.
+  // Up to one batch of log records after `after`, within HQ's bounds of a push (records
+  // and payload bytes; at least one record).
   Result<std::vector<LogRecord>> read_batch(storage::ChangeLog& log, std::int64_t after) {
-    TS_ASSIGN_OR_RETURN(auto rows, log.read_after(after, options.push_batch));
+    TS_ASSIGN_OR_RETURN(auto rows, log.read_after(after, std::clamp<std::size_t>(options.push_batch, 1,
+                                                                                Headquarters::kMaxPushRecords)));
     std::vector<LogRecord> records;
     records.reserve(rows.size());
+    std::size_t bytes = 0;
     for (auto& r : rows) {
+      bytes += r.payload.size();
+      if (!records.empty() && bytes > Headquarters::kMaxPushBytes) break;
       TS_ASSIGN_OR_RETURN(LogRecord rec, to_record(std::move(r)));
       records.push_back(std::move(rec));
     }
@@ -426,7 +433,7 @@ struct Replicator::Impl {
       TS_RETURN_IF_ERROR(txn.commit());
       crash_point("node.pull.after_commit");
       pulled += static_cast<std::int64_t>(reply.customers.size());
-      if (reply.customers.size() < options.pull_batch) {
+      if (reply.customers.size() < options.pull_batch && !reply.more) {
         TS_RETURN_IF_ERROR(settle_versions());
         return pulled;
       }

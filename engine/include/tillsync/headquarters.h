@@ -68,6 +68,7 @@ struct PullResult {
   std::uint64_t cursor_mark = 0;  // the mark of `cursor` (feed_mark())
   std::vector<FeedEntry> entries;
   Hlc hq_hlc;  // HQ's clock: a terminal merges it so its later writes order after these
+  bool more = false;  // the page ended at HQ's bound (kMaxPullBytes/kMaxPullEntries), not the limit
 };
 
 struct JobReport {
@@ -126,6 +127,15 @@ class Headquarters {
   Result<SearchResult> search(std::string_view node_id, std::string_view text, bool filtered);
 
   // ---- replication ----
+  // Bounds of one push and one pull page, so that no request or reply comes near the
+  // socket's 16 MiB message limit: a push of more records or payload bytes is refused
+  // with Code::limit_exceeded (nothing staged; Replicator never sends one), and a pull
+  // returns at most kMaxPullEntries entries and stops after the entry that passes
+  // kMaxPullBytes of customer encoding (at least one entry, whatever its size).
+  static constexpr std::size_t kMaxPushRecords = 5'000;
+  static constexpr std::size_t kMaxPushBytes = 8u << 20;
+  static constexpr std::size_t kMaxPullEntries = 1'000;
+  static constexpr std::size_t kMaxPullBytes = 8u << 20;
   // Where the node's log stands at HQ, and HQ's clock (the start of every sync); and
   // whether HQ holds `acked_op` from the node (nil: not asked).
   Result<HelloResult> hello(std::string_view node_id, const Guid& acked_op = Guid{});

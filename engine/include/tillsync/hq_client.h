@@ -49,6 +49,8 @@ struct PullReply {
   std::vector<Customer> customers;
   // (alias, target): a terminal-made GUID HQ merged into an existing customer.
   std::vector<std::pair<Guid, Guid>> aliases;
+  // HQ ended the page before the limit asked for (its byte or entry bound): pull on.
+  bool more = false;
 };
 
 // The replication half of the terminal-HQ conversation. HqClient speaks it over
