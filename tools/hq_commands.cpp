@@ -103,9 +103,7 @@ struct ServeOptions {
 bool is_local_endpoint(const std::string& endpoint) {
   if (endpoint.rfind("ipc://", 0) == 0) return true;
   if (endpoint.rfind("tcp://", 0) != 0) return false;
-  const std::string host = endpoint.substr(6, endpoint.rfind(':') == std::string::npos || endpoint.rfind(':') < 6
-                                                  ? std::string::npos
-                                                  : endpoint.rfind(':') - 6);
+  const std::string host = endpoint.substr(6, endpoint.rfind(':') - 6);  // tcp://HOST:PORT
   return host.rfind("127.", 0) == 0 || host == "[::1]" || host == "localhost";
 }
 

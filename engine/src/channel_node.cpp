@@ -558,11 +558,7 @@ struct ChannelNode::Impl {
                     "a loyalty card can be issued only after the customer's account number has "
                     "been synced from HQ");
     }
-    if (current.loyalty_cards.size() >= kMaxChildrenPerCustomer) {
-      return Status(Code::limit_exceeded,
-                    "loyalty_cards: a customer has at most " + std::to_string(kMaxChildrenPerCustomer) + " loyalty cards",
-                    "loyalty_cards");
-    }
+    TS_RETURN_IF_ERROR(check_child_count("loyalty_cards", current.loyalty_cards.size() + 1));
     return rts_write(LoyaltyCardIssued{current.guid, {}}, call, "issuing a loyalty card");
   }
 

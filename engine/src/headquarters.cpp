@@ -727,11 +727,7 @@ Result<RtsAnswer> Headquarters::rts_issue_loyalty_card(std::string_view node_id,
   return impl_->rts(node_id, request, guid, [&](HqTransaction& tx) -> Result<RtsAnswer> {
     TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(tx, guid));
     if (!c.account_number) return Status(Code::loyalty_requires_synced_customer, "customer has no account number");
-    if (c.loyalty_cards.size() >= kMaxChildrenPerCustomer) {
-      return Status(Code::limit_exceeded,
-                    "loyalty_cards: a customer has at most " + std::to_string(kMaxChildrenPerCustomer) + " loyalty cards",
-                    "loyalty_cards");
-    }
+    TS_RETURN_IF_ERROR(check_child_count("loyalty_cards", c.loyalty_cards.size() + 1));
     // Card numbers derive from the account number and the request: unique, stable for a
     // repeated request, and never handed out again by an HQ restored from a backup
     // (a counter would restart where the backup left it; the card is in a wallet).

@@ -337,18 +337,19 @@ Status validate_node_id(std::string_view node) {
                                           " bytes given; each part 1-32 letters, digits, '-' or '_')");
 }
 
+Status check_child_count(std::string_view list, std::size_t count) {
+  if (count <= kMaxChildrenPerCustomer) return Status::Ok();
+  return Status(Code::limit_exceeded,
+                std::string(list) + ": a customer has at most " + std::to_string(kMaxChildrenPerCustomer) + " (" +
+                    std::to_string(count) + " given)",
+                std::string(list));
+}
+
 Status validate_customer(const Customer& customer) {
-  auto at_most = [](std::string_view field, std::size_t n) -> Status {
-    if (n <= kMaxChildrenPerCustomer) return Status::Ok();
-    return Status(Code::limit_exceeded,
-                  std::string(field) + ": a customer has at most " + std::to_string(kMaxChildrenPerCustomer) +
-                      " (" + std::to_string(n) + " given)",
-                  std::string(field));
-  };
-  TS_RETURN_IF_ERROR(at_most("addresses", customer.addresses.size()));
-  TS_RETURN_IF_ERROR(at_most("contacts", customer.contacts.size()));
-  TS_RETURN_IF_ERROR(at_most("affiliations", customer.affiliations.size()));
-  TS_RETURN_IF_ERROR(at_most("loyalty_cards", customer.loyalty_cards.size()));
+  TS_RETURN_IF_ERROR(check_child_count("addresses", customer.addresses.size()));
+  TS_RETURN_IF_ERROR(check_child_count("contacts", customer.contacts.size()));
+  TS_RETURN_IF_ERROR(check_child_count("affiliations", customer.affiliations.size()));
+  TS_RETURN_IF_ERROR(check_child_count("loyalty_cards", customer.loyalty_cards.size()));
   for (Field field : all_fields()) {
     const std::string& value = customer.get(field);
     if (is_required_name(customer.type, field) && is_blank(value)) {

@@ -24,6 +24,8 @@ inline constexpr std::size_t kMaxTextLength = 200;
 // At most this many addresses, contacts, affiliations and loyalty cards per customer
 // (D13); more is Code::limit_exceeded.
 inline constexpr std::size_t kMaxChildrenPerCustomer = 50;
+// Code::limit_exceeded (field `list`) when a customer would hold `count` > 50 of a list.
+Status check_child_count(std::string_view list, std::size_t count);
 
 // A store or terminal id: 1-32 ASCII letters, digits, '-' or '_'.
 bool is_valid_id(std::string_view id);
