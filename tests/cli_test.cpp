@@ -23,6 +23,7 @@
 
 #include "support/temp_dir.h"
 #include "tillsync/capture.h"
+#include "tillsync/transport/socket.h"
 
 extern char** environ;
 
@@ -827,6 +828,46 @@ TEST_F(CliTest, CliSyncNamesConfiguredEndpoint) {
   json err = error_json({"store", "sync", "--db", db_}, 4);
   EXPECT_EQ(err["code"], "hq_unreachable");
   EXPECT_NE(err["message"].get<std::string>().find("tcp://127.0.0.1:9"), std::string::npos) << err;
+}
+
+// Issue 17, item 7: `store status` says why the last sync could not reach HQ.
+TEST_F(CliTest, CliStatusNamesWhyHqWasUnreachable) {
+  std::string endpoint;
+  {
+    // A port where nothing listens: a server's, closed (terminating its Context waits
+    // for the listener to close).
+    tillsync::transport::Context scratch;
+    auto server = tillsync::transport::Server::bind(scratch, "tcp://127.0.0.1:*");
+    ASSERT_TRUE(server.ok()) << server.status().to_string();
+    endpoint = server->endpoint();
+  }
+  const std::string host_port = endpoint.substr(std::string("tcp://").size());
+  init({"--hq", endpoint, "--rts-timeout-ms", "300"});
+  EXPECT_TRUE(status()["hq_unreachable"].is_null());  // no contact yet
+
+  // A sync waits out its timeout; on a loaded machine the refused attempt may come
+  // after it (then the reason is "timeout"): a few tries.
+  json err, s;
+  for (int i = 0; i < 5; ++i) {
+    err = error_json({"store", "sync", "--db", db_, "--once"}, 4);
+    s = status();
+    if (s["hq_unreachable"].is_object() && s["hq_unreachable"]["reason"] != "timeout") break;
+  }
+  EXPECT_EQ(err["code"], "hq_unreachable");
+  EXPECT_NE(err["message"].get<std::string>().find("connection refused by " + host_port), std::string::npos)
+      << err;
+
+  EXPECT_EQ(s["online"], false);
+  ASSERT_TRUE(s["hq_unreachable"].is_object()) << s;
+  EXPECT_EQ(s["hq_unreachable"]["reason"], "connection_refused") << s;
+  EXPECT_EQ(s["hq_unreachable"]["detail"], "connection refused by " + host_port) << s;
+  EXPECT_TRUE(s["hq_unreachable"]["at"].is_string()) << s;
+
+  RunResult human = run({"store", "status", "--db", db_});
+  EXPECT_EQ(human.exit, 0) << describe(human);
+  EXPECT_NE(human.out.find("online:          no: HQ unreachable (connection refused by " + host_port + ") at "),
+            std::string::npos)
+      << human.out;
 }
 
 // ---------------------------------------------------------------------------

@@ -764,6 +764,50 @@ TEST_F(ReplicationTest, FilteredNodeCannotLaterAskForTheUnfilteredFeed) {
   EXPECT_TRUE(client->pull("S003/T01", 0, 0, 100, /*filtered=*/false).ok());  // never filtered
 }
 
+// Real-time requests are scoped like search and pulls: a node registered filtered
+// cannot read or write another store's customer by naming its GUID.
+TEST_F(ReplicationTest, FilteredNodeCannotReachAnotherStoresCustomerInRealTime) {
+  auto other = terminal("S002", "T01");
+  auto theirs = other->node().create_customer(new_person("Their", "Customer"));
+  ASSERT_TRUE(theirs.ok());
+  auto own = terminal("S001", "T01", {.filter_shared_customer_tables = true});
+  auto mine = own->node().create_customer(new_person("My", "Customer"));
+  ASSERT_TRUE(mine.ok());
+  ASSERT_TRUE(own->sync().ok());  // registers S001/T01 for filtered pulls
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  const Guid their_guid = theirs->customer.guid;
+  const std::vector<FieldChange> rename{{Field::first_name, "Stolen"}};
+  auto edit = client->edit_customer("S001/T01", Guid::parse("00000000-0000-4000-8000-000000000001").value(),
+                                    their_guid, 1, rename);
+  EXPECT_EQ(edit.status().code(), Code::not_found) << edit.status().to_string();
+  auto card = client->issue_loyalty_card("S001/T01", Guid::parse("00000000-0000-4000-8000-000000000002").value(),
+                                         their_guid);
+  EXPECT_EQ(card.status().code(), Code::not_found) << card.status().to_string();
+  Address address;
+  address.guid = Guid::parse("00000000-0000-4000-8000-000000000003").value();
+  address.street = "1 Main Street";
+  address.city = "Lyon";
+  address.zip = "69001";
+  address.country = "FR";
+  auto add = client->add_address("S001/T01", Guid::parse("00000000-0000-4000-8000-000000000004").value(),
+                                 their_guid, address);
+  EXPECT_EQ(add.status().code(), Code::not_found) << add.status().to_string();
+  // Nothing was done to their customer.
+  auto found = hq->inspect()->customers("their").value();
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].guid, their_guid);
+  EXPECT_EQ(found[0].first_name, "Their");
+  EXPECT_TRUE(found[0].loyalty_cards.empty());
+  EXPECT_TRUE(found[0].addresses.empty());
+  // Its own customers, and nodes that are not filtered, are served as before.
+  EXPECT_TRUE(client->edit_customer("S001/T01", Guid::parse("00000000-0000-4000-8000-000000000005").value(),
+                                    mine->customer.guid, mine->customer.version, rename)
+                  .ok());
+  EXPECT_TRUE(client->edit_customer("S003/T01", Guid::parse("00000000-0000-4000-8000-000000000006").value(),
+                                    their_guid, theirs->customer.version, rename)
+                  .ok());
+}
+
 TEST_F(ReplicationTest, FailedRecordIsReportedAndFixedWithResync) {
   auto t = terminal("S001", "T01", {.async_customer_creation = true});
   auto out = t->node().create_customer(new_person("Bad", "Mail"));

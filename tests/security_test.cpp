@@ -254,6 +254,67 @@ TEST_F(CurveTest, PlaintextClientIsRefusedWhenKeysAreRequired) {
   expect_honest_served();
 }
 
+// ---- why HQ is unreachable over CURVE (issue 17, item 7) --------------------------------
+
+// Calls until the failure has a reason other than timeout (at most `tries` calls of
+// 300 ms): the handshake waits for the server thread's ZAP handler, which a loaded
+// machine may run after one short call's deadline. Each failed call replaces the
+// socket, so each try makes a fresh attempt.
+Status call_until_explained(Client& c, int tries = 10) {
+  Status last = Status::Ok();
+  for (int i = 0; i < tries; ++i) {
+    last = c.call(1, "x", 300).status();
+    if (last.code() != Code::hq_unreachable || !c.last_failure() ||
+        c.last_failure()->reason != UnreachableReason::timeout)
+      break;
+  }
+  return last;
+}
+
+TEST_F(CurveTest, KeyNotOnTheAllowlistIsNamedHandshakeRefused) {
+  Client rogue = connect_client(ctx, *server, generate_key_pair().value(), 300);
+  Status s = call_until_explained(rogue);
+  EXPECT_EQ(s.code(), Code::hq_unreachable);
+  ASSERT_TRUE(rogue.last_failure());
+  EXPECT_EQ(rogue.last_failure()->reason, UnreachableReason::handshake_refused) << s.message();
+  EXPECT_NE(s.message().find("HQ refused this terminal's key (not on HQ's allowlist?)"), std::string::npos)
+      << s.message();
+  expect_honest_served();
+}
+
+TEST_F(CurveTest, WrongServerKeyIsNamedServerKeyMismatch) {
+  Client c = connect_client(ctx, *server, honest_keys, 300, generate_key_pair()->public_key);
+  Status s = call_until_explained(c);
+  EXPECT_EQ(s.code(), Code::hq_unreachable);
+  ASSERT_TRUE(c.last_failure());
+  EXPECT_EQ(c.last_failure()->reason, UnreachableReason::server_key_mismatch) << s.message();
+  EXPECT_NE(s.message().find("wrong HQ public key?"), std::string::npos) << s.message();
+  expect_honest_served();
+}
+
+TEST_F(CurveTest, CurveOnOneSideOnlyIsNamedSecurityMismatch) {
+  // A plaintext terminal, a CURVE HQ.
+  Client plain = connect_client(ctx, *server, std::nullopt, 300);
+  Status s = call_until_explained(plain);
+  ASSERT_TRUE(plain.last_failure()) << s.to_string();
+  EXPECT_EQ(plain.last_failure()->reason, UnreachableReason::security_mismatch) << s.message();
+  EXPECT_NE(s.message().find("requires CURVE keys, this terminal has none"), std::string::npos) << s.message();
+
+  // A CURVE terminal, a plaintext HQ (bound, never receiving: the handshake is ZeroMQ's).
+  auto plain_hq = Server::bind(ctx, "tcp://127.0.0.1:*");
+  ASSERT_TRUE(plain_hq.ok());
+  ClientOptions options;
+  options.curve = honest_keys;
+  options.server_public_key = server->keys().public_key;
+  auto c = Client::connect(ctx, plain_hq->endpoint(), options);
+  ASSERT_TRUE(c.ok());
+  s = call_until_explained(*c);
+  ASSERT_TRUE(c->last_failure()) << s.to_string();
+  EXPECT_EQ(c->last_failure()->reason, UnreachableReason::security_mismatch) << s.message();
+  EXPECT_NE(s.message().find("does not use CURVE encryption, this terminal does"), std::string::npos)
+      << s.message();
+}
+
 TEST_F(CurveTest, RevokedKeyIsLockedOutOnItsOpenConnection) {
   KeyPair other = generate_key_pair().value();
   server->allow(other.public_key, "S001/T02");

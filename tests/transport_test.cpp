@@ -2,6 +2,8 @@
 // with reconnect, malformed and oversized input, protocol versions.
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <string>
 #include <thread>
 #include <zmq.hpp>
 
@@ -167,6 +169,118 @@ TEST(Transport, NobodyListeningIsHqUnreachable) {
   ASSERT_TRUE(c.ok());
   auto r = c->call(1, "x");
   EXPECT_EQ(r.status().code(), Code::hq_unreachable);
+}
+
+// ---- why HQ is unreachable (issue 17, item 7) ----------------------------------------
+
+// An endpoint where nothing listens: a server's port, closed. Its own Context, so the
+// listener is surely closed when this returns (ZeroMQ closes sockets asynchronously,
+// and terminating a Context waits for that).
+std::string closed_endpoint() {
+  Context scratch;
+  std::string endpoint;
+  {
+    auto s = Server::bind(scratch, "tcp://127.0.0.1:*");
+    EXPECT_TRUE(s.ok()) << s.status().to_string();
+    if (s.ok()) endpoint = s->endpoint();
+  }
+  return endpoint;
+}
+
+// Calls until the failure has a reason other than timeout (at most `tries` calls): on
+// a loaded machine a connection attempt may end after one short call's deadline. Each
+// failed call replaces the socket, so each try makes a fresh attempt. Calls wait
+// `timeout_ms` each: a failure that has a reason still waits out its call.
+Status call_until_explained(Client& c, int tries = 10, int timeout_ms = 300) {
+  Status last = Status::Ok();
+  for (int i = 0; i < tries; ++i) {
+    last = c.call(1, "x", timeout_ms).status();
+    if (last.code() != Code::hq_unreachable || !c.last_failure() ||
+        c.last_failure()->reason != UnreachableReason::timeout)
+      break;
+  }
+  return last;
+}
+
+TEST(Transport, ReasonsHaveStableWords) {
+  EXPECT_EQ(to_text(UnreachableReason::timeout), "timeout");
+  EXPECT_EQ(to_text(UnreachableReason::unresolvable_host), "unresolvable_host");
+  EXPECT_EQ(to_text(UnreachableReason::connection_refused), "connection_refused");
+  EXPECT_EQ(to_text(UnreachableReason::handshake_refused), "handshake_refused");
+  EXPECT_EQ(to_text(UnreachableReason::server_key_mismatch), "server_key_mismatch");
+  EXPECT_EQ(to_text(UnreachableReason::security_mismatch), "security_mismatch");
+  EXPECT_EQ(to_text(UnreachableReason::handshake_failed), "handshake_failed");
+}
+
+TEST(Transport, RefusedConnectionIsNamed) {
+  Context ctx;
+  const std::string endpoint = closed_endpoint();
+  ASSERT_FALSE(endpoint.empty());
+  auto c = Client::connect(ctx, endpoint, {.timeout_ms = 300});
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->last_failure());  // nothing failed yet
+  Status s = call_until_explained(*c);
+  EXPECT_EQ(s.code(), Code::hq_unreachable);
+  ASSERT_TRUE(c->last_failure());
+  EXPECT_EQ(c->last_failure()->reason, UnreachableReason::connection_refused) << s.message();
+  const std::string host_port = endpoint.substr(std::string("tcp://").size());
+  EXPECT_EQ(c->last_failure()->detail, "connection refused by " + host_port);
+  EXPECT_EQ(s.message(), "HQ at " + endpoint + " is unreachable: connection refused by " + host_port);
+}
+
+TEST(Transport, UnresolvableHostIsNamed) {
+  Context ctx;
+  // .invalid never resolves (RFC 2606).
+  auto c = Client::connect(ctx, "tcp://hq.invalid:5555", {.timeout_ms = 300});
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  Status s = call_until_explained(*c);
+  EXPECT_EQ(s.code(), Code::hq_unreachable);
+  ASSERT_TRUE(c->last_failure());
+  EXPECT_EQ(c->last_failure()->reason, UnreachableReason::unresolvable_host) << s.message();
+  EXPECT_EQ(c->last_failure()->detail.rfind("cannot resolve host hq.invalid", 0), 0u) << s.message();
+  EXPECT_NE(s.message().find("cannot resolve host hq.invalid"), std::string::npos) << s.message();
+}
+
+TEST(Transport, ServerThatNeverAnswersIsATimeout) {
+  Context ctx;
+  auto server = Server::bind(ctx, "tcp://127.0.0.1:*");  // bound, never receives
+  ASSERT_TRUE(server.ok());
+  auto c = Client::connect(ctx, server->endpoint(), {.timeout_ms = 200});
+  ASSERT_TRUE(c.ok());
+  Status s = c->call(1, "x").status();
+  EXPECT_EQ(s.code(), Code::hq_unreachable);
+  ASSERT_TRUE(c->last_failure());
+  EXPECT_EQ(c->last_failure()->reason, UnreachableReason::timeout) << s.message();
+  EXPECT_NE(s.message().find("within 200 ms"), std::string::npos) << s.message();
+}
+
+TEST(Transport, HqGoingAwayAfterAnsweringIsNamedAtTheNextCalls) {
+  Context ctx;
+  std::optional<Client> c;
+  {
+    Context hq_ctx;
+    auto server = Server::bind(hq_ctx, "tcp://127.0.0.1:*");
+    ASSERT_TRUE(server.ok());
+    std::thread serve([&] {
+      for (;;) {
+        auto r = server->receive(5000);
+        ASSERT_TRUE(r.ok());
+        if (!*r) continue;
+        ASSERT_TRUE(server->reply(**r, 0x81, "ok").ok());
+        return;
+      }
+    });
+    c.emplace(Client::connect(ctx, server->endpoint(), {.timeout_ms = 5000}).value());
+    ASSERT_TRUE(c->call(1, "x").ok());
+    serve.join();
+  }  // HQ stops: terminating its Context closes its listener and connections
+  // The client's connection was answered on, so no longer watched; the first call may
+  // even be sent before the client saw the connection drop. A fresh, watched socket
+  // tells why.
+  EXPECT_EQ(c->call(1, "x", 300).status().code(), Code::hq_unreachable);
+  EXPECT_EQ(call_until_explained(*c).code(), Code::hq_unreachable);
+  ASSERT_TRUE(c->last_failure());
+  EXPECT_EQ(c->last_failure()->reason, UnreachableReason::connection_refused) << c->last_failure()->detail;
 }
 
 TEST(Transport, MalformedFramesAreDroppedAndCountedWhileOthersAreServed) {

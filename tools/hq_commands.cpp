@@ -96,6 +96,10 @@ struct ServeOptions {
   std::string keys, allowlist;  // CurveZMQ: HQ's key directory, the terminals' allowlist
   std::int64_t max_clock_offset_ms = HqOptions{}.max_clock_offset_ms;
   bool insecure_plaintext = false;  // plaintext on an address other machines can reach
+  double node_rate = HqServiceOptions{}.node_requests_per_second;
+  int node_burst = HqServiceOptions{}.node_burst;
+  int max_connections = HqServiceOptions{}.max_connections;
+  int handshake_timeout_ms = HqServiceOptions{}.handshake_timeout_ms;
 };
 
 // Whether `endpoint` can be reached from this machine only: ipc://, or tcp:// on a
@@ -176,6 +180,10 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
     options.job_interval_ms = o.job_interval_ms;
     options.curve = keys;
     options.allowlist_file = o.allowlist;
+    options.node_requests_per_second = o.node_rate;
+    options.node_burst = o.node_burst;
+    options.max_connections = o.max_connections;
+    options.handshake_timeout_ms = o.handshake_timeout_ms;
     auto started = HqService::start(std::move(hq).value(), options);
     if (!started) return cli.fail(started.status());
     service = std::move(started).value();
@@ -287,6 +295,29 @@ void add_serve(CLI::App& hq, Cli& cli) {
                   "File of admitted terminals, one 'NODE_ID PUBLIC_KEY' per line ('#' starts a "
                   "comment). SIGHUP reloads it: a removed key is locked out at once")
       ->type_name("FILE");
+  sub->add_option("--node-rate", o->node_rate,
+                  "Requests a second one terminal may send on average (a token bucket per node); "
+                  "beyond it HQ answers busy with a retry hint and the till tries again later, "
+                  "nothing lost. 0: no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6))
+      ->type_name("N");
+  sub->add_option("--node-burst", o->node_burst, "Requests one terminal may send at once before --node-rate applies")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000))
+      ->type_name("N");
+  sub->add_option("--max-connections", o->max_connections,
+                  "Open connections at most; one beyond is closed at once and logged. 0: no cap "
+                  "(the process's file limit still applies)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1'000'000))
+      ->type_name("N");
+  sub->add_option("--handshake-timeout-ms", o->handshake_timeout_ms,
+                  "A connection that has not finished its handshake (CURVE included) by then is "
+                  "closed, so silent connections do not hold places")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600'000))
+      ->type_name("MS");
   sub->add_flag("--insecure-plaintext", o->insecure_plaintext,
                 "Listen without --keys on an address other machines can reach (plaintext, "
                 "unauthenticated: a lab only). Without keys, HQ otherwise listens on loopback only");

@@ -1,5 +1,6 @@
 #include "store_commands.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <iterator>
@@ -101,6 +102,16 @@ Json status_json(const NodeStatus& s, const NodeConfig& config) {
   j["pulled_seq"] = s.pulled_seq;
   j["last_sync_at"] = s.last_sync_at_ms ? Json(iso8601_utc(*s.last_sync_at_ms)) : Json(nullptr);
   j["last_error"] = s.last_error.empty() ? Json(nullptr) : Json(s.last_error);
+  // The last sync that found HQ unreachable (null once HQ answers), and why.
+  if (s.unreachable_at_ms) {
+    Json u;
+    u["at"] = iso8601_utc(*s.unreachable_at_ms);
+    u["reason"] = s.unreachable_reason.empty() ? Json(nullptr) : Json(s.unreachable_reason);
+    u["detail"] = s.unreachable_detail;
+    j["hq_unreachable"] = std::move(u);
+  } else {
+    j["hq_unreachable"] = nullptr;
+  }
   j["last_seq"] = s.last_seq;
   j["last_recovery"] = s.last_recovery.empty() ? Json(nullptr) : Json(s.last_recovery);
   j["unsettled_requests"] = s.unsettled_requests;
@@ -126,8 +137,13 @@ std::string status_text(const NodeStatus& s, const NodeConfig& config) {
                                       "terminal's traffic (docs/security.md)") +
          "\n";
   }
-  t += "online:          " +
-       std::string(s.online ? "yes" : "no (last contact with HQ failed or none yet)") + "\n";
+  if (!s.online && s.unreachable_at_ms) {
+    t += "online:          no: HQ unreachable (" + one_line(s.unreachable_detail) + ") at " +
+         iso8601_utc(*s.unreachable_at_ms) + "\n";
+  } else {
+    t += "online:          " +
+         std::string(s.online ? "yes" : "no (last contact with HQ failed or none yet)") + "\n";
+  }
   t += "pending ops:     " + std::to_string(s.pending_ops) + " (not yet acknowledged by HQ)\n";
   t += "log position:    " + std::to_string(s.last_seq) + " written, " +
        std::to_string(s.acked_seq) + " acknowledged by HQ, " + std::to_string(s.pulled_seq) +
@@ -811,9 +827,13 @@ int run_watch(const Cli& cli, ChannelNode& node, Replicator& replicator, const S
       }
     } else {
       if (stop_requested()) break;  // the signal interrupted the request
-      // Repeated identical failures (HQ down for an hour) are reported once.
-      if (report.status().message() != last_error) {
-        last_error = report.status().message();
+      // Repeated identical failures (HQ down for an hour) are reported once; HQ's
+      // "busy, retry after N ms" counts as one failure whatever N.
+      const std::string failure_key = report.status().retry_after_ms()
+                                          ? std::string(report.status().code_name())
+                                          : report.status().message();
+      if (failure_key != last_error) {
+        last_error = failure_key;
         Status failure = explain_sync_failure(node, report.status());
         Json j = error_json(failure);
         j["time"] = now;
@@ -823,7 +843,10 @@ int run_watch(const Cli& cli, ChannelNode& node, Replicator& replicator, const S
                           true);
       }
     }
-    if (wait_for_stop(o.interval_ms)) break;
+    // HQ asked this node to slow down: wait at least as long as it said.
+    const std::int64_t hint = report.ok() ? 0 : report.status().retry_after_ms().value_or(0);
+    if (wait_for_stop(static_cast<int>(std::max<std::int64_t>(o.interval_ms, std::min<std::int64_t>(hint, 600'000)))))
+      break;
   }
   if (!cli.json) std::cout << "stopped" << std::endl;
   return kExitOk;

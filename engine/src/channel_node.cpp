@@ -603,6 +603,14 @@ struct ChannelNode::Impl {
     if (at > 0) s.last_sync_at_ms = at;
     TS_ASSIGN_OR_RETURN(auto err, node_db::get(*db, node_db::key::last_error));
     s.last_error = err.value_or("");
+    TS_ASSIGN_OR_RETURN(std::int64_t unreachable_at, node_db::get_int(*db, node_db::key::unreachable_at, 0));
+    if (unreachable_at > 0) {
+      s.unreachable_at_ms = unreachable_at;
+      TS_ASSIGN_OR_RETURN(auto reason, node_db::get(*db, node_db::key::unreachable_reason));
+      s.unreachable_reason = reason.value_or("");
+      TS_ASSIGN_OR_RETURN(auto detail, node_db::get(*db, node_db::key::unreachable_detail));
+      s.unreachable_detail = detail.value_or("");
+    }
     TS_ASSIGN_OR_RETURN(auto recovery, node_db::get(*db, node_db::key::last_recovery));
     s.last_recovery = recovery.value_or("");
     TS_ASSIGN_OR_RETURN(auto unsettled, db->query_int("SELECT count(*) FROM rts_requests WHERE state = 'unknown'"));

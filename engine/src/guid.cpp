@@ -1,6 +1,10 @@
 #include "tillsync/guid.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <boost/uuid/random_generator.hpp>
 #include <boost/uuid/uuid.hpp>
 #include <boost/uuid/uuid_io.hpp>
@@ -53,8 +57,33 @@ std::optional<Guid> Guid::from_raw(std::string_view raw) {
   return g;
 }
 
+namespace {
+
+// 256 bits from the kernel's random source (getrandom(2), which blocks only until the
+// kernel's pool is initialised at boot), spread over the generator's whole state.
+std::mt19937_64 seeded_from_os() {
+  std::array<std::uint32_t, 8> words{};
+  std::size_t got = 0;
+  auto* bytes = reinterpret_cast<unsigned char*>(words.data());
+  while (got < sizeof words) {
+    const ssize_t n = ::getrandom(bytes + got, sizeof words - got, 0);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      // No getrandom (a very old kernel): std::random_device reads /dev/urandom.
+      std::random_device device("/dev/urandom");
+      for (auto& w : words) w = device();
+      break;
+    }
+  }
+  std::seed_seq seq(words.begin(), words.end());
+  return std::mt19937_64(seq);
+}
+
+}  // namespace
+
 GuidGenerator::GuidGenerator(std::optional<std::uint64_t> seed)
-    : rng_(seed ? *seed : (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()) {}
+    : rng_(seed ? std::mt19937_64(*seed) : seeded_from_os()) {}
 
 Guid GuidGenerator::next() {
   boost::uuids::basic_random_generator<std::mt19937_64> gen(&rng_);

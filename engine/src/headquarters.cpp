@@ -175,6 +175,7 @@ struct Headquarters::Impl {
       TS_ASSIGN_OR_RETURN(auto tx, store->begin());
       TS_ASSIGN_OR_RETURN(auto locked, tx->customer(customer));
       (void)locked;
+      TS_RETURN_IF_ERROR(check_scope(*tx, node, customer));
       TS_ASSIGN_OR_RETURN(auto done, tx->rts_request(request));
       RtsAnswer r;
       if (done) {
@@ -192,6 +193,21 @@ struct Headquarters::Impl {
       crash_point("hq.rts.after_commit");  // carried out, not answered
       return r;
     });
+  }
+
+  // A node registered for filtered pulls (D5) reads and writes only its own store's
+  // customers in real time too: another store's customer (or a GUID merged into one) is
+  // not_found to it, and the request does nothing. A GUID HQ does not know passes (a
+  // create). Nodes that never pulled are not registered: their first sync registers them.
+  Status check_scope(HqTransaction& tx, std::string_view node, const Guid& customer) {
+    TS_ASSIGN_OR_RETURN(bool filtered, tx.registered_filtered(node));
+    if (!filtered) return Status::Ok();
+    TS_ASSIGN_OR_RETURN(auto c, lookup(tx, customer));
+    if (!c) return Status::Ok();
+    TS_ASSIGN_OR_RETURN(std::string channel, tx.channel_of(c->guid));
+    if (channel == channel_of_node(node)) return Status::Ok();
+    return Status::NotFound("customer " + customer.to_string() + " is not one of store " + channel_of_node(node) +
+                            "'s customers (this terminal is registered for filtered data, D5)");
   }
 
   // The version a pushed edit claims its editor had seen, if HQ can believe it. HQ's

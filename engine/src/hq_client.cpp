@@ -112,6 +112,12 @@ Result<std::unique_ptr<HqClient>> HqClient::connect(const std::string& endpoint,
 
 const std::string& HqClient::endpoint() const { return impl_->client->endpoint(); }
 
+std::optional<UnreachableCause> HqClient::last_unreachable() const {
+  const auto& failure = impl_->client->last_failure();
+  if (!failure) return std::nullopt;
+  return UnreachableCause{std::string(transport::to_text(failure->reason)), failure->detail};
+}
+
 bool HqClient::reachable() {
   return impl_->failures == 0 || impl_->clock->now_ms() >= impl_->retry_at;
 }

@@ -33,6 +33,12 @@ inline constexpr std::string_view last_recovery = "last_recovery";
 inline constexpr std::string_view online = "online";
 inline constexpr std::string_view last_sync_at = "last_sync_at_ms";
 inline constexpr std::string_view last_error = "last_error";
+// The last contact that found HQ unreachable (cleared when HQ answers): when (ms), and
+// why when the link could tell: a stable word (UnreachableCause::reason, "" when
+// unknown) and a short explanation.
+inline constexpr std::string_view unreachable_at = "unreachable_at_ms";
+inline constexpr std::string_view unreachable_reason = "unreachable_reason";
+inline constexpr std::string_view unreachable_detail = "unreachable_detail";
 }  // namespace key
 
 Result<std::optional<std::string>> get(storage::Database& db, std::string_view key);

@@ -795,6 +795,11 @@ class PgHqTransaction final : public HqTransaction {
         PgParams().text(node).i64(cursor).i64(filtered ? 1 : 0)));
     return v.value_or(0) != 0;
   }
+  Result<bool> registered_filtered(std::string_view node) override {
+    TS_ASSIGN_OR_RETURN(auto v, db_.query_i64("SELECT filtered FROM node_pulls WHERE node_id = $1",
+                                              PgParams().text(node)));
+    return v.value_or(0) != 0;
+  }
   Result<std::int64_t> collect_tombstones() override {
     // As in SQLite, and only while nothing is staged anywhere: other HQ processes may
     // hold staged operations this transaction's staged() could not see.

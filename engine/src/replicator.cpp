@@ -446,6 +446,12 @@ struct Replicator::Impl {
     TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::online, reached ? 1 : 0));
     if (outcome.ok()) TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::last_sync_at, clock->now_ms()));
     TS_RETURN_IF_ERROR(node_db::put(txn, node_db::key::last_error, outcome.ok() ? "" : outcome.to_string()));
+    // Why HQ was unreachable, for `store status`; forgotten once HQ answers.
+    const auto cause = reached ? std::nullopt : hq->last_unreachable();
+    TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::unreachable_at, reached ? 0 : clock->now_ms()));
+    TS_RETURN_IF_ERROR(node_db::put(txn, node_db::key::unreachable_reason, cause ? cause->reason : ""));
+    TS_RETURN_IF_ERROR(node_db::put(txn, node_db::key::unreachable_detail,
+                                    reached ? "" : cause ? cause->detail : outcome.message()));
     return txn.commit();
   }
 };

@@ -698,6 +698,12 @@ class SqliteHqTransaction final : public HqTransaction {
     TS_ASSIGN_OR_RETURN(bool row, q.step());
     return row && q.column_int64(0) != 0;
   }
+  Result<bool> registered_filtered(std::string_view node) override {
+    TS_ASSIGN_OR_RETURN(auto q, db_.prepare("SELECT filtered FROM node_pulls WHERE node_id = ?1"));
+    q.bind(1, node);
+    TS_ASSIGN_OR_RETURN(bool row, q.step());
+    return row && q.column_int64(0) != 0;
+  }
   Result<std::int64_t> collect_tombstones() override {
     // Every node HQ knows (it pushed or pulled) must have pulled past the removal.
     TS_RETURN_IF_ERROR(db_.exec(

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cassert>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -101,6 +102,28 @@ class [[nodiscard]] Status {
     return {Code::unsupported_version, std::move(message)};
   }
   static Status Internal(std::string message) { return {Code::internal, std::move(message)}; }
+  // `busy` with a hint of when to try again: the message ends "(retry after N ms)", so
+  // the hint survives the wire (error replies carry code and message).
+  static Status Busy(std::string message, std::int64_t retry_after_ms) {
+    return {Code::busy, std::move(message) + " (retry after " + std::to_string(retry_after_ms) + " ms)"};
+  }
+  // The hint of a `busy` status made by Busy(); nullopt for any other status.
+  std::optional<std::int64_t> retry_after_ms() const {
+    constexpr std::string_view kHead = "(retry after ", kTail = " ms)";
+    if (code_ != Code::busy || message_.size() < kTail.size() ||
+        message_.compare(message_.size() - kTail.size(), kTail.size(), kTail) != 0)
+      return std::nullopt;
+    const std::size_t head = message_.rfind(kHead);
+    if (head == std::string::npos) return std::nullopt;
+    const std::size_t from = head + kHead.size(), to = message_.size() - kTail.size();
+    if (from >= to || to - from > 9) return std::nullopt;
+    std::int64_t ms = 0;
+    for (std::size_t i = from; i < to; ++i) {
+      if (message_[i] < '0' || message_[i] > '9') return std::nullopt;
+      ms = ms * 10 + (message_[i] - '0');
+    }
+    return ms;
+  }
 
   bool ok() const noexcept { return code_ == Code::ok; }
   explicit operator bool() const noexcept { return ok(); }

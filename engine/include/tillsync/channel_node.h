@@ -96,6 +96,12 @@ struct NodeStatus {
   std::int64_t pulled_seq = 0;
   std::optional<std::int64_t> last_sync_at_ms;
   std::string last_error;
+  // The last sync that found HQ unreachable, unless HQ answered since: when, and why
+  // when the transport could tell: a stable word (UnreachableCause::reason, e.g.
+  // "connection_refused"; empty when unknown) and a short explanation.
+  std::optional<std::int64_t> unreachable_at_ms;
+  std::string unreachable_reason;
+  std::string unreachable_detail;
   // What the terminal last did by itself to recover from a restore (its own database
   // or HQ's from an older backup, a new HQ); empty when never.
   std::string last_recovery;

@@ -39,7 +39,8 @@ struct Guid {
 // Produces GUIDs. Not thread-safe: one generator per thread/owner.
 class GuidGenerator {
  public:
-  // seed == nullopt: seeded from std::random_device (production).
+  // seed == nullopt (production): seeded with 256 bits of the OS's random source
+  // (getrandom(2)); a seed is for tests and simulations only.
   explicit GuidGenerator(std::optional<std::uint64_t> seed = std::nullopt);
   // Version 4: 122 random bits (Boost.Uuid).
   Guid next();

@@ -53,6 +53,15 @@ struct PullReply {
   bool more = false;
 };
 
+// Why HQ was unreachable, as far as the link can tell.
+struct UnreachableCause {
+  // A stable word (transport::to_text(UnreachableReason)): "timeout",
+  // "unresolvable_host", "connection_refused", "handshake_refused",
+  // "server_key_mismatch", "security_mismatch", "handshake_failed".
+  std::string reason;
+  std::string detail;  // short, e.g. "connection refused by 127.0.0.1:5555"
+};
+
 // The replication half of the terminal-HQ conversation. HqClient speaks it over
 // ZeroMQ; LocalHqLink (local_hq_link.h) calls a Headquarters in the same process.
 //
@@ -82,6 +91,9 @@ class HqLink {
   virtual Result<PushReply> finish_push();
   virtual Result<PullReply> pull(const std::string& node_id, std::int64_t after,
                                  std::uint64_t after_mark, std::uint32_t limit, bool filtered) = 0;
+  // Why the latest request that failed with hq_unreachable found HQ unreachable;
+  // nullopt when the link cannot tell (the default) or none failed.
+  virtual std::optional<UnreachableCause> last_unreachable() const { return std::nullopt; }
 
  private:
   std::deque<Result<PushReply>> started_;  // the defaults' results, oldest first
@@ -101,7 +113,8 @@ Result<std::optional<HqCurveKeys>> load_curve_keys(const NodeConfig& config);
 struct HqClientOptions {
   int timeout_ms = 2000;
   // With keys, the connection is encrypted and authenticated; HQ refusing the key
-  // shows as hq_unreachable (the handshake never completes).
+  // shows as hq_unreachable (the handshake never completes; last_unreachable() says
+  // handshake_refused).
   std::optional<HqCurveKeys> curve{};
   // reachable() is false for this long after a failed request, doubling per further
   // failure up to max_retry_after_ms.
@@ -145,6 +158,8 @@ class HqClient final : public HqGateway, public HqLink {
   Result<PushReply> finish_push() override;
   Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint64_t after_mark,
                          std::uint32_t limit, bool filtered) override;
+  // From the transport (transport::Client::last_failure()).
+  std::optional<UnreachableCause> last_unreachable() const override;
   const std::string& endpoint() const;
 
  private:

@@ -13,7 +13,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 
+#include "tillsync/clock.h"
 #include "tillsync/headquarters.h"
 #include "tillsync/status.h"
 #include "tillsync/transport/socket.h"
@@ -37,6 +40,19 @@ struct HqServiceOptions {
   std::string allowlist_file{};  // with curve: read at start and by reload_allowlist()
   Allowlist allowlist{};         // with curve and no allowlist_file: the allowlist
   int job_interval_ms = 200;  // the sync job runs at least this often while serving
+  // Per-node request rate (a token bucket per node id; anonymous pings per address): a
+  // node may send `node_burst` requests at once and `node_requests_per_second` on
+  // average; beyond that HQ answers `busy` with a retry hint (Status::retry_after_ms)
+  // and does nothing, so no operation is lost: the till sends it again later.
+  // node_requests_per_second 0: no limit.
+  double node_requests_per_second = 200;
+  int node_burst = 1000;
+  PhysicalClock* rate_clock = nullptr;  // for the buckets; nullptr: a steady clock
+  // Transport limits (transport::ServerOptions): open connections, handshake deadline,
+  // messages queued per connection.
+  int max_connections = 2048;
+  int handshake_timeout_ms = 5000;
+  int queue_limit = 1000;
   // Test hook (fault injection): called after a request was handled and committed;
   // returning true drops the reply, as if the network lost it.
   std::function<bool(std::uint8_t request_type)> drop_reply;
@@ -52,6 +68,9 @@ struct HqServiceStats {
   std::uint64_t job_runs = 0;
   std::uint64_t job_failures = 0;  // passes that failed and were retried later
   std::uint64_t busy_retries = 0;  // HQ transactions repeated after Code::busy
+  std::uint64_t rate_limited = 0;  // requests answered busy: the node's rate was exceeded
+  std::uint64_t connections_refused = 0;  // closed at once: max_connections reached
+  std::uint64_t connections = 0;          // open now
 };
 
 class HqService {
@@ -78,6 +97,14 @@ class HqService {
   // Async-signal-safe (SIGHUP): run() reloads the allowlist file at its next turn.
   void request_reload();
   bool curve_enabled() const;
+
+  // Handles one request body as if it had arrived on the socket from a connection
+  // authenticated as `authenticated_node` (empty without CURVE), without running the
+  // job: the reply's frame type and body, or an error reply (transport::kErrorReply,
+  // transport::encode_error). For fuzzing and for embedders with their own transport.
+  // Call from the serving thread.
+  std::pair<std::uint8_t, std::string> dispatch(std::uint8_t type, std::string_view body,
+                                                const std::string& authenticated_node = {});
 
   Headquarters& hq();
   HqServiceStats stats() const;

@@ -201,6 +201,9 @@ class HqTransaction {
   // whether the node is registered for filtered pulls (offline data exclusion, D5). The
   // first pull registers the node's choice; a node registered as filtered stays so.
   virtual Result<bool> note_pull(std::string_view node, std::int64_t cursor, bool filtered) = 0;
+  // Whether `node` is registered for filtered pulls; false for a node that never pulled.
+  // Reads only (a real-time request must not register a node).
+  virtual Result<bool> registered_filtered(std::string_view node) = 0;
   // Deletes tombstones every known node has pulled past; returns how many.
   virtual Result<std::int64_t> collect_tombstones() = 0;
 

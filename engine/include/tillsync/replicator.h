@@ -43,7 +43,8 @@ class Replicator {
 
   // Pushes everything pending, then pulls everything new. hq_unreachable when HQ does
   // not answer (progress made before that is kept). The outcome is recorded for
-  // `store status` (online, last_sync_at, last_error).
+  // `store status` (online, last_sync_at, last_error, and when HQ was unreachable, why:
+  // HqLink::last_unreachable()).
   Result<SyncReport> sync_once();
   Result<std::int64_t> push_all();
   Result<std::int64_t> pull_all();

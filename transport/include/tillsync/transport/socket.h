@@ -6,8 +6,9 @@
 // socket made from it; a Context may be shared by threads. Each Client and Server owns
 // one socket and belongs to one thread at a time (move-only).
 // Errors: Client::call reports every communication failure or timeout as
-// Code::hq_unreachable; an error reply from the server comes back with the server's
-// code. Linger is 0: closing never blocks on unsent messages.
+// Code::hq_unreachable, saying why when the transport can tell (Client::last_failure);
+// an error reply from the server comes back with the server's code. Linger is 0:
+// closing never blocks on unsent messages.
 #pragma once
 
 #include <cstdint>
@@ -76,10 +77,30 @@ struct ClientOptions {
   std::string server_public_key{};  // Z85; required with `curve`
 };
 
+// Why a Client found HQ unreachable, as far as the transport can tell: from ZeroMQ's
+// socket events for the connection attempts of the failed request (and a DNS lookup
+// when they point to one). docs/operations.md says what to do about each.
+enum class UnreachableReason {
+  timeout,              // nothing failed that the socket could see: no answer in time
+  unresolvable_host,    // the endpoint's host name does not resolve
+  connection_refused,   // the TCP connection was refused (nothing listens) or failed at once
+  handshake_refused,    // CURVE: HQ refused this terminal's key (not on HQ's allowlist)
+  server_key_mismatch,  // CURVE: HQ dropped the handshake (wrong HQ public key?)
+  security_mismatch,    // one side uses CURVE and the other does not
+  handshake_failed,     // plaintext: the peer dropped the ZeroMQ handshake (not HQ? HQ full?)
+};
+// A stable word: "timeout", "unresolvable_host", "connection_refused", ... (JSON, logs).
+std::string_view to_text(UnreachableReason reason);
+
+struct Unreachable {
+  UnreachableReason reason = UnreachableReason::timeout;
+  std::string detail;  // short, e.g. "connection refused by 127.0.0.1:5555"
+};
+
 class Client {
  public:
-  // Connecting is asynchronous in ZeroMQ: an unreachable endpoint shows as a call
-  // timeout, not here. invalid_input for a malformed endpoint.
+  // Connecting is asynchronous in ZeroMQ: an unreachable endpoint shows at the first
+  // call, not here. invalid_input for a malformed endpoint.
   static Result<Client> connect(Context& context, const std::string& endpoint,
                                 const ClientOptions& options = {});
   Client(Client&&) noexcept;
@@ -102,6 +123,10 @@ class Client {
   // Forgets every request in flight: their late replies are ignored.
   void abandon();
   const std::string& endpoint() const;
+  // Why the latest send(), receive() or call() that returned hq_unreachable failed (its
+  // message is "HQ at ENDPOINT is unreachable: " + detail); nullopt before any. A later
+  // answer does not clear it.
+  const std::optional<Unreachable>& last_failure() const;
 
  private:
   struct Impl;
@@ -112,6 +137,8 @@ class Client {
 struct Request {
   std::string peer;  // ZeroMQ routing id of the sender
   Frame frame;
+  // The sender's IP address as ZeroMQ saw it (empty for inproc/ipc): for logs.
+  std::string peer_address{};
   // With CURVE: the node id the authorize callback gave the sender's key (checked again
   // for every message, so a revoked key stops working at once). Empty without CURVE.
   std::string authenticated_node{};
@@ -126,6 +153,20 @@ struct ServerOptions {
   // Given a client's Z85 public key: true to admit it, setting *node_id_out to the node
   // id it authenticates. Called from receive(), in the server's thread.
   std::function<bool(const std::string& client_public_key_z85, std::string* node_id_out)> authorize{};
+
+  // ---- limits (a few thousand tills, some stolen or broken) ----
+  // Open connections at most; a connection beyond is closed as soon as it is accepted
+  // (counted in connections_refused, reported to on_refused). 0: no cap.
+  int max_connections = 2048;
+  // A connection must finish the ZeroMQ (and CURVE) handshake within this, or it is
+  // closed: silent connections do not hold a place for long.
+  int handshake_timeout_ms = 5000;
+  // Messages queued per connection in each direction (ZeroMQ high-water marks). A peer
+  // that sends faster than HQ serves is held back by TCP, not buffered without bound.
+  int queue_limit = 1000;
+  // Told of each refused connection or handshake, in the server's thread, with the peer
+  // address (never client bytes) and a reason. May be empty.
+  std::function<void(const std::string& peer_address, const std::string& reason)> on_refused{};
 };
 
 struct ServerStats {
@@ -134,6 +175,8 @@ struct ServerStats {
   std::uint64_t unsupported_version = 0;  // answered with unsupported_version
   std::uint64_t handshakes_refused = 0;   // CURVE: keys the authorize callback refused
   std::uint64_t revoked = 0;              // CURVE: messages dropped, key no longer admitted
+  std::uint64_t connections_refused = 0;  // closed at once: max_connections reached
+  std::uint64_t connections = 0;          // open now (as far as receive() has seen)
 };
 
 class Server {
