@@ -372,6 +372,39 @@ TEST_F(ConflictTest, DuplicateMergeLinksTheGuidToTheExistingAccount) {
   expect_converged();
 }
 
+// D5 and duplicates: a filtered till's customer merged into another store's customer
+// reaches that till as a GUID -> account number mapping, never as the other store's data.
+TEST_F(ConflictTest, MergeIntoAnotherStoresCustomerReachesAFilteredTillAsAMappingOnly) {
+  start(ConflictPolicy::lww, DuplicatePolicy::merge);
+  auto theirs = a->node().create_customer(with_email("Grace", "grace@example.com"));  // store S001
+  ASSERT_TRUE(theirs.ok());
+  sync_all();
+  const std::string account = *a->node().find(theirs->customer.guid.to_string())->account_number;
+  Terminal filtered(dir.file("f.db"),
+                    terminal_config("S003", "T01", hq->endpoint(),
+                                    {.async_customer_creation = true, .filter_shared_customer_tables = true}),
+                    3, &clock_b);
+  ASSERT_TRUE(filtered.sync().ok());  // registers S003/T01 filtered
+  auto mine = filtered.node().create_customer(with_email("Gracie", "GRACE@example.com"));
+  ASSERT_TRUE(mine.ok());
+  const std::string alias = mine->customer.guid.to_string();
+  ASSERT_TRUE(filtered.sync().ok());
+  sync_all();  // the job merges S003's customer into S001's
+  auto pulled = filtered.sync();
+  ASSERT_TRUE(pulled.ok()) << pulled.status().to_string();
+  ASSERT_EQ(hq->inspect()->customers("").value().size(), 1u);
+  // The filtered till holds no customer of another store: not the one it made (merged
+  // away), not the one it was merged into.
+  EXPECT_TRUE(filtered.node().search("").value().empty());
+  EXPECT_TRUE(filtered.node().search("grace").value().empty());
+  auto shown = filtered.node().find(alias);
+  ASSERT_EQ(shown.status().code(), Code::not_found);
+  EXPECT_NE(shown.status().message().find(account), std::string::npos) << shown.status().message();
+  // An unfiltered till of another store gets the customer whole, as before.
+  EXPECT_EQ(b->node().find(alias)->account_id(), account);
+  EXPECT_EQ(b->node().find(alias)->first_name, "Grace");
+}
+
 class RemovalTest : public ConflictTest {
  protected:
   std::pair<Guid, Guid> customer_with_address() {

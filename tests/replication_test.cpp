@@ -856,6 +856,62 @@ Customer crafted_customer(GuidGenerator& g, const std::string& last) {
   return testing::plain_customer(g.next(), "Crafted", last);
 }
 
+// Issue 17, item 6: HQ's idempotency is per (node, op id). A node that sends another
+// node's op id first (a stolen till that learnt it) does not make that node's
+// operation a duplicate to be dropped.
+TEST_F(ReplicationTest, AnOpIdAnotherNodeSentFirstDoesNotDropThisNodesOperation) {
+  GuidGenerator g(99);
+  const Customer squatter = crafted_customer(g, "Squatter");
+  const Customer honest = crafted_customer(g, "Honest");
+  LogRecord first = crafted_create("S666/T66", 1, squatter, 5);
+  LogRecord real = crafted_create("S001/T01", 1, honest, 5);  // the same op id
+  ASSERT_EQ(first.op_id, real.op_id);
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  ASSERT_TRUE(client->push("S666/T66", 0, Guid{}, {first}).ok());
+  auto ack = client->push("S001/T01", 0, Guid{}, {real});
+  ASSERT_TRUE(ack.ok()) << ack.status().to_string();
+  EXPECT_EQ(ack->acked_seq, 1);
+  run_job();
+  EXPECT_EQ(hq->inspect()->customers("honest").value().size(), 1u);
+  EXPECT_EQ(hq->inspect()->customers("squatter").value().size(), 1u);
+  // Each node's resend of its own operation is still a duplicate.
+  ASSERT_TRUE(client->push("S001/T01", 0, Guid{}, {real}).ok());
+  run_job();
+  EXPECT_EQ(hq->inspect()->customers("honest").value().size(), 1u);
+}
+
+// Found by the simulation with filtered tills (seed 645): after a new epoch another
+// terminal's edit of a customer arrives first and waits (status row pending); the
+// creator, a till that cannot create offline, settles its unanswered real-time create
+// by asking again. The customer exists then, and so must its status row say.
+TEST_F(ReplicationTest, ARealTimeCreateSettlesTheStatusRowAWaitingEditOpened) {
+  GuidGenerator g(77);
+  const Customer c = crafted_customer(g, "Waited");
+  LogRecord edit;
+  edit.seq = 1;
+  edit.op_id = g.next();
+  edit.entity = c.guid;
+  edit.kind = OpKind::customer_update;
+  edit.hlc = Hlc::make(1'700'000'000'000, 1);
+  edit.node_id = "S003/T01";
+  edit.payload = encode_payload(CustomerUpdated{c.guid, 1, {{Field::middle_name, "Early"}}});
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  ASSERT_TRUE(client->push("S003/T01", 0, Guid{}, {edit}).ok());
+  run_job();
+  auto pending = hq->inspect()->sync_status(SyncStatus::pending).value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].guid, c.guid);
+
+  auto created = client->create_customer("S001/T01", g.next(), c);
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  EXPECT_TRUE(hq->inspect()->sync_status(SyncStatus::pending).value().empty());
+  auto converted = hq->inspect()->sync_status(SyncStatus::converted).value();
+  ASSERT_EQ(converted.size(), 1u);
+  EXPECT_EQ(converted[0].account_number, created->customer.account_number);
+  run_job();  // the edit that waited applies now
+  EXPECT_EQ(hq->inspect()->customers("waited").value().at(0).middle_name, "Early");
+}
+
 // Issue 15, item 6: an operation whose write HQ's storage refuses (an address GUID
 // another customer's address has) is marked failed with a clear error, and the job
 // applies every other operation, on this pass and every later one. Operations with a

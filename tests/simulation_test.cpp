@@ -454,6 +454,7 @@ struct Sim {
     std::string id, path, backup;
     bool async_mode = false;
     bool rts_edits = false;  // edits and address adds of synced customers go to HQ in real time
+    bool filtered = false;   // filter_shared_customer_tables (D5): holds only its store's customers
     std::unique_ptr<ManualClock> clock;
     std::unique_ptr<Link> link;
     std::unique_ptr<ChannelNode> node;
@@ -473,6 +474,8 @@ struct Sim {
     if (!h.ok()) return;
     hq = std::move(h).value();
     const int n = 2 + static_cast<int>(rng() % 3);
+    // Drawn from a generator of their own, so that the seeds keep their histories.
+    std::mt19937_64 profile_rng(seed * 0x9E3779B97F4A7C15ULL + 1);
     for (int i = 0; i < n; ++i) {
       Terminal t;
       t.id = "S00" + std::to_string(i + 1) + "/T01";
@@ -491,8 +494,17 @@ struct Sim {
       cfg.store_id = "S00" + std::to_string(i + 1);
       cfg.terminal_id = "T01";
       cfg.hq_endpoint = "inproc://hq";
-      cfg.profile = {.async_customer_creation = t.async_mode, .enhanced_async_customer = true,
-                     .async_customer_addresses = !t.rts_edits, .async_customer_edits = !t.rts_edits};
+      // Filtered tills (D5) only with TILLSYNC_SIM_FILTERED=1 for now: they found the
+      // status-row defect of seed 645 (fixed), and seed 785 still fails with them (a
+      // renumbered log after a restore; open, see docs/testing.md).
+      static const bool with_filtered = std::getenv("TILLSYNC_SIM_FILTERED") != nullptr;
+      t.filtered = profile_rng() % 4 == 0 && with_filtered;
+      if (t.filtered) t.async_mode = false;  // D5: a filtered till creates through HQ only
+      cfg.profile = {.async_customer_creation = t.async_mode,
+                     .filter_shared_customer_tables = t.filtered,
+                     .enhanced_async_customer = true,
+                     .async_customer_addresses = !t.rts_edits,
+                     .async_customer_edits = !t.rts_edits};
       auto node = ChannelNode::create(t.path, cfg, node_options(t));
       EXPECT_TRUE(node.ok()) << node.status().to_string();
       if (!node.ok()) return;
@@ -550,6 +562,8 @@ struct Sim {
                            (c == Code::internal && fault_steps > 0) || any_crashed() ||
                            c == Code::not_found || c == Code::loyalty_requires_synced_customer ||
                            c == Code::pending_customer_not_editable ||
+                           // a filtered till (D5) cannot create while HQ does not answer
+                           c == Code::offline_creation_blocked ||
                            // a real-time edit from a copy newer than HQ's database, gone back
                            (c == Code::invalid_input && s.field() == "base_version" && hq_went_back);
     EXPECT_TRUE(explained) << what << ": " << s.to_string();
@@ -1052,15 +1066,26 @@ struct Sim {
 
     check_journal();
 
-    // Every terminal equals HQ: the same customers, fields and account numbers. The one
+    // Every terminal equals HQ: the same customers, fields and account numbers (a
+    // filtered terminal: those of its store, and no other store's). The one
     // exception: a customer whose create was lost everywhere (its terminal's disk and
     // HQ's database both went back past it) may live on as a copy another terminal
     // pulled before; nothing else may differ.
+    std::map<Guid, std::string> channel_at_hq;
+    {
+      auto tx = hq->store().begin().value();
+      for (const Customer& c : all) channel_at_hq[c.guid] = tx->channel_of(c.guid).value();
+    }
     for (auto& t : terminals) {
+      const std::string store = t.id.substr(0, t.id.find('/'));
       std::set<Guid> mine;
       for (const Customer& c : t.node->search("").value()) {
         mine.insert(c.guid);
         auto it = by_guid.find(c.guid);
+        if (t.filtered && it != by_guid.end()) {
+          EXPECT_EQ(channel_at_hq[c.guid], store) << t.id << " is filtered and holds " << c.guid.to_string()
+                                                  << " of another store";
+        }
         if (it == by_guid.end()) {
           // Only a copy of a customer whose create was lost everywhere: logged, then lost
           // with a replaced disk, or made by HQ in real time for a terminal that never
@@ -1079,9 +1104,12 @@ struct Sim {
         EXPECT_EQ(c.account_number, it->second->account_number) << t.id << " " << c.guid.to_string();
         EXPECT_EQ(card_numbers(c), card_numbers(*it->second)) << t.id << " " << c.guid.to_string();
       }
-      for (const Customer& c : all) EXPECT_TRUE(mine.contains(c.guid)) << t.id << " lacks " << c.guid.to_string();
+      for (const Customer& c : all) {
+        if (t.filtered && channel_at_hq[c.guid] != store) continue;
+        EXPECT_TRUE(mine.contains(c.guid)) << t.id << " lacks " << c.guid.to_string();
+      }
       // Same customers: same content digest (what `tillsync store verify` compares).
-      if (mine.size() == all.size()) {
+      if (!t.filtered && mine.size() == all.size()) {
         EXPECT_EQ(t.node->digest()->hex, hq->digest()->hex) << t.id;
       }
     }

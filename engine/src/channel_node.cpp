@@ -105,7 +105,7 @@ struct ChannelNode::Impl {
       TS_ASSIGN_OR_RETURN(auto c, t.get(*guid));
       if (c) return std::move(*c);
       // A GUID HQ merged into another customer (duplicate) names that customer.
-      TS_ASSIGN_OR_RETURN(auto st, db->prepare("SELECT target FROM guid_aliases WHERE alias = ?1"));
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare("SELECT target, account_number FROM guid_aliases WHERE alias = ?1"));
       st.bind_blob(1, guid->raw());
       TS_ASSIGN_OR_RETURN(bool row, st.step());
       if (row) {
@@ -113,6 +113,10 @@ struct ChannelNode::Impl {
           TS_ASSIGN_OR_RETURN(auto merged, t.get(*target));
           if (merged) return std::move(*merged);
         }
+        // Merged into another store's customer, which this (filtered) terminal does not hold.
+        if (const std::string account = st.column_text(1); !account.empty())
+          return Status::NotFound("customer " + std::string(id) + " was merged at HQ into account " + account +
+                                  " of another store; this terminal holds only its own store's customers");
       }
     } else {
       TS_ASSIGN_OR_RETURN(auto c, t.by_account(id));

@@ -195,6 +195,29 @@ struct Headquarters::Impl {
     });
   }
 
+  // Feed entries that merge a GUID into a customer of a store other than `channel`
+  // keep only that customer's GUID and account number (FeedEntry::mapping_only).
+  Status reduce_foreign_merges(const std::string& channel, std::vector<FeedEntry>& entries) {
+    if (std::none_of(entries.begin(), entries.end(), [](const FeedEntry& e) { return e.alias.has_value(); }))
+      return Status::Ok();
+    auto reduced = with_retries(busy_retries, [&]() -> Result<bool> {
+      TS_ASSIGN_OR_RETURN(auto tx, store->begin());
+      for (FeedEntry& e : entries) {
+        if (!e.alias || e.mapping_only) continue;
+        TS_ASSIGN_OR_RETURN(std::string owner, tx->channel_of(e.customer.guid));
+        if (owner == channel) continue;
+        Customer mapping;
+        mapping.guid = e.customer.guid;
+        mapping.account_number = e.customer.account_number;
+        e.customer = std::move(mapping);
+        e.mapping_only = true;
+      }
+      TS_RETURN_IF_ERROR(tx->commit());
+      return true;
+    });
+    return reduced.status();
+  }
+
   // A node registered for filtered pulls (D5) reads and writes only its own store's
   // customers in real time too: another store's customer (or a GUID merged into one) is
   // not_found to it, and the request does nothing. A GUID HQ does not know passes (a
@@ -287,19 +310,19 @@ struct Headquarters::Impl {
   struct Order {
     std::set<std::pair<std::string, Guid>> waiting;
     std::set<std::pair<std::string, Guid>> deferred;
-    std::set<Guid> done;
+    std::set<std::pair<std::string, Guid>> done;  // (node, op id)
   };
 
   Result<Order> order(HqTransaction& tx, std::span<const StagedOp> ops) {
     Order o;
     TS_ASSIGN_OR_RETURN(auto keys, tx.waiting_keys());
     o.waiting.insert(keys.begin(), keys.end());
-    std::vector<Guid> ids;
+    std::vector<std::pair<std::string, Guid>> ids;
     for (const StagedOp& op : ops) {
       const OpKind k = op.record.kind;
       if (k == OpKind::customer_create || k == OpKind::customer_update || k == OpKind::address_add ||
           k == OpKind::loyalty_card_issued)
-        ids.push_back(op.record.op_id);
+        ids.emplace_back(op.record.node_id, op.record.op_id);
     }
     if (ids.empty()) return o;
     TS_ASSIGN_OR_RETURN(auto done, tx.rts_requests_done(ids));
@@ -515,7 +538,7 @@ struct Headquarters::Impl {
       return record_waiting(tx, op, "waits for an earlier operation of " + rec.node_id +
                                         " on this customer, which waits for its creation", report);
     }
-    if (ord.done.contains(rec.op_id)) {
+    if (ord.done.contains({rec.node_id, rec.op_id})) {
       // Written through the real-time service, which answered the terminal.
       TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::applied, ""));
       ++report.applied;
@@ -709,6 +732,17 @@ Result<RtsAnswer> Headquarters::rts_create(std::string_view node_id, const Guid&
     TS_RETURN_IF_ERROR(impl_->publish(tx, c, channel_of_node(node_id)));
     Impl::Order ord;
     TS_RETURN_IF_ERROR(impl_->release_waiting(tx, c.guid, ord));
+    // Operations of other terminals that waited for this customer (after a new epoch,
+    // logs arrive in any order) left a pending status row: the customer exists now.
+    TS_ASSIGN_OR_RETURN(auto row, tx.sync_status(c.guid));
+    if (row && row->status == SyncStatus::pending) {
+      row->node_id = std::string(node_id);
+      row->account_number = c.account_number;
+      row->status = SyncStatus::converted;
+      row->last_error.clear();
+      row->updated_at_ms = impl_->now();
+      TS_RETURN_IF_ERROR(tx.put_sync_status(*row));
+    }
     return RtsAnswer{std::move(c), {}, {}};
   });
 }
@@ -982,6 +1016,9 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
     TS_ASSIGN_OR_RETURN(bool still_filtered, impl_->note_pull(node_id, after, registered_filtered));
     (void)still_filtered;
   }
+  // Last, after the marks (they fingerprint the stored entries): a GUID of this store
+  // merged into another store's customer reaches a filtered node as a mapping only.
+  if (channel) TS_RETURN_IF_ERROR(impl_->reduce_foreign_merges(*channel, out.entries));
   return out;
 }
 

@@ -180,8 +180,9 @@ Result<PullReply> HqClient::pull(const std::string& node_id, std::int64_t after,
                                  std::uint64_t after_mark, std::uint32_t limit, bool filtered) {
   TS_ASSIGN_OR_RETURN(auto r, impl_->call<protocol::PullReply>(
                                   MsgType::pull, protocol::Pull{node_id, after, after_mark, limit, filtered}));
-  return PullReply{std::move(r.epoch), r.reset, r.cursor, r.cursor_mark, Hlc{r.hq_hlc},
-                   std::move(r.customers), std::move(r.aliases), r.more};
+  return PullReply{std::move(r.epoch), r.reset,          r.cursor,         r.cursor_mark,
+                   Hlc{r.hq_hlc},       std::move(r.customers), std::move(r.aliases), r.more,
+                   std::move(r.merged_elsewhere)};
 }
 
 }  // namespace tillsync

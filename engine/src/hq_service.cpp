@@ -250,7 +250,8 @@ struct HqService::Impl {
         PullReply p = to_pull_reply(hq->epoch(), std::move(r));
         return reply(MsgType::pull, protocol::encode(protocol::PullReply{
                                         std::move(p.epoch), p.reset, p.cursor, p.cursor_mark,
-                                        p.hq_hlc.value, std::move(p.customers), std::move(p.aliases), p.more}));
+                                        p.hq_hlc.value, std::move(p.customers), std::move(p.aliases), p.more,
+                                        std::move(p.merged_elsewhere)}));
       }
     }
     return Status::InvalidInput("type", "unknown message type " + std::to_string(req.frame.type));

@@ -54,7 +54,7 @@ constexpr std::array<TextSetting, 5> kDefaults{{
 }  // namespace
 
 const storage::SchemaSpec& schema() {
-  static const std::array<storage::Migration, 3> migrations{{
+  static const std::array<storage::Migration, 4> migrations{{
       {1, "terminal: settings, customer replica, change log", v1_sql()},
       {2, "terminal: GUIDs HQ merged into other customers", R"sql(
 CREATE TABLE guid_aliases (
@@ -92,6 +92,11 @@ CREATE INDEX rts_requests_content ON rts_requests(content);
 CREATE TABLE rts_applied (
   op_id BLOB PRIMARY KEY
 ) STRICT;
+)sql"},
+      // A filtered terminal's GUID that HQ merged into another store's customer: the
+      // account number it now names (that customer's data is not sent, D5).
+      {4, "terminal: account numbers of GUIDs merged into another store's customers", R"sql(
+ALTER TABLE guid_aliases ADD COLUMN account_number TEXT;
 )sql"},
   }};
   static const storage::SchemaSpec spec{kApplicationId, "terminal", migrations};

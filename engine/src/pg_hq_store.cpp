@@ -201,7 +201,7 @@ CREATE TABLE node_pulls (
 )sql";
 
 // Versioned like the SQLite schemas: append a migration, never edit one that shipped.
-constexpr std::array<PgMigration, 4> kMigrations{{
+constexpr std::array<PgMigration, 5> kMigrations{{
     {1, "HQ: customer master, staging, status view, feed, conflicts, duplicates, tombstones", kSchemaV1},
     // As SQLite's migration 7: an upload writes no `pending` status rows; the view
     // derives them from staged creates and the time they were received.
@@ -220,6 +220,10 @@ constexpr std::array<PgMigration, 4> kMigrations{{
      "CREATE TABLE node_clocks (node_id text PRIMARY KEY, ahead_ms bigint NOT NULL, at_ms bigint NOT NULL);\n"
      "CREATE TABLE rts_requests (request bytea PRIMARY KEY, node_id text NOT NULL, "
      "customer bytea NOT NULL, result text NOT NULL, at_ms bigint NOT NULL);"},
+    // As SQLite's migration 9: an operation id is unique per node, not across nodes.
+    {5, "HQ: operation ids unique per node",
+     "ALTER TABLE inbound DROP CONSTRAINT IF EXISTS inbound_op_id_key;\n"
+     "ALTER TABLE inbound ADD CONSTRAINT inbound_node_op UNIQUE (node_id, op_id);"},
 }};
 
 constexpr std::string_view kSchemaTable =
@@ -619,17 +623,17 @@ class PgHqTransaction final : public HqTransaction {
         "INSERT INTO rts_requests(request, node_id, customer, result, at_ms) VALUES($1, $2, $3, $4, $5)",
         PgParams().bytes(request.raw()).text(r.node).bytes(r.customer.raw()).text(r.result).i64(at_ms));
   }
-  Result<std::vector<bool>> rts_requests_done(std::span<const Guid> requests) override {
+  Result<std::vector<bool>> rts_requests_done(std::span<const std::pair<std::string, Guid>> requests) override {
     std::vector<std::string> ids;
     ids.reserve(requests.size());
-    for (const Guid& id : requests) ids.emplace_back(id.raw());
+    for (const auto& r : requests) ids.emplace_back(r.second.raw());
     TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-        "SELECT request FROM rts_requests WHERE request = ANY($1::bytea[])", PgParams().bytes_array(ids)));
-    std::set<std::string> found;
-    for (int i = 0; i < rows.size(); ++i) found.insert(rows.bytes(i, 0));
+        "SELECT request, node_id FROM rts_requests WHERE request = ANY($1::bytea[])", PgParams().bytes_array(ids)));
+    std::set<std::pair<std::string, std::string>> found;  // (request, node)
+    for (int i = 0; i < rows.size(); ++i) found.emplace(rows.bytes(i, 0), rows.text(i, 1));
     std::vector<bool> done;
     done.reserve(ids.size());
-    for (const std::string& id : ids) done.push_back(found.contains(id));
+    for (std::size_t i = 0; i < ids.size(); ++i) done.push_back(found.contains({ids[i], requests[i].first}));
     return done;
   }
   Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) override {

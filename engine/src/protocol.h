@@ -201,6 +201,7 @@ struct PullReply {
   std::vector<Customer> customers;
   std::vector<std::pair<Guid, Guid>> aliases;
   bool more = false;
+  std::vector<std::pair<Guid, std::string>> merged_elsewhere;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, epoch);
     codec::boolean(ar, reset);
@@ -213,6 +214,10 @@ struct PullReply {
       codec::guid(a, p.second);
     });
     codec::boolean(ar, more);
+    codec::list(ar, merged_elsewhere, [](Ar& a, std::pair<Guid, std::string>& p) {
+      codec::guid(a, p.first);
+      codec::text(a, p.second);
+    });
   }
 };
 

@@ -424,6 +424,13 @@ struct Replicator::Impl {
         st.bind_blob(1, alias.raw()).bind_blob(2, target.raw());
         TS_RETURN_IF_ERROR(st.run());
       }
+      // A GUID of this store merged into another store's customer (a filtered node):
+      // only the account number it now has comes, never that customer.
+      for (const auto& [alias, account] : reply.merged_elsewhere) {
+        TS_ASSIGN_OR_RETURN(auto st, db->prepare("UPDATE guid_aliases SET account_number = ?2 WHERE alias = ?1"));
+        st.bind_blob(1, alias.raw()).bind(2, account);
+        TS_RETURN_IF_ERROR(st.run());
+      }
       for (Customer& c : reply.customers) TS_RETURN_IF_ERROR(apply_entry(txn, customers, c, acked));
       TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, reply.cursor));
@@ -433,7 +440,8 @@ struct Replicator::Impl {
       TS_RETURN_IF_ERROR(txn.commit());
       crash_point("node.pull.after_commit");
       pulled += static_cast<std::int64_t>(reply.customers.size());
-      if (reply.customers.size() < options.pull_batch && !reply.more) {
+      const std::size_t page = reply.customers.size() + reply.merged_elsewhere.size();
+      if (page < options.pull_batch && !reply.more) {
         TS_RETURN_IF_ERROR(settle_versions());
         return pulled;
       }

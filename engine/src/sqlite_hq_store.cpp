@@ -186,7 +186,7 @@ CREATE TABLE node_pulls (
 
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 8> migrations{{
+  static const std::array<storage::Migration, 9> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
       {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
       {3, "HQ: duplicate detection keys and GUID aliases", kDuplicateSchema},
@@ -224,6 +224,33 @@ CREATE TABLE rts_requests (
   result   TEXT NOT NULL,
   at_ms    INTEGER NOT NULL
 ) STRICT;
+)sql"},
+      // An operation id is unique per node, not across nodes: a node (a stolen till)
+      // that sent another node's op id first must not make that node's operation look
+      // like a duplicate and be dropped. SQLite cannot drop a column's UNIQUE: the table
+      // is rebuilt with its indexes.
+      {9, "HQ: operation ids unique per node", R"sql(
+CREATE TABLE inbound_v9 (
+  node_id        TEXT    NOT NULL,
+  seq            INTEGER NOT NULL,
+  op_id          BLOB    NOT NULL,
+  entity         BLOB    NOT NULL,
+  kind           INTEGER NOT NULL,
+  hlc            INTEGER NOT NULL,
+  payload        BLOB    NOT NULL,
+  state          TEXT    NOT NULL,
+  error          TEXT    NOT NULL DEFAULT '',
+  received_at_ms INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (node_id, seq),
+  UNIQUE (node_id, op_id)
+) STRICT;
+INSERT INTO inbound_v9(node_id, seq, op_id, entity, kind, hlc, payload, state, error, received_at_ms)
+  SELECT node_id, seq, op_id, entity, kind, hlc, payload, state, error, received_at_ms FROM inbound;
+DROP TABLE inbound;
+ALTER TABLE inbound_v9 RENAME TO inbound;
+CREATE INDEX inbound_staged ON inbound(node_id, seq) WHERE state = 'staged';
+CREATE INDEX inbound_failed ON inbound(entity) WHERE state = 'failed';
+CREATE INDEX inbound_waiting ON inbound(entity) WHERE state = 'waiting';
 )sql"},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
@@ -533,12 +560,12 @@ class SqliteHqTransaction final : public HqTransaction {
     st.bind_blob(1, request.raw()).bind(2, r.node).bind_blob(3, r.customer.raw()).bind(4, r.result).bind(5, at_ms);
     return st.run();
   }
-  Result<std::vector<bool>> rts_requests_done(std::span<const Guid> requests) override {
+  Result<std::vector<bool>> rts_requests_done(std::span<const std::pair<std::string, Guid>> requests) override {
     std::vector<bool> done;
     done.reserve(requests.size());
-    for (const Guid& id : requests) {
-      TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT 1 FROM rts_requests WHERE request = ?1"));
-      st.bind_blob(1, id.raw());
+    for (const auto& [node, id] : requests) {
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT 1 FROM rts_requests WHERE request = ?1 AND node_id = ?2"));
+      st.bind_blob(1, id.raw()).bind(2, node);
       TS_ASSIGN_OR_RETURN(bool row, st.step());
       done.push_back(row);
     }

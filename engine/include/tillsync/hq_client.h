@@ -51,6 +51,10 @@ struct PullReply {
   std::vector<std::pair<Guid, Guid>> aliases;
   // HQ ended the page before the limit asked for (its byte or entry bound): pull on.
   bool more = false;
+  // (alias, account number): for a filtered node (D5), a GUID of its store HQ merged
+  // into another store's customer. The node gets the mapping (the target GUID is in
+  // `aliases`), never that customer's data.
+  std::vector<std::pair<Guid, std::string>> merged_elsewhere{};
 };
 
 // Why HQ was unreachable, as far as the link can tell.

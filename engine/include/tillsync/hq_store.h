@@ -76,6 +76,10 @@ struct FeedEntry {
   std::string channel;  // store id the customer belongs to ("" for HQ-created)
   Customer customer;
   std::optional<Guid> alias;  // when set: `alias` is merged into customer.guid
+  // Set by Headquarters::pull for a filtered node when `alias` (of its store) was merged
+  // into another store's customer: `customer` then holds only the GUID and account
+  // number, and the node receives the mapping, not the customer.
+  bool mapping_only = false;
 };
 
 // A fingerprint of one feed entry (its seq and content; never 0). A terminal keeps the
@@ -157,8 +161,9 @@ class HqTransaction {
   };
   virtual Result<std::optional<RtsRequest>> rts_request(const Guid& request) = 0;
   virtual Status put_rts_request(const Guid& request, const RtsRequest& r, std::int64_t at_ms) = 0;
-  // For each id, whether it is a real-time request carried out.
-  virtual Result<std::vector<bool>> rts_requests_done(std::span<const Guid> requests) = 0;
+  // For each (node, id), whether it is a real-time request `node` had carried out (a
+  // request of another node with the same id does not count).
+  virtual Result<std::vector<bool>> rts_requests_done(std::span<const std::pair<std::string, Guid>> requests) = 0;
   // The lead of `node`'s clock over HQ's at its last push (0: within the offset).
   virtual Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) = 0;
   // Which (node, customer) pairs have operations waiting for their customer's create.
