@@ -880,6 +880,23 @@ TEST_F(ReplicationTest, AnOpIdAnotherNodeSentFirstDoesNotDropThisNodesOperation)
   EXPECT_EQ(hq->inspect()->customers("honest").value().size(), 1u);
 }
 
+// Card numbers take the last 4 bytes of the request id; two requests for one customer
+// whose ids end alike (one in 2^32; found by fuzzing) both get a card.
+TEST_F(ReplicationTest, TwoCardRequestsWhoseIdsEndAlikeBothGetACard) {
+  auto t = terminal("S001", "T01");
+  auto out = t->node().create_customer(new_person("Card", "Holder"));
+  ASSERT_TRUE(out.ok());
+  auto client = HqClient::connect(hq->endpoint(), 2000).value();
+  const Guid first = Guid::parse("11111111-1111-4111-8111-0000cafe0001").value();
+  const Guid second = Guid::parse("22222222-2222-4222-8222-0000cafe0001").value();
+  auto a = client->issue_loyalty_card("S001/T01", first, out->customer.guid);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  auto b = client->issue_loyalty_card("S001/T01", second, out->customer.guid);
+  ASSERT_TRUE(b.ok()) << b.status().to_string();
+  EXPECT_NE(a->card_number, b->card_number);
+  EXPECT_EQ(b->customer.loyalty_cards.size(), 2u);
+}
+
 // Found by the simulation with filtered tills (seed 645): after a new epoch another
 // terminal's edit of a customer arrives first and waits (status row pending); the
 // creator, a till that cannot create offline, settles its unanswered real-time create

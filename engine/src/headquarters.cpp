@@ -781,15 +781,23 @@ Result<RtsAnswer> Headquarters::rts_issue_loyalty_card(std::string_view node_id,
     // Card numbers derive from the account number and the request: unique, stable for a
     // repeated request, and never handed out again by an HQ restored from a backup
     // (a counter would restart where the backup left it; the card is in a wallet).
+    // Two requests whose ids end alike (one in 2^32) take more of the id.
     static constexpr char kHex[] = "0123456789ABCDEF";
-    std::string suffix;
     const std::string raw(request.raw());
-    for (std::size_t i = raw.size() - 4; i < raw.size(); ++i) {
-      suffix += kHex[(static_cast<unsigned char>(raw[i]) >> 4) & 0xF];
-      suffix += kHex[static_cast<unsigned char>(raw[i]) & 0xF];
+    const std::string stem = "L" + c.account_number->substr(impl_->store->number_prefix().size()) + "-";
+    std::string number;
+    for (std::size_t bytes : {4u, 8u, 16u}) {
+      std::string suffix;
+      for (std::size_t i = raw.size() - bytes; i < raw.size(); ++i) {
+        suffix += kHex[(static_cast<unsigned char>(raw[i]) >> 4) & 0xF];
+        suffix += kHex[static_cast<unsigned char>(raw[i]) & 0xF];
+      }
+      number = stem + suffix;
+      if (std::none_of(c.loyalty_cards.begin(), c.loyalty_cards.end(),
+                       [&](const LoyaltyCard& held) { return held.card_number == number; }))
+        break;
     }
-    LoyaltyCard card{"L" + c.account_number->substr(impl_->store->number_prefix().size()) + "-" + suffix,
-                     impl_->now()};
+    LoyaltyCard card{number, impl_->now()};
     c.loyalty_cards.push_back(card);
     TS_RETURN_IF_ERROR(impl_->publish(tx, c, {}));
     return RtsAnswer{std::move(c), {}, card.card_number};
