@@ -19,6 +19,7 @@
 #include <string_view>
 
 #include "protocol.h"
+#include "seeds_flag.h"
 #include "tillsync/transport/socket.h"
 
 namespace {
@@ -87,10 +88,10 @@ void write_seeds(const std::string& dir) {
   write("search", 2, protocol::encode(protocol::SearchReply{{c, c}, true}));
   write("push_ack", 3, protocol::encode(protocol::PushAck{"e7c1d2a0", 9}));
   protocol::PullReply pull{"e7c1d2a0", false, 12, 0x1234, hlc, {c},
-                           {{*Guid::parse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), c.guid}}, true};
+                           {{*Guid::parse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), c.guid}}, true, {}};
   pull.merged_elsewhere.emplace_back(*Guid::parse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), "FZ000000099");
   write("pull", 4, protocol::encode(pull));
-  write("pull-reset", 4, protocol::encode(protocol::PullReply{"e7c1d2a0", true, 0, 0, hlc, {}, {}, false}));
+  write("pull-reset", 4, protocol::encode(protocol::PullReply{"e7c1d2a0", true, 0, 0, hlc, {}, {}, false, {}}));
   write("error-busy", kErrorSelector,
         transport::encode_error(Status::Busy("node S1/T1 sends requests faster than HQ serves one node", 250)));
   write("error-conflict", kErrorSelector, transport::encode_error(Status(Code::conflict, "HQ holds another operation")));
@@ -99,14 +100,7 @@ void write_seeds(const std::string& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  constexpr std::string_view kFlag = "-write_seeds=";
-  for (int i = 1; i < *argc; ++i) {
-    const std::string_view arg((*argv)[i]);
-    if (arg.starts_with(kFlag)) {
-      write_seeds(std::string(arg.substr(kFlag.size())));
-      std::exit(0);
-    }
-  }
+  tillsync::fuzz::write_seeds_if_asked(*argc, *argv, write_seeds);
   return 0;
 }
 

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "protocol.h"
+#include "seeds_flag.h"
 #include "tillsync/clock.h"
 #include "tillsync/headquarters.h"
 #include "tillsync/hq_service.h"
@@ -255,14 +256,7 @@ void write_seeds(const std::string& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  constexpr std::string_view kFlag = "-write_seeds=";
-  for (int i = 1; i < *argc; ++i) {
-    const std::string_view arg((*argv)[i]);
-    if (arg.starts_with(kFlag)) {
-      write_seeds(std::string(arg.substr(kFlag.size())));
-      std::exit(0);
-    }
-  }
+  tillsync::fuzz::write_seeds_if_asked(*argc, *argv, write_seeds);
   return 0;
 }
 
