@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -17,6 +18,8 @@
 #include <vector>
 
 #include "support/cluster.h"
+#include "protocol.h"  // engine/src: to pipeline pushes on one connection
+#include "tillsync/operations.h"
 #include "tillsync/transport/socket.h"
 
 namespace tillsync {
@@ -288,6 +291,99 @@ TEST_F(NodeRateTest, ATillHeldBackByItsRateLosesNothingAndPushesEachOperationOnc
   ASSERT_TRUE(job.ok()) << job.status().to_string();
   EXPECT_EQ(job->converted, 6);  // each create once
   EXPECT_EQ(inspect->customers("limited").value().size(), 6u);
+}
+
+// A long request (a push of HQ's maximum, 5,000 records) holds back another node's
+// handshake and request by itself and at most one more: while one node has three such
+// pushes queued on its connection, a till that connects (CURVE handshake) during the
+// first is served before the third. HqServiceOptions::drop_reply sees each handled
+// request, in order.
+TEST_F(NodeRateTest, ALongRequestHoldsBackAnotherNodesHandshakeAndRequestByAtMostOneMore) {
+  if (!transport::curve_available()) GTEST_SKIP() << "libzmq without CURVE";
+  const transport::KeyPair hq_keys = transport::generate_key_pair().value();
+  const transport::KeyPair big_keys = transport::generate_key_pair().value();
+  const transport::KeyPair quiet_keys = transport::generate_key_pair().value();
+  HqServiceOptions o;
+  o.job_interval_ms = 3'600'000;
+  o.curve = hq_keys;
+  o.allowlist = {{"S001/BIG", big_keys.public_key}, {"S002/T01", quiet_keys.public_key}};
+  std::mutex order_mutex;
+  std::vector<std::uint8_t> order;  // request types, as HQ finished them
+  std::atomic<int> handled{0};
+  o.drop_reply = [&](std::uint8_t type) {
+    std::lock_guard lock(order_mutex);
+    order.push_back(type);
+    handled.fetch_add(1);
+    return false;
+  };
+  hq = std::make_unique<HqProcess>(hq_location.str(), o);
+  hq->start();
+
+  // Three pushes of 5,000 creates each, pipelined on one connection.
+  GuidGenerator g(31337);
+  std::vector<std::vector<LogRecord>> batches(3);
+  std::int64_t seq = 0;
+  for (auto& batch : batches) {
+    for (std::size_t i = 0; i < Headquarters::kMaxPushRecords; ++i) {
+      ++seq;
+      const Customer c = testing::plain_customer(g.next(), "Big", "Batch");
+      LogRecord r;
+      r.seq = seq;
+      r.op_id = g.next();
+      r.entity = c.guid;
+      r.kind = OpKind::customer_create;
+      r.hlc = Hlc::make(1'000'000, static_cast<std::uint16_t>(seq % 60000));
+      r.node_id = "S001/BIG";
+      r.payload = encode_payload(CustomerCreated{c});
+      batch.push_back(std::move(r));
+    }
+  }
+  // Sent without waiting (pipelined on one connection), as the wire protocol allows.
+  transport::Context big_ctx;
+  transport::ClientOptions big_options{.timeout_ms = 120'000};
+  big_options.curve = big_keys;
+  big_options.server_public_key = hq_keys.public_key;
+  auto big = transport::Client::connect(big_ctx, hq->endpoint(), big_options);
+  ASSERT_TRUE(big.ok());
+  ASSERT_TRUE(big->call(static_cast<std::uint8_t>(protocol::MsgType::hello),
+                        protocol::encode(protocol::Hello{"S001/BIG", Guid{}}))
+                  .ok());  // connected and handshaken
+  std::thread pushes([&] {
+    std::int64_t prev = 0;
+    Guid prev_op;
+    for (auto& batch : batches) {
+      const std::int64_t last = batch.back().seq;
+      const Guid last_op = batch.back().op_id;
+      ASSERT_TRUE(big->send(static_cast<std::uint8_t>(protocol::MsgType::push),
+                            protocol::encode(protocol::Push{"S001/BIG", prev, prev_op, std::move(batch)}))
+                      .ok());
+      prev = last;
+      prev_op = last_op;
+    }
+    for (int i = 0; i < 3; ++i) {
+      auto ack = big->receive();
+      ASSERT_TRUE(ack.ok()) << ack.status().to_string();
+      ASSERT_NE(ack->type, transport::kErrorReply) << transport::decode_error(ack->body).to_string();
+    }
+  });
+  // The quiet till connects and asks once the first push is HQ's (HQ has handled the
+  // hello only), i.e. while HQ works on it or is about to.
+  while (handled.load() < 1) std::this_thread::yield();
+  auto quiet = HqClient::connect(hq->endpoint(), 120'000, HqCurveKeys{quiet_keys.public_key,
+                                                                       quiet_keys.secret_key, hq_keys.public_key})
+                   .value();
+  ASSERT_TRUE(quiet->hello("S002/T01", Guid{}).ok());
+  pushes.join();
+  hq->stop();
+  // hello (big), then the pushes with the quiet till's hello among them: its handshake
+  // waited for the push in progress, its request for at most one more (the big node's
+  // next one, if HQ took it while the handshake finished) — never for all three.
+  std::lock_guard lock(order_mutex);
+  ASSERT_EQ(order.size(), 5u);
+  const std::uint8_t hello_type = static_cast<std::uint8_t>(protocol::MsgType::hello);
+  ASSERT_EQ(order[0], hello_type);
+  const auto quiet_at = std::find(order.begin() + 1, order.end(), hello_type) - order.begin();
+  EXPECT_LE(quiet_at, 3) << "the quiet till was served after " << quiet_at - 1 << " of the 3 long pushes";
 }
 
 // The scenario: 200 silent connections and one node flooding HQ with requests;
