@@ -19,7 +19,7 @@
 #include <string_view>
 
 #include "protocol.h"
-#include "seeds_flag.h"
+#include "fuzz_support.h"
 #include "tillsync/transport/socket.h"
 
 namespace {
@@ -29,11 +29,7 @@ using namespace tillsync;
 constexpr std::uint8_t kReplies = 6;
 constexpr std::uint8_t kErrorSelector = 5;
 
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "fuzz_hq_reply: invariant violated: %s\n", what.c_str());
-  std::fflush(stderr);
-  std::abort();
-}
+[[noreturn]] void fail(const std::string& what) { tillsync::fuzz::fail("fuzz_hq_reply", what); }
 
 template <class Reply>
 void round_trip(std::string_view bytes) {

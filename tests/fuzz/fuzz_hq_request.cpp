@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "protocol.h"
-#include "seeds_flag.h"
+#include "fuzz_support.h"
 #include "tillsync/clock.h"
 #include "tillsync/headquarters.h"
 #include "tillsync/hq_service.h"
@@ -54,11 +54,7 @@ constexpr std::string_view kNode = "S1/T1";
 // Types no request has: 0, the next free one, a reply type, the error reply.
 constexpr std::uint8_t kUnknownTypes[] = {0, 9, 0x7F, 0x81, 0xFF};
 
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "fuzz_hq_request: invariant violated: %s\n", what.c_str());
-  std::fflush(stderr);
-  std::abort();
-}
+[[noreturn]] void fail(const std::string& what) { tillsync::fuzz::fail("fuzz_hq_request", what); }
 
 // The reply to a successful request decodes as its reply struct and re-encodes to the
 // same bytes (HQ's encoding is canonical; a terminal reads exactly what HQ meant).

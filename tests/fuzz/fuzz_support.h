@@ -1,12 +1,20 @@
-// Shared by the fuzz targets that can write their own seed corpus: a target run with
-// `-write_seeds=DIR` calls `write(DIR)` and exits instead of fuzzing.
+// Shared by the fuzz targets: reporting a violated invariant, and the `-write_seeds=DIR`
+// flag with which a target writes its own seed corpus and exits instead of fuzzing.
 #pragma once
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 
 namespace tillsync::fuzz {
+
+// Aborts with `what`: libFuzzer reports the input as a crash.
+[[noreturn]] inline void fail(const char* target, const std::string& what) {
+  std::fprintf(stderr, "%s: invariant violated: %s\n", target, what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
 
 inline void write_seeds_if_asked(int argc, char** argv, void (*write)(const std::string& dir)) {
   constexpr std::string_view kFlag = "-write_seeds=";
