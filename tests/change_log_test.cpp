@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -203,6 +204,52 @@ TEST_F(ChangeLogTest, UpdateIsRefusedByTheAppendOnlyTrigger) {
   EXPECT_EQ(rows[0].payload, "original");
   EXPECT_EQ(rows[0].kind, 3);
   EXPECT_EQ(rows[0].hlc, 100U);
+}
+
+// The log retention deletes a prefix (deleting is not updating: the trigger allows
+// it). The newest row is never deleted, so no seq is given out twice.
+TEST_F(ChangeLogTest, RemoveThroughDeletesAPrefixButNeverTheNewestRow) {
+  for (int i = 1; i <= 5; ++i) ASSERT_OK(append_committed(row(static_cast<std::uint64_t>(i))));
+  {
+    ASSERT_OK_AND_ASSIGN(auto txn, Transaction::begin(*db_));
+    ASSERT_OK_AND_ASSIGN(auto removed, log_->remove_through(txn, 3));
+    EXPECT_EQ(removed, 3);
+    ASSERT_OK(txn.commit());
+  }
+  EXPECT_EQ(seqs_after(0, 10), (std::vector<std::int64_t>{4, 5}));
+  ASSERT_OK_AND_ASSIGN(auto first, log_->first_after(0));
+  EXPECT_EQ(first, std::optional<std::int64_t>{4});
+  {
+    // Through the newest row (or beyond): refused, nothing deleted.
+    ASSERT_OK_AND_ASSIGN(auto txn, Transaction::begin(*db_));
+    for (std::int64_t through : {5, 9}) {
+      auto all = log_->remove_through(txn, through);
+      ASSERT_FALSE(all.ok());
+      EXPECT_EQ(all.status().code(), Code::internal);
+      EXPECT_NE(all.status().message().find("newest row"), std::string::npos) << all.status().to_string();
+    }
+    ASSERT_OK(txn.commit());
+  }
+  EXPECT_EQ(seqs_after(0, 10), (std::vector<std::int64_t>{4, 5}));
+  ASSERT_OK_AND_ASSIGN(auto last, log_->last_seq());
+  EXPECT_EQ(last, 5);
+  ASSERT_OK_AND_ASSIGN(auto seq, append_committed(row(6)));
+  EXPECT_EQ(seq, 6);
+  {
+    ASSERT_OK_AND_ASSIGN(auto txn, Transaction::begin(*db_));
+    ASSERT_OK_AND_ASSIGN(auto removed, log_->remove_through(txn, 5));
+    EXPECT_EQ(removed, 2);
+    ASSERT_OK(txn.commit());
+  }
+  ASSERT_OK_AND_ASSIGN(seq, append_committed(row(7)));
+  EXPECT_EQ(seq, 7);
+  EXPECT_EQ(seqs_after(0, 10), (std::vector<std::int64_t>{6, 7}));
+  // Still append-only otherwise.
+  EXPECT_FALSE(db_->exec("UPDATE change_log SET kind = 9 WHERE seq = 6").ok());
+  // And only inside a transaction.
+  ASSERT_OK_AND_ASSIGN(auto done, Transaction::begin(*db_));
+  ASSERT_OK(done.commit());
+  EXPECT_FALSE(log_->remove_through(done, 6).ok());
 }
 
 TEST_F(ChangeLogTest, RolledBackAppendLeavesNoGap) {

@@ -23,6 +23,10 @@
 
 #include "support/temp_dir.h"
 #include "tillsync/capture.h"
+#include "tillsync/channel_node.h"
+#include "tillsync/headquarters.h"
+#include "tillsync/local_hq_link.h"
+#include "tillsync/replicator.h"
 #include "tillsync/transport/socket.h"
 
 extern char** environ;
@@ -193,7 +197,7 @@ TEST_F(CliTest, CliHelpExitsZeroAndExplainsCommands) {
   EXPECT_EQ(store.exit, 0) << describe(store);
   for (const char* cmd :
        {"init", "create-customer", "edit-customer", "add-address", "issue-loyalty-card",
-        "customers", "show", "status", "digest", "export-log", "sync"}) {
+        "customers", "show", "status", "set-log-retention", "digest", "export-log", "sync"}) {
     EXPECT_NE(store.out.find(cmd), std::string::npos) << cmd;
   }
 
@@ -783,6 +787,124 @@ TEST_F(CliTest, CliReplayOfExportedLogGivesTheTerminalsDigest) {
   if (std::filesystem::exists(untouched)) {
     EXPECT_EQ(ok_json({"hq", "customers", "--db", untouched})["customers"].size(), 0u);
   }
+}
+
+// ---------------------------------------------------------------------------
+// log retention
+
+TEST_F(CliTest, CliLogRetentionIsSetAtInitOrLater) {
+  EXPECT_TRUE(ok_json({"store", "init", "--db", dir_.file("default.db"), "--store", "S009", "--terminal", "T01"})
+                  ["log_retention_days"]
+                      .is_null());
+  json j = init({"--log-retention-days", "30"});
+  EXPECT_EQ(j["log_retention_days"], 30);
+  EXPECT_EQ(j["log"]["first_seq"], 0);
+  EXPECT_EQ(j["log"]["compacted_through"], 0);
+  EXPECT_TRUE(j["log_loss"].is_null());
+  json off = ok_json({"store", "set-log-retention", "--db", db_, "all"});
+  EXPECT_TRUE(off["log_retention_days"].is_null());
+  EXPECT_TRUE(status()["log_retention_days"].is_null());
+  json on = ok_json({"store", "set-log-retention", "--db", db_, "7"});
+  EXPECT_EQ(on["log_retention_days"], 7);
+  for (const char* bad : {"0", "-1", "3651", "seven", "7.5"}) {
+    RunResult r = run({"store", "set-log-retention", "--db", db_, bad});
+    EXPECT_EQ(r.exit, 2) << bad << ": " << describe(r);
+    EXPECT_NE(r.err.find("1 to 3650"), std::string::npos) << describe(r);
+  }
+  EXPECT_EQ(status()["log_retention_days"], 7);
+  RunResult human = run({"store", "status", "--db", db_});
+  EXPECT_NE(human.out.find("log retention:   7 days"), std::string::npos) << describe(human);
+  EXPECT_NE(human.out.find("log held:        no log rows"), std::string::npos) << describe(human);
+
+  const std::string never = dir_.file("never.db");
+  RunResult zero = run({"store", "init", "--db", never, "--store", "S001", "--terminal", "T02",
+                        "--log-retention-days", "0"});
+  EXPECT_EQ(zero.exit, 2) << describe(zero);
+  EXPECT_FALSE(std::filesystem::exists(never));
+  RunResult help = run({"store", "set-log-retention", "--help"});
+  EXPECT_EQ(help.exit, 0) << describe(help);
+  EXPECT_NE(help.out.find("oldest HQ backup"), std::string::npos) << help.out;
+  RunResult init_help = run({"store", "init", "--help"});
+  EXPECT_NE(init_help.out.find("--log-retention-days"), std::string::npos) << init_help.out;
+}
+
+// A terminal whose log retention compacted the start of its log (made with the engine:
+// an in-process HQ and a manual clock): `store status` and `store export-log` say
+// which seqs the log holds, and `replay` takes the capture, which starts after seq 1.
+TEST_F(CliTest, CliExportLogOfACompactedLogSaysWhichSeqsItHolds) {
+  {
+    tillsync::ManualClock clock;
+    tillsync::HqOptions ho;
+    ho.clock = &clock;
+    auto hq = tillsync::Headquarters::init(dir_.file("hq.db"), "C", ho);
+    ASSERT_TRUE(hq.ok()) << hq.status().to_string();
+    tillsync::NodeConfig config;
+    config.store_id = "S001";
+    config.terminal_id = "T01";
+    config.hq_endpoint = "inproc://hq";
+    config.profile.async_customer_creation = true;
+    config.log_retention_ms = 24LL * 3600 * 1000;
+    tillsync::ChannelNodeOptions no;
+    no.clock = &clock;
+    auto node = tillsync::ChannelNode::create(db_, config, no);
+    ASSERT_TRUE(node.ok()) << node.status().to_string();
+    tillsync::LocalHqLink link(**hq);
+    auto replicator = tillsync::Replicator::open(db_, link, {.clock = &clock});
+    ASSERT_TRUE(replicator.ok()) << replicator.status().to_string();
+    auto person = [&](const std::string& name) {
+      tillsync::NewCustomer c;
+      c.first_name = name;
+      c.last_name = "Compacted";
+      ASSERT_TRUE((*node)->create_customer(c).ok());
+    };
+    for (const char* n : {"A1", "A2", "A3"}) person(n);
+    ASSERT_TRUE((*replicator)->sync_once().ok());
+    clock.advance(2 * 24LL * 3600 * 1000);
+    person("A4");
+    auto synced = (*replicator)->sync_once();
+    ASSERT_TRUE(synced.ok()) << synced.status().to_string();
+    EXPECT_EQ(synced->compacted, 3);
+    for (const char* n : {"A5", "A6"}) person(n);
+  }
+  json s = status();
+  EXPECT_EQ(s["log_retention_days"], 1);
+  EXPECT_EQ(s["log"]["first_seq"], 4);
+  EXPECT_EQ(s["log"]["last_seq"], 6);
+  EXPECT_EQ(s["log"]["rows"], 3);
+  EXPECT_EQ(s["log"]["compacted_through"], 3);
+  EXPECT_TRUE(s["log"]["compacted_at"].is_string());
+  RunResult human = run({"store", "status", "--db", db_});
+  EXPECT_NE(human.out.find("log held:        seqs 4..6 (3 rows); seqs 1..3 not held: compacted after HQ "
+                           "acknowledged them"),
+            std::string::npos)
+      << describe(human);
+
+  const std::string out = dir_.file("compacted.tslog");
+  json j = ok_json({"store", "export-log", "--db", db_, "--out", out});
+  EXPECT_EQ(j["records"], 3);
+  EXPECT_EQ(j["first_seq"], 4);
+  EXPECT_EQ(j["last_seq"], 6);
+  EXPECT_EQ(j["compacted_through"], 3);
+  EXPECT_EQ(j["not_held"]["from_seq"], 1);
+  EXPECT_EQ(j["not_held"]["to_seq"], 3);
+  auto reader = tillsync::CaptureReader::open(out);
+  ASSERT_TRUE(reader.ok()) << reader.status().to_string();
+  EXPECT_EQ(reader->header().first_seq, 4);
+  RunResult exported = run({"store", "export-log", "--db", db_, "--out", dir_.file("again.tslog")});
+  EXPECT_EQ(exported.exit, 0) << describe(exported);
+  EXPECT_NE(exported.out.find("seqs 4..6 (3 rows); seqs 1..3 not held"), std::string::npos) << describe(exported);
+
+  json verified = ok_json({"replay", out, "--verify"});
+  EXPECT_EQ(verified["records"], 3);
+  EXPECT_EQ(verified["intact"], true);
+  EXPECT_EQ(verified["nodes"][0]["first_seq"], 4);
+  RunResult verified_text = run({"replay", out, "--verify"});
+  EXPECT_EQ(verified_text.exit, 0) << describe(verified_text);
+  EXPECT_NE(verified_text.out.find("S001/T01 starts at seq 4"), std::string::npos) << describe(verified_text);
+  json replayed = ok_json({"replay", out});
+  EXPECT_EQ(replayed["records"], 3);
+  EXPECT_EQ(replayed["customers"], 3);
+  EXPECT_EQ(replayed["failed"], 0);
 }
 
 TEST_F(CliTest, CliExportLogOfEmptyTerminal) {

@@ -604,24 +604,57 @@ TEST_F(ReplayCaptureTest, GapBetweenCapturesOfOneNodeIsCorrupt) {
   EXPECT_TRUE(hq->sync_status(std::nullopt)->empty());
 }
 
-TEST_F(ReplayCaptureTest, CaptureStartingPastWhatHqHasIsCorrupt) {
+// A capture that starts after seq 1 is where the node's log started when it was
+// exported (its log retention compacted the rest after HQ had it): no gap, into an HQ
+// that has nothing from the node. It is a gap when HQ has part of the node's log and
+// the capture does not continue it; and a hole inside a capture is still a gap.
+TEST_F(ReplayCaptureTest, CaptureStartingAfterSeqOneIsNoGapUnlessHqHasAnEarlierPart) {
   const std::string late = dir.file("late.tslog");
   ASSERT_NO_FATAL_FAILURE(write_capture(late, "S001/T01", {a_log.begin() + 3, a_log.end()}));
-  auto hq = fresh_hq("late.db");
-  auto r = replay_captures({late}, *hq, {});
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), Code::corrupt_log);
-  EXPECT_NE(r.status().message().find("HQ has nothing from node S001/T01"), std::string::npos)
-      << r.status().message();
-  EXPECT_EQ(hq->customers("")->size(), 0u);
+  auto v = verify_captures({late}, {});
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  ASSERT_EQ(v->nodes.size(), 1u);
+  EXPECT_EQ(v->nodes[0].first_seq, 4);
+  auto compacted = fresh_hq("compacted.db");
+  auto r = replay_captures({late}, *compacted, {});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->records, 4);
+  EXPECT_EQ(r->customers, 3);  // A3..A5; A0's edit waits for a create the capture lacks
+  EXPECT_EQ(r->failed, 0);
+  EXPECT_EQ(compacted->store().received("S001/T01", 0, 10)->size(), 4u);
+
+  auto partial = fresh_hq("partial.db");
+  const std::string early = dir.file("early.tslog");
+  ASSERT_NO_FATAL_FAILURE(write_capture(early, "S001/T01", {a_log.begin(), a_log.begin() + 2}));
+  ASSERT_TRUE(replay_captures({early}, *partial, {}).ok());
+  auto gap = replay_captures({late}, *partial, {});
+  ASSERT_FALSE(gap.ok());
+  EXPECT_EQ(gap.status().code(), Code::corrupt_log);
+  EXPECT_NE(gap.status().message().find("HQ has seqs up to 2 from node S001/T01"), std::string::npos)
+      << gap.status().message();
+  EXPECT_NE(gap.status().message().find("seq 3 missing"), std::string::npos) << gap.status().message();
+  EXPECT_EQ(partial->customers("")->size(), 2u);
 
   // The same capture continues an HQ that has seqs 1..3 from the node.
-  const std::string early = dir.file("early.tslog");
-  ASSERT_NO_FATAL_FAILURE(write_capture(early, "S001/T01", {a_log.begin(), a_log.begin() + 3}));
-  ASSERT_TRUE(replay_captures({early}, *hq, {}).ok());
-  auto s = replay_captures({late}, *hq, {});
+  const std::string first_three = dir.file("first-three.tslog");
+  ASSERT_NO_FATAL_FAILURE(write_capture(first_three, "S001/T01", {a_log.begin(), a_log.begin() + 3}));
+  auto full = fresh_hq("full.db");
+  ASSERT_TRUE(replay_captures({first_three}, *full, {}).ok());
+  auto s = replay_captures({late}, *full, {});
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   EXPECT_EQ(s->customers, 6);
+
+  // Starting after seq 1 with a hole inside: the hole is a gap, as ever.
+  std::vector<LogRecord> holed(a_log.begin() + 2, a_log.end());
+  holed.erase(holed.begin() + 2);  // seq 5
+  const std::string with_hole = dir.file("holed.tslog");
+  ASSERT_NO_FATAL_FAILURE(write_capture(with_hole, "S001/T01", holed));
+  for (auto result : {verify_captures({with_hole}, {}), replay_captures({with_hole}, *fresh_hq("holed.db"), {})}) {
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), Code::corrupt_log);
+    EXPECT_NE(result.status().message().find("sequence gap: expected seq 5, found seq 6"), std::string::npos)
+        << result.status().message();
+  }
 }
 
 TEST_F(ReplayCaptureTest, SkipCorruptGoesPastAFlippedBitAndReportsIt) {

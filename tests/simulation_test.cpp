@@ -53,6 +53,11 @@ using testing::TempDir;
 
 constexpr std::int64_t kStart = 1'800'000'000'000;
 constexpr std::int64_t kOffset = 300'000;  // HqOptions::max_clock_offset_ms
+// HQ's lifecycle on the simulation's time scale (a run is a few minutes of HQ's clock):
+// the job compacts every few seconds, a terminal away for longer than kFeedRetention
+// gets a snapshot, and operations are pruned kReceivedRetention after they arrived. A
+// till is restored only from a backup younger than that (docs/operations.md).
+constexpr std::int64_t kFeedRetention = 20'000, kReceivedRetention = 40'000, kCompactEvery = 5'000;
 
 enum class Net { up, down, requests_lost, replies_lost, flaky };
 
@@ -61,6 +66,8 @@ struct Counters {
   std::uint64_t restarts = 0, terminal_restores = 0, hq_restores = 0, epochs = 0;
   std::uint64_t disk_faults = 0, clock_jumps = 0, unknown_outcomes = 0, crashes = 0;
   std::uint64_t journal_entries = 0;  // conflict journal entries checked
+  std::uint64_t compacted_rows = 0, log_losses = 0;  // log retention: rows compacted, losses reported
+  std::uint64_t received_pruned = 0;  // operations HQ pruned after their retention (at the end)
 };
 
 // Messages HQ receives after their sender stopped waiting: run later, in any order.
@@ -97,9 +104,9 @@ class Link final : public HqLink, public HqGateway {
     return rts(request, [=, this] { return hq().rts_issue_loyalty_card(node, request, customer); });
   }
 
-  Result<HelloReply> hello(const std::string& node, const Guid& acked_op) override {
+  Result<HelloReply> hello(const std::string& node, const Guid& acked_op, std::int64_t acked_seq) override {
     return call([=, this]() -> Result<HelloReply> {
-      TS_ASSIGN_OR_RETURN(HelloResult r, hq().hello(node, acked_op));
+      TS_ASSIGN_OR_RETURN(HelloResult r, hq().hello(node, acked_op, acked_seq));
       return HelloReply{hq().epoch(), r.push_cursor, r.hq_hlc, r.holds_acked};
     }, false, false);
   }
@@ -452,6 +459,7 @@ std::set<std::string> card_numbers(const Customer& c) {
 struct Sim {
   struct Terminal {
     std::string id, path, backup;
+    std::int64_t backup_at = 0;  // HQ's clock when the backup was taken
     bool async_mode = false;
     bool rts_edits = false;  // edits and address adds of synced customers go to HQ in real time
     bool filtered = false;   // filter_shared_customer_tables (D5): holds only its store's customers
@@ -462,6 +470,14 @@ struct Sim {
     ReplicatorOptions options;
     std::int64_t acked_seen = 0;  // highest acked_seq observed since the last restore
     std::vector<Guid> known;      // customers this terminal may edit
+    // Log retention (NodeConfig::log_retention_ms): what compaction removed (op id ->
+    // seq), the seqs the till reported HQ lacks of what it compacted, and whether its
+    // disk was ever replaced by a backup (then its seqs name another copy's operations
+    // too, and HQ's cursor no longer tells it what HQ lacks).
+    bool retention = false;
+    std::map<Guid, std::int64_t> compacted;
+    std::vector<std::pair<std::int64_t, std::int64_t>> reported_lost;
+    bool restored = false;
   };
 
   Sim(std::uint64_t seed, bool on_pg) : rng(seed), dir(/*in_memory=*/true), hq_clock(kStart), pg(on_pg) {
@@ -476,6 +492,7 @@ struct Sim {
     const int n = 2 + static_cast<int>(rng() % 3);
     // Drawn from a generator of their own, so that the seeds keep their histories.
     std::mt19937_64 profile_rng(seed * 0x9E3779B97F4A7C15ULL + 1);
+    std::mt19937_64 retention_rng(seed * 0x9E3779B97F4A7C15ULL + 2);
     for (int i = 0; i < n; ++i) {
       Terminal t;
       t.id = "S00" + std::to_string(i + 1) + "/T01";
@@ -500,6 +517,12 @@ struct Sim {
       static const bool with_filtered = std::getenv("TILLSYNC_SIM_FILTERED") != nullptr;
       t.filtered = profile_rng() % 4 == 0 && with_filtered;
       if (t.filtered) t.async_mode = false;  // D5: a filtered till creates through HQ only
+      // Log retention on one till in three: 1 ms to 5 s of its clock (which moves on about
+      // half a minute in a run), so that it compacts often, and HQ backups older than
+      // that make losses the till must report (check()).
+      const std::uint64_t retention = retention_rng();
+      t.retention = retention % 3 == 0;
+      if (t.retention) cfg.log_retention_ms = 1 + static_cast<std::int64_t>((retention / 3) % 5'000);
       cfg.profile = {.async_customer_creation = t.async_mode,
                      .filter_shared_customer_tables = t.filtered,
                      .enhanced_async_customer = true,
@@ -520,7 +543,8 @@ struct Sim {
 
   HqOptions hq_options() {
     return {.clock = &hq_clock, .conflict_policy = policy, .duplicate_policy = duplicates, .durable = false,
-            .max_clock_offset_ms = kOffset};
+            .max_clock_offset_ms = kOffset, .feed_retention_ms = kFeedRetention,
+            .received_retention_ms = kReceivedRetention, .compaction_interval_ms = kCompactEvery};
   }
   ChannelNodeOptions node_options(Terminal& t) {
     ChannelNodeOptions o;
@@ -648,6 +672,9 @@ struct Sim {
     const std::int64_t before = last_seq(t);
     (void)t.node->reconcile();  // settles unanswered real-time requests, logging them
     observe(t, before);
+    std::map<Guid, std::int64_t> held;  // what compaction may remove in this sync
+    if (t.retention && !crashed(t))
+      for (const LogRecord& r : t.node->read_log(0, 1'000'000).value()) held.emplace(r.op_id, r.seq);
     auto r = t.replicator->sync_once();
     if (!r.ok()) {
       const Code c = r.status().code();
@@ -667,6 +694,7 @@ struct Sim {
                   static_cast<long long>(st.last_seq), static_cast<long long>(hq->hello(t.id).value().push_cursor));
     }
     check_acked(t);
+    if (t.retention) note_compaction(t, held);
     // Only a sync that went through knows HQ's cursor is this HQ's (a failed one may
     // keep an acknowledgement of a database HQ no longer has).
     if (r.ok()) note_acked(t);
@@ -675,6 +703,23 @@ struct Sim {
         if (std::find(t.known.begin(), t.known.end(), c.guid) == t.known.end()) t.known.push_back(c.guid);
     }
     return r.ok();
+  }
+
+  // A row gone from the log after a sync was compacted (a renumbered row keeps its op
+  // id); a loss the till reports is kept for check().
+  void note_compaction(Terminal& t, const std::map<Guid, std::int64_t>& held) {
+    std::set<Guid> now;
+    for (const LogRecord& r : t.node->read_log(0, 1'000'000).value()) now.insert(r.op_id);
+    for (const auto& [op, seq] : held) {
+      if (now.contains(op)) continue;
+      t.compacted.emplace(op, seq);
+      ++counters.compacted_rows;
+    }
+    const NodeStatus st = t.node->status().value();
+    if (st.lost_at_ms && (t.reported_lost.empty() || t.reported_lost.back() != std::pair{st.lost_from, st.lost_to})) {
+      t.reported_lost.emplace_back(st.lost_from, st.lost_to);
+      ++counters.log_losses;
+    }
   }
 
   // Operations HQ acknowledged must reach it again whatever happens to the terminal's
@@ -702,13 +747,29 @@ struct Sim {
     // moved after a restore may stand at HQ under its earlier seq).
     std::set<Guid> held;
     for (const LogRecord& r : hq->store().received(t.id, 0, 1'000'000).value()) held.insert(r.op_id);
+    std::int64_t pruned = 0;  // HQ deleted what it received up to there after the retention
+    for (const TerminalInfo& i : hq->terminals().value()) pruned = i.node_id == t.id ? i.pruned_through : pruned;
     for (const LogRecord& r : t.node->read_log(0, 1'000'000).value()) {
       if (r.seq > acked) break;
-      ASSERT_TRUE(held.contains(r.op_id)) << t.id << ": seq " << r.seq << " acknowledged but not at HQ";
+      if (r.seq <= pruned) continue;
+      // Or HQ held it (under an earlier seq, before a renumbering) and pruned it since.
+      ASSERT_TRUE(held.contains(r.op_id) || ever_held.contains(r.op_id))
+          << t.id << ": seq " << r.seq << " acknowledged but not at HQ";
+    }
+  }
+
+  // What HQ holds now, remembered: the job may prune operations after their retention,
+  // and the final check still counts them as delivered.
+  void remember_held() {
+    for (auto& t : terminals) {
+      auto received = hq->store().received(t.id, 0, 1'000'000);
+      if (!received.ok()) return;  // a disk fault: nothing new is learnt
+      for (const LogRecord& r : *received) ever_held.insert(r.op_id);
     }
   }
 
   void run_job(std::size_t max_ops) {
+    remember_held();
     auto r = hq->run_sync_job(max_ops);
     if (!r.ok()) {
       EXPECT_TRUE((r.status().code() == Code::internal && fault_steps > 0) || any_crashed())
@@ -774,9 +835,14 @@ struct Sim {
     auto db = storage::Database::open(t.path, {});
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE((*db)->exec("VACUUM INTO '" + t.backup + "'").ok());
+    t.backup_at = hq_clock.now_ms();
   }
   void restore_terminal(Terminal& t) {
     if (!std::filesystem::exists(t.backup)) return backup_terminal(t);
+    // Older than HQ's retention of received operations: HQ may have pruned operations
+    // the backup lacks and can no longer tell them from the ones the restored till
+    // makes next at the same seqs; an operator does not restore such a backup.
+    if (hq_clock.now_ms() - t.backup_at >= kReceivedRetention) return backup_terminal(t);
     // What the replaced disk held beyond the backup and HQ had not acknowledged is gone
     // or not, depending on whether it reached HQ: the oracle does not count on it.
     const auto before = t.node->read_log(0, 1'000'000).value();
@@ -793,6 +859,7 @@ struct Sim {
       if (acked == acked_ops.end() || acked->second != hq_generation) history.may_be_lost(r.op_id);
     }
     t.acked_seen = 0;
+    t.restored = true;
     // Customers it knew may be gone locally until pulled again; edits of them wait.
     t.known.clear();
     for (const Customer& c : t.node->search("").value()) t.known.push_back(c.guid);
@@ -812,6 +879,8 @@ struct Sim {
   void backup_hq() {
     if (pg) return;  // pg_dump per step is too slow for thousands of seeds
     FaultVfs::disarm("hq.db");
+    remember_held();
+    ever_held_in_backup = ever_held;
     hq.reset();
     hq_location.backup(dir, "hq.backup");
     has_hq_backup = true;
@@ -822,6 +891,7 @@ struct Sim {
     FaultVfs::disarm("hq.db");
     hq.reset();
     hq_location.restore(dir, "hq.backup");
+    ever_held = ever_held_in_backup;
     hq_went_back = true;
     ++hq_generation;
     restart_hq();
@@ -834,6 +904,7 @@ struct Sim {
     auto h = Headquarters::init(hq_location, "C", hq_options());
     ASSERT_TRUE(h.ok()) << h.status().to_string();
     hq = std::move(h).value();
+    ever_held.clear();
     hq_went_back = true;
     ++hq_generation;
     has_hq_backup = false;
@@ -906,13 +977,22 @@ struct Sim {
       // its old seq at HQ, leaving a hole under its new one (docs/protocol.md).
       std::map<std::int64_t, Guid> by_seq;
       std::set<Guid> received_ops;
+      std::int64_t pruned = 0;  // HQ deleted what it received up to there after the retention
+      for (const TerminalInfo& i : hq->terminals().value()) pruned = i.node_id == t.id ? i.pruned_through : pruned;
+      counters.received_pruned += static_cast<std::uint64_t>(pruned);
       for (const LogRecord& r : received) {
         by_seq.emplace(r.seq, r.op_id);
         received_ops.insert(r.op_id);
       }
       for (const LogRecord& r : t.node->read_log(0, 1'000'000).value()) {
+        if (r.seq <= pruned) {
+          EXPECT_TRUE(ever_held.contains(r.op_id)) << t.id << " seq " << r.seq << ": pruned at HQ, never held there";
+          continue;
+        }
         auto it = by_seq.find(r.seq);
-        EXPECT_TRUE(it == by_seq.end() ? received_ops.contains(r.op_id) : it->second == r.op_id)
+        // Not at that seq: HQ holds (or held, and pruned) it under its seq before a renumbering.
+        EXPECT_TRUE(it == by_seq.end() ? received_ops.contains(r.op_id) || ever_held.contains(r.op_id)
+                                       : it->second == r.op_id)
             << t.id << " seq " << r.seq << " (" << to_string(r.kind) << "): HQ holds "
             << (it == by_seq.end() ? "neither that seq nor the operation" : "another operation there");
       }
@@ -935,7 +1015,8 @@ struct Sim {
       if (generation == hq_generation) required.insert(op);
     for (const Guid& op : seen_ops) {
       if (required.contains(op)) {
-        EXPECT_TRUE(at_hq_ops.contains(op)) << "operation " << op.to_string() << " lost ("
+        EXPECT_TRUE(at_hq_ops.contains(op) || ever_held.contains(op))
+            << "operation " << op.to_string() << " lost ("
                                             << (where.contains(op) ? where[op] : "acknowledged, no longer in a log")
                                             << ")";
       } else {
@@ -943,6 +1024,20 @@ struct Sim {
       }
     }
     EXPECT_TRUE(hq->sync_status(SyncStatus::failed).value().empty());
+    // Log retention: an operation a till compacted is at HQ, unless the till said that
+    // HQ lacks its seq (HQ went back past it, or was replaced): never silently. A till
+    // whose disk went back is left out: HQ may then hold another copy's operations at
+    // its compacted seqs, and its cursor cannot tell (docs/operations.md).
+    for (auto& t : terminals) {
+      if (t.restored) continue;
+      for (const auto& [op, seq] : t.compacted) {
+        if (at_hq_ops.contains(op) || ever_held.contains(op)) continue;
+        const bool reported = std::any_of(t.reported_lost.begin(), t.reported_lost.end(), [seq = seq](const auto& r) {
+          return r.first <= seq && seq <= r.second;
+        });
+        EXPECT_TRUE(reported) << t.id << ": seq " << seq << " was compacted, HQ lacks it, and the till never said so";
+      }
+    }
 
     // Every customer created exists at HQ once (its GUID, or the customer HQ merged it
     // into), with an account number; nothing else exists.
@@ -1186,6 +1281,7 @@ struct Sim {
   std::set<Guid> rts_written;
   Oracle history;
   std::set<Guid> seen_ops;
+  std::set<Guid> ever_held, ever_held_in_backup;  // remember_held()
   std::set<Guid> merged;
   int counter = 0;
   int fault_steps = 0;
@@ -1259,6 +1355,9 @@ void run_seed(std::uint64_t seed, Counters& totals) {
   totals.unknown_outcomes += c.unknown_outcomes;
   totals.crashes += c.crashes;
   totals.journal_entries += c.journal_entries;
+  totals.compacted_rows += c.compacted_rows;
+  totals.received_pruned += c.received_pruned;
+  totals.log_losses += c.log_losses;
 }
 
 TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
@@ -1275,7 +1374,9 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       "%llu seeds: %llu requests lost, %llu replies lost, %llu duplicated (%llu stale, delivered late), "
       "%llu delivered after their sender gave up, %llu unknown real-time outcomes, %llu restarts, "
       "%llu terminal restores, %llu HQ restores, %llu new epochs, %llu disk faults (%ld writes refused), "
-      "%llu crashes inside transactions, %llu clock jumps; %llu conflict journal entries checked\n",
+      "%llu crashes inside transactions, %llu clock jumps; %llu conflict journal entries checked; "
+      "%llu log rows compacted, %llu losses of compacted rows reported; HQ pruned received operations "
+      "up to %llu seqs\n",
       static_cast<unsigned long long>(seed - 1), static_cast<unsigned long long>(totals.lost_requests),
       static_cast<unsigned long long>(totals.lost_replies), static_cast<unsigned long long>(totals.duplicated),
       static_cast<unsigned long long>(totals.stale), static_cast<unsigned long long>(totals.late),
@@ -1283,7 +1384,9 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       static_cast<unsigned long long>(totals.terminal_restores), static_cast<unsigned long long>(totals.hq_restores),
       static_cast<unsigned long long>(totals.epochs), static_cast<unsigned long long>(totals.disk_faults),
       FaultVfs::refused() - refused_before, static_cast<unsigned long long>(totals.crashes),
-      static_cast<unsigned long long>(totals.clock_jumps), static_cast<unsigned long long>(totals.journal_entries));
+      static_cast<unsigned long long>(totals.clock_jumps), static_cast<unsigned long long>(totals.journal_entries),
+      static_cast<unsigned long long>(totals.compacted_rows), static_cast<unsigned long long>(totals.log_losses),
+      static_cast<unsigned long long>(totals.received_pruned));
   if (HasFailure()) return;
   // Faults that never happen prove nothing.
   EXPECT_GT(totals.lost_replies, n / 2);
@@ -1294,6 +1397,8 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
   EXPECT_GT(FaultVfs::refused() - refused_before, static_cast<long>(n / 10));
   EXPECT_GT(totals.crashes, n / 10);
   EXPECT_GT(totals.journal_entries, n / 10);
+  EXPECT_GT(totals.compacted_rows, n / 2);
+  EXPECT_GT(totals.received_pruned, n);
 }
 
 }  // namespace

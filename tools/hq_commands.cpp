@@ -88,6 +88,26 @@ void add_init(CLI::App& hq, Cli& cli) {
 // ---------------------------------------------------------------------------
 // hq serve
 
+constexpr int kDefaultReceivedRetentionDays = 30, kDefaultFeedRetentionDays = 7;
+constexpr std::int64_t kDayMs = 24LL * 3600 * 1000;
+
+// --received-retention-days and --feed-retention-days (hq serve, hq compact).
+void add_retention_options(CLI::App& sub, int& received_days, int& feed_days) {
+  sub.add_option("--received-retention-days", received_days,
+                 "Days HQ keeps an operation it received after applying it (then it is deleted; "
+                 "a resend is still recognised). Keep it longer than the age of the oldest "
+                 "backup a till may be restored from (docs/operations.md, Retention)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 36'500))
+      ->type_name("DAYS");
+  sub.add_option("--feed-retention-days", feed_days,
+                 "Days a superseded customer snapshot stays in the outbound feed for a terminal "
+                 "that has not pulled it (a terminal away longer gets a snapshot of its scope)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 36'500))
+      ->type_name("DAYS");
+}
+
 struct ServeOptions {
   std::string db, listen;
   int job_interval_ms = 200;
@@ -95,6 +115,8 @@ struct ServeOptions {
   std::string duplicates;
   std::string keys, allowlist;  // CurveZMQ: HQ's key directory, the terminals' allowlist
   std::int64_t max_clock_offset_ms = HqOptions{}.max_clock_offset_ms;
+  int received_retention_days = kDefaultReceivedRetentionDays;
+  int feed_retention_days = kDefaultFeedRetentionDays;
   bool insecure_plaintext = false;  // plaintext on an address other machines can reach
   double node_rate = HqServiceOptions{}.node_requests_per_second;
   int node_burst = HqServiceOptions{}.node_burst;
@@ -141,6 +163,8 @@ int run_serve(const Cli& cli, const ServeOptions& o) {
   // Given policies are stored in the HQ database, so `hq run-job` applies them too.
   HqOptions hq_options;
   hq_options.max_clock_offset_ms = o.max_clock_offset_ms;
+  hq_options.received_retention_ms = o.received_retention_days * kDayMs;
+  hq_options.feed_retention_ms = o.feed_retention_days * kDayMs;
   if (!o.conflict_policy.empty()) hq_options.conflict_policy = parse_conflict_policy(o.conflict_policy);
   if (!o.duplicates.empty()) hq_options.duplicate_policy = parse_duplicate_policy(o.duplicates);
   if (o.keys.empty() != o.allowlist.empty()) {
@@ -267,6 +291,7 @@ void add_serve(CLI::App& hq, Cli& cli) {
       ->capture_default_str()
       ->check(CLI::Range(1, 86'400'000))
       ->type_name("MS");
+  add_retention_options(*sub, o->received_retention_days, o->feed_retention_days);
   sub->add_option("--max-clock-offset-ms", o->max_clock_offset_ms,
                   "How far ahead of HQ's clock a terminal's timestamps are believed. An operation "
                   "stamped further ahead (a till with a wrong clock) is still applied, ordered as "
@@ -328,8 +353,8 @@ void add_serve(CLI::App& hq, Cli& cli) {
 // ---------------------------------------------------------------------------
 // Shared helpers
 
-Result<std::unique_ptr<Headquarters>> open_hq(const std::string& db) {
-  return Headquarters::open(db);
+Result<std::unique_ptr<Headquarters>> open_hq(const std::string& db, const HqOptions& options = {}) {
+  return Headquarters::open(db, options);
 }
 
 Json job_json(const JobReport& r) {
@@ -384,6 +409,55 @@ int run_job(const Cli& cli, const RunJobOptions& o) {
   auto report = (*hq)->run_sync_job();
   if (!report) return cli.fail(report.status());
   return cli.ok(job_json(*report), "customer sync job: " + job_text(*report));
+}
+
+// ---------------------------------------------------------------------------
+// hq compact
+
+struct CompactOptions {
+  std::string db;
+  int received_retention_days = kDefaultReceivedRetentionDays;
+  int feed_retention_days = kDefaultFeedRetentionDays;
+};
+
+int run_compact(const Cli& cli, const CompactOptions& o) {
+  HqOptions options;
+  options.received_retention_ms = o.received_retention_days * kDayMs;
+  options.feed_retention_ms = o.feed_retention_days * kDayMs;
+  auto hq = open_hq(o.db, options);
+  if (!hq) return cli.fail(hq.status());
+  CompactionReport total;
+  for (;;) {
+    auto r = (*hq)->compact();
+    if (!r) return cli.fail(r.status());
+    total.feed_removed += r->feed_removed;
+    total.received_removed += r->received_removed;
+    const bool advanced = r->feed_through > total.feed_through;
+    total.feed_through = r->feed_through;
+    if (!advanced && r->received_removed == 0) break;
+  }
+  Json j;
+  j["feed_removed"] = total.feed_removed;
+  j["feed_compacted_through"] = total.feed_through;
+  j["received_removed"] = total.received_removed;
+  return cli.ok(j, "removed " + count_text(total.feed_removed, "superseded feed snapshot", "superseded feed snapshots") +
+                       " (the feed is compacted up to seq " + std::to_string(total.feed_through) + ") and " +
+                       count_text(total.received_removed, "received operation", "received operations") +
+                       " past their retention");
+}
+
+void add_compact(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<CompactOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "compact",
+      "Remove what HQ no longer needs, now: customer snapshots in the outbound feed that a\n"
+      "newer one replaced and that every terminal has pulled past (or that are older than\n"
+      "--feed-retention-days), and received operations applied more than\n"
+      "--received-retention-days ago ('hq serve' does this every minute).");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
+  add_retention_options(*sub, o->received_retention_days, o->feed_retention_days);
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_compact(cli, *o); });
 }
 
 void add_run_job(CLI::App& hq, Cli& cli) {
@@ -696,7 +770,12 @@ int run_export(const Cli& cli, const ExportOptions& o) {
   if (!hq) return cli.fail(hq.status());
   ExportCounts counts;
   if (Status s = export_received((*hq)->store(), o.node, o.out, counts); !s) return cli.fail(s);
+  auto terminals = (*hq)->terminals();
+  if (!terminals) return cli.fail(terminals.status());
+  std::int64_t pruned = 0;
+  for (const TerminalInfo& t : *terminals) pruned = t.node_id == o.node ? t.pruned_through : pruned;
   Json j;
+  j["pruned_through"] = pruned;
   j["records"] = counts.records;
   j["out"] = o.out;
   j["node"] = o.node;
@@ -706,6 +785,10 @@ int run_export(const Cli& cli, const ExportOptions& o) {
                       " HQ received from terminal " + o.node + " (seq " +
                       std::to_string(counts.first_seq) + "-" + std::to_string(counts.last_seq) +
                       ") to " + o.out;
+  if (pruned > 0) {
+    human += "; HQ holds seqs " + std::to_string(pruned + 1) + "-" + std::to_string(counts.last_seq) +
+             ": it deleted seqs 1-" + std::to_string(pruned) + " after applying them and their retention";
+  }
   return cli.ok(j, human);
 }
 
@@ -814,6 +897,7 @@ int run_terminals(const Cli& cli, const DbOptions& o) {
     j["filtered"] = t.filtered;
     j["clock_ahead_ms"] = t.clock_ahead_ms;
     j["clock_seen_at"] = t.clock_seen_at_ms > 0 ? Json(iso8601_utc(t.clock_seen_at_ms)) : Json(nullptr);
+    j["pruned_through"] = t.pruned_through;
     arr.push_back(std::move(j));
     std::string clock = t.clock_ahead_ms > 0
                             ? std::to_string(t.clock_ahead_ms / 1000) + " s ahead at " +
@@ -912,6 +996,7 @@ void add_hq_commands(CLI::App& root, Cli& cli) {
   add_init(*hq, cli);
   add_serve(*hq, cli);
   add_run_job(*hq, cli);
+  add_compact(*hq, cli);
   add_customers(*hq, cli);
   add_sync_status(*hq, cli);
   add_edit(*hq, cli);

@@ -218,6 +218,19 @@ std::string nodes_table(const std::vector<ReplayNode>& nodes) {
   return t;
 }
 
+// Nodes whose captures start after seq 1: where their log started when it was exported
+// (not a gap: docs/replay.md).
+std::string starts_text(const std::vector<ReplayNode>& nodes) {
+  std::string t;
+  for (const ReplayNode& n : nodes) {
+    if (n.records == 0 || n.first_seq <= 1) continue;
+    t += "\n" + n.node_id + " starts at seq " + std::to_string(n.first_seq) +
+         ": its log held no earlier seq when it was exported (compacted by the till's log retention "
+         "after HQ acknowledged it, pruned at HQ, or renumbered after a restore)";
+  }
+  return t.empty() ? t : t + "\n";
+}
+
 std::string issues_text(const std::vector<ReplayIssue>& issues) {
   if (issues.empty()) return {};
   std::string t = "\nskipped (--skip-corrupt): " +
@@ -242,7 +255,7 @@ int report_verify(const Cli& cli, const ReplayCliOptions& o, const ReplaySummary
       ": " + count_text(s.records, "record", "records") +
       (s.issues.empty() ? " intact" : " intact, damaged parts skipped") +
       " (framing, checksums, sequence numbers, payloads)\n\n" + nodes_table(s.nodes) +
-      issues_text(s.issues);
+      starts_text(s.nodes) + issues_text(s.issues);
   return cli.ok(j, human);
 }
 
@@ -271,7 +284,7 @@ int report_replay(const Cli& cli, const ReplayCliOptions& o, const ReplaySummary
   if (given(o.until_opt)) human += ", each node up to seq " + std::to_string(o.until_seq);
   if (given(o.seed_opt))
     human += ", interleaving with shuffle seed " + std::to_string(o.shuffle_seed);
-  human += "\n\n" + nodes_table(s.nodes) + "\n";
+  human += "\n\n" + nodes_table(s.nodes) + starts_text(s.nodes) + "\n";
   human += "records:     " + std::to_string(s.records) + "\n";
   human += "customers:   " + std::to_string(s.customers) + " in the resulting HQ database\n";
   human += "created:     " + std::to_string(s.created) + " (async customers converted)\n";

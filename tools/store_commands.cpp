@@ -71,6 +71,105 @@ Result<Session> open_session(const std::string& db, bool offline) {
 
 std::string on_off(bool b) { return b ? "on" : "off"; }
 
+constexpr std::int64_t kDayMs = 24LL * 3600 * 1000;
+constexpr std::int64_t kMaxLogRetentionDays = 3650;
+const char* const kLogRetentionHelp =
+    "How long the terminal keeps change-log rows after HQ acknowledged them: a number of days "
+    "(1-3650), or 'all' to keep the whole log (the default). Rows HQ acknowledged and the "
+    "terminal wrote more than that many days ago are compacted after each sync, except the "
+    "newest acknowledged one. Set it longer than the age of the oldest HQ backup you would "
+    "restore: compacted operations cannot be pushed to HQ again (docs/operations.md)";
+
+// DAYS or "all" (keep the whole log): the retention in milliseconds, nullopt for all.
+Result<std::optional<std::int64_t>> parse_log_retention(const std::string& text, const std::string& option) {
+  if (text == "all") return std::optional<std::int64_t>{};
+  std::int64_t days = 0;
+  const bool digits = !text.empty() && text.size() <= 6 &&
+                      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (digits) days = std::stoll(text);
+  if (!digits || days < 1 || days > kMaxLogRetentionDays) {
+    return Status::InvalidInput("log-retention-days",
+                                option + " must be a number of days from 1 to " +
+                                    std::to_string(kMaxLogRetentionDays) + ", or 'all' to keep the whole log; got '" +
+                                    one_line(text) + "'");
+  }
+  return std::optional<std::int64_t>{days * kDayMs};
+}
+
+// Refuses a value parse_log_retention() refuses before the command runs (a usage error).
+CLI::Validator log_retention_check(const std::string& option) {
+  return CLI::Validator(
+      [option](std::string& text) -> std::string {
+        auto parsed = parse_log_retention(text, option);
+        return parsed.ok() ? std::string() : parsed.status().message();
+      },
+      "");
+}
+
+// "30 days", or the exact duration when it is not whole days (set through the API).
+std::string retention_text(std::int64_t ms) {
+  if (ms % kDayMs == 0) return count_text(ms / kDayMs, "day", "days");
+  if (ms % 1000 == 0) return count_text(ms / 1000, "second", "seconds");
+  return count_text(ms, "millisecond", "milliseconds");
+}
+
+std::string seq_range_text(std::int64_t from, std::int64_t to) {
+  return from == to ? "seq " + std::to_string(from) : "seqs " + std::to_string(from) + ".." + std::to_string(to);
+}
+
+// Which seqs the change log holds, and why the earlier ones are not in it.
+std::string log_held_text(const NodeStatus& s) {
+  std::string t;
+  if (s.first_seq == 0) {
+    t = "no log rows";
+  } else {
+    t = seq_range_text(s.first_seq, s.last_seq) + " (" + count_text(s.log_rows, "row", "rows") + ")";
+  }
+  if (s.first_seq > 1 || (s.first_seq == 0 && s.compacted_through > 0)) {
+    const std::int64_t missing_to = s.first_seq > 1 ? s.first_seq - 1 : s.compacted_through;
+    t += "; " + seq_range_text(1, missing_to) + " not held: ";
+    if (s.compacted_through >= missing_to) {
+      t += "compacted after HQ acknowledged them (log retention)";
+    } else if (s.compacted_through > 0) {
+      t += seq_range_text(1, s.compacted_through) + " compacted after HQ acknowledged them, the rest renumbered "
+           "after a restore";
+    } else {
+      t += "renumbered after a restore (docs/protocol.md)";
+    }
+  }
+  return t;
+}
+
+Json log_json(const NodeStatus& s) {
+  Json j;
+  j["first_seq"] = s.first_seq;
+  j["last_seq"] = s.last_seq;
+  j["rows"] = s.log_rows;
+  j["compacted_through"] = s.compacted_through;
+  j["compacted_at"] = s.compacted_at_ms ? Json(iso8601_utc(*s.compacted_at_ms)) : Json(nullptr);
+  return j;
+}
+
+Json log_loss_json(const NodeStatus& s) {
+  if (!s.lost_at_ms) return nullptr;
+  Json j;
+  j["from_seq"] = s.lost_from;
+  j["to_seq"] = s.lost_to;
+  j["at"] = iso8601_utc(*s.lost_at_ms);
+  return j;
+}
+
+Json retention_json(const NodeConfig& config) {
+  if (!config.log_retention_ms) return nullptr;
+  const std::int64_t ms = *config.log_retention_ms;
+  return ms % kDayMs == 0 ? Json(ms / kDayMs) : Json(static_cast<double>(ms) / static_cast<double>(kDayMs));
+}
+
+std::string retention_line(const NodeConfig& config) {
+  if (!config.log_retention_ms) return "keep the whole log (default)";
+  return retention_text(*config.log_retention_ms) + ": rows HQ acknowledged longer ago are compacted after each sync";
+}
+
 Json profile_json(const FunctionalityProfile& p) {
   Json j;
   j["async_customer_creation"] = p.async_customer_creation;
@@ -113,6 +212,9 @@ Json status_json(const NodeStatus& s, const NodeConfig& config) {
     j["hq_unreachable"] = nullptr;
   }
   j["last_seq"] = s.last_seq;
+  j["log_retention_days"] = retention_json(config);
+  j["log"] = log_json(s);
+  j["log_loss"] = log_loss_json(s);
   j["last_recovery"] = s.last_recovery.empty() ? Json(nullptr) : Json(s.last_recovery);
   j["unsettled_requests"] = s.unsettled_requests;
   j["set_aside"] = s.set_aside;
@@ -148,6 +250,13 @@ std::string status_text(const NodeStatus& s, const NodeConfig& config) {
   t += "log position:    " + std::to_string(s.last_seq) + " written, " +
        std::to_string(s.acked_seq) + " acknowledged by HQ, " + std::to_string(s.pulled_seq) +
        " pulled from HQ\n";
+  t += "log held:        " + log_held_text(s) + "\n";
+  t += "log retention:   " + retention_line(config) + "\n";
+  if (s.lost_at_ms) {
+    t += "log loss:        " + seq_range_text(s.lost_from, s.lost_to) + " of this log were compacted here and HQ " +
+         "lacked them at " + iso8601_utc(*s.lost_at_ms) + " (HQ restored from a backup older than the log "
+         "retention, or replaced): they cannot be pushed again\n";
+  }
   t += "last sync:       " +
        (s.last_sync_at_ms ? iso8601_utc(*s.last_sync_at_ms) : std::string("never")) + "\n";
   if (!s.last_error.empty()) t += "last error:      " + one_line(s.last_error) + "\n";
@@ -192,6 +301,7 @@ struct InitOptions {
        async_edits = false;
   int rts_timeout_ms = 2000;
   std::string keys, hq_public_key;  // CurveZMQ: key directory, file with HQ's public key
+  std::string log_retention = "all";
   DefaultCustomer dc;
   std::string dc_type = "person";
   CLI::Option* hq_opt = nullptr;
@@ -208,6 +318,9 @@ int run_init(const Cli& cli, const InitOptions& o) {
     config.hq_endpoint = o.hq;
   }
   config.rts_timeout_ms = o.rts_timeout_ms;
+  auto retention = parse_log_retention(o.log_retention, "--log-retention-days");
+  if (!retention) return cli.fail(retention.status());
+  config.log_retention_ms = *retention;
   if (o.keys.empty() != o.hq_public_key.empty()) {
     return cli.fail(Status::InvalidInput(
         "keys", "--keys and --hq-public-key go together: the terminal's key pair and HQ's public key"));
@@ -316,6 +429,10 @@ void add_init(CLI::App& store, Cli& cli) {
   sub->add_option("--hq-public-key", o->hq_public_key,
                   "File with HQ's CurveZMQ public key (HQ's public.key); needs --keys")
       ->type_name("FILE");
+  sub->add_option("--log-retention-days", o->log_retention, kLogRetentionHelp)
+      ->capture_default_str()
+      ->check(log_retention_check("--log-retention-days"))
+      ->type_name("DAYS|all");
   sub->add_option("--default-customer-type", o->dc_type, "Default customer: type of new customers")
       ->capture_default_str()
       ->check(CLI::IsMember({"person", "organization"}));
@@ -658,6 +775,51 @@ void add_status(CLI::App& store, Cli& cli) {
   cli.on_run(*sub, [&cli, o] { return run_status(cli, *o); });
 }
 
+// ---------------------------------------------------------------------------
+// store set-log-retention
+
+struct RetentionOptions {
+  std::string db, retention;
+};
+
+int run_set_retention(const Cli& cli, const RetentionOptions& o) {
+  auto retention = parse_log_retention(o.retention, "DAYS");
+  if (!retention) return cli.fail(retention.status());
+  auto node = open_node(o.db);
+  if (!node) return cli.fail(node.status());
+  if (Status s = (*node)->set_log_retention(*retention); !s) return cli.fail(s);
+  auto status = (*node)->status();
+  if (!status) return cli.fail(status.status());
+  const NodeConfig& config = (*node)->config();
+  Json j = status_json(*status, config);
+  std::string human =
+      "terminal " + config.node_id() +
+      (*retention ? " keeps its change log for " + retention_text(**retention) +
+                        " after HQ acknowledges it; older rows are compacted after each sync"
+                  : " keeps its whole change log") +
+      "\nlog held:        " + log_held_text(*status);
+  return cli.ok(j, human);
+}
+
+void add_set_retention(CLI::App& store, Cli& cli) {
+  auto o = std::make_shared<RetentionOptions>();
+  CLI::App* sub = store.add_subcommand(
+      "set-log-retention",
+      "Set how long this terminal keeps its change log after HQ acknowledged it (the log\n"
+      "retention also set by 'store init --log-retention-days'). Compaction runs after each\n"
+      "successful sync; what it removed is never pushed to HQ again, so keep the retention\n"
+      "longer than the age of the oldest HQ backup you would restore.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
+  sub->add_option("DAYS", o->retention,
+                  "Days (1-3650) to keep rows after HQ acknowledged them, or 'all' to keep the whole "
+                  "log from now on (rows already compacted do not come back)")
+      ->required()
+      ->check(log_retention_check("DAYS"))
+      ->type_name("DAYS|all");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_set_retention(cli, *o); });
+}
+
 int run_digest(const Cli& cli, const DbOptions& o) {
   auto node = open_node(o.db);
   if (!node) return cli.fail(node.status());
@@ -728,15 +890,33 @@ int run_export(const Cli& cli, const ExportOptions& o) {
   if (!node) return cli.fail(node.status());
   std::int64_t records = 0, first_seq = 0, last_seq = 0;
   if (Status s = export_log(**node, o.out, records, first_seq, last_seq); !s) return cli.fail(s);
+  // What the exported log holds (the status read after the export: a sync compacting
+  // meanwhile only removes rows before first_seq).
+  auto status = (*node)->status();
+  if (!status) return cli.fail(status.status());
+  NodeStatus held = *status;
+  held.first_seq = first_seq;
+  held.last_seq = last_seq;
+  held.log_rows = records;
   Json j;
   j["records"] = records;
   j["out"] = o.out;
   j["node"] = (*node)->node_id();
   j["first_seq"] = first_seq;
   j["last_seq"] = last_seq;
+  j["compacted_through"] = held.compacted_through;
+  const std::int64_t missing_to = first_seq > 1 ? first_seq - 1 : (first_seq == 0 ? held.compacted_through : 0);
+  if (missing_to > 0) {
+    Json n;
+    n["from_seq"] = 1;
+    n["to_seq"] = missing_to;
+    j["not_held"] = std::move(n);
+  } else {
+    j["not_held"] = nullptr;
+  }
   std::string human = "exported " + std::to_string(records) +
                       (records == 1 ? " log record" : " log records") + " of terminal " +
-                      (*node)->node_id() + " to " + o.out;
+                      (*node)->node_id() + " to " + o.out + ": " + log_held_text(held);
   return cli.ok(j, human);
 }
 
@@ -744,8 +924,9 @@ void add_export(CLI::App& store, Cli& cli) {
   auto o = std::make_shared<ExportOptions>();
   CLI::App* sub = store.add_subcommand(
       "export-log",
-      "Write this terminal's whole change log to a capture file (.tslog) for support,\n"
-      "to be inspected or replayed with 'tillsync replay'.");
+      "Write the change log this terminal holds to a capture file (.tslog) for support,\n"
+      "to be inspected or replayed with 'tillsync replay'. That is the whole log unless the\n"
+      "log retention compacted its beginning; the output says which seqs it holds.");
   sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE");
   sub->add_option("--out", o->out, "Capture file to write (e.g. S001-T01.tslog)")
       ->required()
@@ -772,13 +953,17 @@ Json report_json(const SyncReport& r) {
   j["pushed"] = r.pushed;
   j["pulled"] = r.pulled;
   j["pending_ops"] = r.pending_ops;
+  j["compacted"] = r.compacted;
+  j["warning"] = r.warning.empty() ? Json(nullptr) : Json(r.warning);
   return j;
 }
 
 std::string report_text(const SyncReport& r) {
   return "uploaded " + count_text(r.pushed, "operation", "operations") + " to HQ, applied " +
          count_text(r.pulled, "update", "updates") + " from HQ; " +
-         count_text(r.pending_ops, "operation", "operations") + " still waiting for HQ";
+         count_text(r.pending_ops, "operation", "operations") + " still waiting for HQ" +
+         (r.compacted > 0 ? "; compacted " + count_text(r.compacted, "log row", "log rows") + " HQ acknowledged"
+                          : std::string());
 }
 
 // Adds what the failure means for the terminal to a failed sync's status.
@@ -824,6 +1009,14 @@ int run_watch(const Cli& cli, ChannelNode& node, Replicator& replicator, const S
         const Json counts = report_json(*report);
         for (const auto& [key, value] : counts.items()) j[key] = value;
         print_watch_event(cli, j, now + "  " + report_text(*report), false);
+      }
+      // HQ lacks operations the log retention compacted: said every time it is found.
+      if (!report->warning.empty()) {
+        Json j;
+        j["time"] = now;
+        j["event"] = "log_loss";
+        j["warning"] = report->warning;
+        print_watch_event(cli, j, now + "  warning: " + one_line(report->warning), true);
       }
     } else {
       if (stop_requested()) break;  // the signal interrupted the request
@@ -900,6 +1093,8 @@ int run_sync(const Cli& cli, const SyncOptions& o) {
   (void)(*node)->reconcile();
   auto report = replicator->sync_once();
   if (!report) return cli.fail(explain_sync_failure(**node, report.status()));
+  if (!report->warning.empty() && !cli.json)
+    std::cerr << "tillsync: warning: " << one_line(report->warning) << std::endl;
   Json j = report_json(*report);
   j["encrypted"] = encrypted;
   return cli.ok(j, "synced terminal " + config.node_id() + " with HQ at " + *config.hq_endpoint +
@@ -944,6 +1139,7 @@ void add_store_commands(CLI::App& root, Cli& cli) {
   add_customers(*store, cli);
   add_show(*store, cli);
   add_status(*store, cli);
+  add_set_retention(*store, cli);
   add_digest(*store, cli);
   add_export(*store, cli);
   add_sync(*store, cli);

@@ -5,6 +5,7 @@
 
 #include "apply.h"
 #include "customer_table.h"
+#include "log_retention.h"
 #include "node_schema.h"
 #include "tillsync/crash_point.h"
 #include "tillsync/storage/change_log.h"
@@ -26,6 +27,16 @@ storage::DatabaseOptions db_options(const ChannelNodeOptions& o, bool create) {
   return d;
 }
 
+// At most a century: a retention beyond it is "keep everything" with extra steps, and
+// the horizon stays far from the clock's range.
+constexpr std::int64_t kMaxLogRetentionMs = 36'500LL * 24 * 3600 * 1000;
+
+Status validate_log_retention(const std::optional<std::int64_t>& ms) {
+  if (ms && (*ms < 0 || *ms > kMaxLogRetentionMs))
+    return Status::InvalidInput("log_retention", "log_retention: must be between 0 and 36500 days");
+  return Status::Ok();
+}
+
 Status validate_config(const NodeConfig& c) {
   if (!is_valid_id(c.store_id))
     return Status::InvalidInput("store", "store: '" + c.store_id +
@@ -37,6 +48,7 @@ Status validate_config(const NodeConfig& c) {
     return Status::InvalidInput("rts_timeout_ms",
                                 "rts_timeout_ms: must be between 1 and 600000 milliseconds");
   if (c.hq_endpoint) TS_RETURN_IF_ERROR(validate_text("hq", *c.hq_endpoint, kMaxTextLength));
+  TS_RETURN_IF_ERROR(validate_log_retention(c.log_retention_ms));
   const DefaultCustomer& d = c.default_customer;
   TS_RETURN_IF_ERROR(validate_field(Field::customer_group, d.customer_group));
   TS_RETURN_IF_ERROR(validate_field(Field::receipt_option, d.receipt_option));
@@ -601,6 +613,14 @@ struct ChannelNode::Impl {
     TS_ASSIGN_OR_RETURN(s.pulled_seq, node_db::get_int(*db, node_db::key::pulled_seq, 0));
     TS_ASSIGN_OR_RETURN(s.last_seq, change_log.last_seq());
     TS_ASSIGN_OR_RETURN(s.pending_ops, change_log.count_after(s.acked_seq));
+    TS_ASSIGN_OR_RETURN(log_retention::Extent held, log_retention::extent(*db));
+    s.first_seq = held.first_seq;
+    s.log_rows = held.rows;
+    s.compacted_through = held.compacted_through;
+    s.compacted_at_ms = held.compacted_at_ms;
+    s.lost_from = held.lost_from;
+    s.lost_to = held.lost_to;
+    s.lost_at_ms = held.lost_at_ms;
     TS_ASSIGN_OR_RETURN(std::int64_t online_flag, node_db::get_int(*db, node_db::key::online, 0));
     s.online = online_flag != 0;
     TS_ASSIGN_OR_RETURN(std::int64_t at, node_db::get_int(*db, node_db::key::last_sync_at, 0));
@@ -718,6 +738,24 @@ Result<Customer> ChannelNode::remove_contact(std::string_view id, const Guid& co
 }
 
 void ChannelNode::attach_hq(HqGateway* hq) { impl_->hq = hq; }
+
+Status ChannelNode::set_log_retention(std::optional<std::int64_t> retention_ms) {
+  TS_RETURN_IF_ERROR(validate_log_retention(retention_ms));
+  storage::Database& db = *impl_->db;
+  TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(db));
+  // Read inside the transaction: another process may have changed it.
+  TS_ASSIGN_OR_RETURN(auto before, node_db::log_retention(db));
+  TS_RETURN_IF_ERROR(node_db::put(txn, node_db::key::log_retention_ms,
+                                  retention_ms ? std::to_string(*retention_ms) : std::string()));
+  if (!retention_ms) {
+    TS_RETURN_IF_ERROR(log_retention::stop(txn));
+  } else if (!before) {
+    TS_RETURN_IF_ERROR(log_retention::start(txn, impl_->clock->now_ms()));
+  }
+  TS_RETURN_IF_ERROR(txn.commit());
+  impl_->config.log_retention_ms = retention_ms;
+  return Status::Ok();
+}
 
 Result<CreateOutcome> ChannelNode::create_customer(const NewCustomer& input, CallOptions call) {
   return impl_->create(input, call);

@@ -71,6 +71,9 @@ bool storage_failure(const Status& s) { return s.code() == Code::internal || s.c
 constexpr std::string_view kConflictPolicyKey = "conflict_policy";
 constexpr std::string_view kDuplicatePolicyKey = "duplicate_policy";
 constexpr std::string_view kBackOffice = "HQ";
+// How far the feed is compacted: entries up to this seq may have been removed as
+// superseded (an HQ setting, a decimal seq).
+constexpr std::string_view kFeedCompactedKey = "feed_compacted_through";
 
 }  // namespace
 
@@ -80,13 +83,14 @@ struct Headquarters::Impl {
   HqOptions options;
   // Pulls: each node's registration (true: filtered, D5) and the pull cursor last
   // written for it, as this process knows them. A pull cursor only decides when
-  // tombstones may go, so it is written when a node has caught up (a pull that returns
+  // tombstones and superseded feed entries may go, so it is written when a node has caught up (a pull that returns
   // less than a full page, with a cursor beyond the one written) instead of in a write
   // transaction for every page of a long download. The store keeps the maximum.
   std::map<std::string, bool, std::less<>> pull_registration{};
   std::map<std::string, std::int64_t, std::less<>> noted_pull{};
   std::uint64_t busy_retries = 0;  // transactions run again after Code::busy
   std::map<std::string, std::int64_t, std::less<>> noted_clock{};  // each node's clock lead, as last written
+  std::int64_t next_compaction_ms = 0;  // when the sync job compacts next (0: not yet scheduled)
 
   Result<bool> note_pull(std::string_view node, std::int64_t after, bool filtered) {
     TS_ASSIGN_OR_RETURN(bool registered, with_retries(busy_retries, [&]() -> Result<bool> {
@@ -847,10 +851,15 @@ std::uint64_t feed_mark(const FeedEntry& e) {
   return h == 0 ? 1 : h;
 }
 
-Result<HelloResult> Headquarters::hello(std::string_view node_id, const Guid& acked_op) {
+Result<HelloResult> Headquarters::hello(std::string_view node_id, const Guid& acked_op, std::int64_t acked_seq) {
   HelloResult out;
   if (!node_id.empty() && !acked_op.is_nil()) {
     TS_ASSIGN_OR_RETURN(out.holds_acked, impl_->store->holds_op(node_id, acked_op));
+    if (!out.holds_acked && acked_seq > 0) {
+      TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+      TS_ASSIGN_OR_RETURN(auto pruned, tx->pruned_through(node_id));
+      out.holds_acked = acked_seq <= pruned.seq;
+    }
   }
   // A plain read: a push of this node committing meanwhile only makes the node resend
   // what HQ then holds, which is harmless.
@@ -899,18 +908,31 @@ Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t pre
     if (first > 0 || check_prev) {
       std::vector<Guid> ids;
       std::vector<std::int64_t> seqs;
+      std::vector<std::uint64_t> stamps;  // HLCs as the node sent them (0: not sent, prev)
       ids.reserve(first + 1);
       if (check_prev) {
         ids.push_back(prev_op);
         seqs.push_back(prev);
+        stamps.push_back(0);
       }
       for (std::size_t i = 0; i < first; ++i) {
         ids.push_back(records[i].op_id);
         seqs.push_back(records[i].seq);
+        stamps.push_back(records[i].hlc.value);
       }
       TS_ASSIGN_OR_RETURN(std::vector<bool> held, tx->holds_ops(node_id, ids));
+      std::optional<HqTransaction::Pruned> pruned;
       for (std::size_t i = 0; i < ids.size(); ++i) {
         if (held[i]) continue;
+        // HQ applied an operation there and deleted it after its retention. One stamped
+        // no later than the newest it deleted is taken for that one (a resend); a newer
+        // one was written since, by a copy of the node restored from a backup that
+        // lacked the deleted ones (docs/operations.md: restore tills from backups
+        // younger than the retention).
+        if (!pruned) {
+          TS_ASSIGN_OR_RETURN(pruned, tx->pruned_through(node_id));
+        }
+        if (seqs[i] <= pruned->seq && stamps[i] <= pruned->hlc) continue;
         return Status(Code::conflict,
                       "HQ holds another operation of node " + std::string(node_id) + " at seq " +
                           std::to_string(seqs[i]) + " (HQ has up to seq " +
@@ -975,6 +997,13 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
     TS_ASSIGN_OR_RETURN(auto mark, impl_->mark_at(after));
     if (!mark || *mark != after_mark) {
       out.reset = true;
+      // No entry there, in the part of the feed compaction removes from: the node was
+      // away longer than the feed's retention (or its database is older than its last
+      // pull). It pulls the compacted feed from 0, a snapshot of its scope.
+      if (!mark) {
+        TS_ASSIGN_OR_RETURN(auto through, impl_->store->setting(kFeedCompactedKey));
+        out.compacted = through && after <= std::stoll(*through);
+      }
       TS_ASSIGN_OR_RETURN(out.hq_hlc, impl_->stored_hlc());
       return out;
     }
@@ -1060,7 +1089,47 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
     TS_RETURN_IF_ERROR(tx->commit());
     return left.size();
   }));
+  if (impl_->options.compaction_interval_ms > 0) {
+    const std::int64_t now = impl_->now();
+    if (impl_->next_compaction_ms == 0) {
+      impl_->next_compaction_ms = now + impl_->options.compaction_interval_ms;
+    } else if (now >= impl_->next_compaction_ms) {
+      impl_->next_compaction_ms = now + impl_->options.compaction_interval_ms;
+      TS_ASSIGN_OR_RETURN(auto compacted, compact(50'000, impl_->options.job_compacts_feed));
+      (void)compacted;
+    }
+  }
   return report;
+}
+
+Result<CompactionReport> Headquarters::compact(std::size_t max_rows, bool feed) {
+  const auto bound = static_cast<std::int64_t>(std::max<std::size_t>(max_rows, 1));
+  return with_retries(impl_->busy_retries, [&]() -> Result<CompactionReport> {
+    CompactionReport r;
+    const std::int64_t now = impl_->now();
+    const std::int64_t horizon = now - impl_->options.feed_retention_ms;
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(std::int64_t head, tx->note_feed_head(now, horizon));
+    TS_ASSIGN_OR_RETURN(std::int64_t aged, tx->feed_head_at(horizon));
+    // Below every known node's pull position (not at it: a node names the entry there
+    // when it pulls on), or past the retention horizon; never beyond the head, so that
+    // every entry appended later is looked at.
+    TS_ASSIGN_OR_RETURN(auto pulled, tx->min_pull_cursor());
+    const std::int64_t through = std::min(head, std::max(aged, pulled ? *pulled - 1 : head));
+    TS_ASSIGN_OR_RETURN(auto done_text, tx->setting(kFeedCompactedKey));
+    const std::int64_t done = done_text ? std::stoll(*done_text) : 0;
+    r.feed_through = done;
+    const std::int64_t upto = feed ? std::min(through, done + bound) : done;
+    if (upto > done) {
+      TS_ASSIGN_OR_RETURN(r.feed_removed, tx->remove_superseded(done, upto));
+      TS_RETURN_IF_ERROR(tx->put_setting(kFeedCompactedKey, std::to_string(upto)));
+      r.feed_through = upto;
+    }
+    TS_ASSIGN_OR_RETURN(r.received_removed,
+                        tx->prune_received(now - impl_->options.received_retention_ms, max_rows));
+    TS_RETURN_IF_ERROR(tx->commit());
+    return r;
+  });
 }
 
 Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vector<FieldChange>& changes) {

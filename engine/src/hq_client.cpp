@@ -122,8 +122,9 @@ bool HqClient::reachable() {
   return impl_->failures == 0 || impl_->clock->now_ms() >= impl_->retry_at;
 }
 
-Result<HelloReply> HqClient::hello(const std::string& node_id, const Guid& acked_op) {
-  TS_ASSIGN_OR_RETURN(auto r, impl_->call<protocol::HelloReply>(MsgType::hello, protocol::Hello{node_id, acked_op}));
+Result<HelloReply> HqClient::hello(const std::string& node_id, const Guid& acked_op, std::int64_t acked_seq) {
+  TS_ASSIGN_OR_RETURN(auto r, impl_->call<protocol::HelloReply>(MsgType::hello,
+                                                                protocol::Hello{node_id, acked_op, acked_seq}));
   return HelloReply{std::move(r.epoch), r.push_cursor, Hlc{r.hq_hlc}, r.holds_acked};
 }
 
@@ -182,7 +183,7 @@ Result<PullReply> HqClient::pull(const std::string& node_id, std::int64_t after,
                                   MsgType::pull, protocol::Pull{node_id, after, after_mark, limit, filtered}));
   return PullReply{std::move(r.epoch), r.reset,          r.cursor,         r.cursor_mark,
                    Hlc{r.hq_hlc},       std::move(r.customers), std::move(r.aliases), r.more,
-                   std::move(r.merged_elsewhere)};
+                   std::move(r.merged_elsewhere), r.compacted};
 }
 
 }  // namespace tillsync

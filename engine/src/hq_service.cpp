@@ -201,7 +201,7 @@ struct HqService::Impl {
       case MsgType::hello: {
         TS_ASSIGN_OR_RETURN(auto m, protocol::decode<protocol::Hello>(body));
         TS_RETURN_IF_ERROR(admit(req, m, /*may_be_anonymous=*/true));
-        TS_ASSIGN_OR_RETURN(HelloResult r, hq->hello(m.node, m.acked_op));
+        TS_ASSIGN_OR_RETURN(HelloResult r, hq->hello(m.node, m.acked_op, m.acked_seq));
         return reply(MsgType::hello, protocol::encode(protocol::HelloReply{hq->epoch(), r.push_cursor,
                                                                            r.hq_hlc.value, r.holds_acked}));
       }
@@ -251,7 +251,7 @@ struct HqService::Impl {
         return reply(MsgType::pull, protocol::encode(protocol::PullReply{
                                         std::move(p.epoch), p.reset, p.cursor, p.cursor_mark,
                                         p.hq_hlc.value, std::move(p.customers), std::move(p.aliases), p.more,
-                                        std::move(p.merged_elsewhere)}));
+                                        std::move(p.merged_elsewhere), p.compacted}));
       }
     }
     return Status::InvalidInput("type", "unknown message type " + std::to_string(req.frame.type));

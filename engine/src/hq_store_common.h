@@ -2,6 +2,8 @@
 // stay one implementation of the same semantics.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -42,11 +44,25 @@ inline StagedState parse_staged_state(std::string_view s) {
 // filter registration and clock lead. The same text on both backends.
 inline constexpr std::string_view kTerminalsQuery =
     "SELECT n.node_id, coalesce(c.cursor, 0), p.cursor, coalesce(p.filtered, 0), "
-    "coalesce(k.ahead_ms, 0), coalesce(k.at_ms, 0) "
+    "coalesce(k.ahead_ms, 0), coalesce(k.at_ms, 0), coalesce(c.pruned_through, 0) "
     "FROM (SELECT node_id FROM node_cursors UNION SELECT node_id FROM node_pulls) n "
     "LEFT JOIN node_cursors c ON c.node_id = n.node_id "
     "LEFT JOIN node_pulls p ON p.node_id = n.node_id "
     "LEFT JOIN node_clocks k ON k.node_id = n.node_id ORDER BY n.node_id";
+
+// The lowest feed position every known node pulled from (a node that pushed but never
+// pulled counts as 0); NULL when HQ knows no node.
+inline constexpr std::string_view kMinPullCursorQuery =
+    "SELECT min(coalesce(p.cursor, 0)) "
+    "FROM (SELECT node_id FROM node_cursors UNION SELECT node_id FROM node_pulls) n "
+    "LEFT JOIN node_pulls p ON p.node_id = n.node_id";
+
+// The seqs of one node's received operations a pruning pass looks at: after what was
+// pruned, before the node's cursor (the operation there is kept: a node names it when
+// it pushes on), at most `budget` of them.
+inline std::int64_t prune_scan_end(std::int64_t cursor, std::int64_t pruned, std::int64_t budget) {
+  return std::min(cursor - 1, pruned + budget);
+}
 
 // The largest number an account number's nine digits hold.
 inline constexpr long long kMaxAccountNumber = 999'999'999;

@@ -6,9 +6,9 @@ Status LocalHqLink::check() const {
   return up_ ? Status::Ok() : Status::HqUnreachable("HQ is partitioned away from this terminal");
 }
 
-Result<HelloReply> LocalHqLink::hello(const std::string& node_id, const Guid& acked_op) {
+Result<HelloReply> LocalHqLink::hello(const std::string& node_id, const Guid& acked_op, std::int64_t acked_seq) {
   TS_RETURN_IF_ERROR(check());
-  TS_ASSIGN_OR_RETURN(HelloResult r, hq_->hello(node_id, acked_op));
+  TS_ASSIGN_OR_RETURN(HelloResult r, hq_->hello(node_id, acked_op, acked_seq));
   return HelloReply{hq_->epoch(), r.push_cursor, r.hq_hlc, r.holds_acked};
 }
 
@@ -28,6 +28,7 @@ Result<PullReply> LocalHqLink::pull(const std::string& node_id, std::int64_t aft
 
 PullReply to_pull_reply(std::string epoch, PullResult result) {
   PullReply out{std::move(epoch), result.reset, result.cursor, result.cursor_mark, result.hq_hlc, {}, {}, result.more};
+  out.compacted = result.compacted;
   out.customers.reserve(result.entries.size());
   for (auto& e : result.entries) {
     if (e.alias) out.aliases.emplace_back(*e.alias, e.customer.guid);

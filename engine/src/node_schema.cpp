@@ -54,7 +54,7 @@ constexpr std::array<TextSetting, 5> kDefaults{{
 }  // namespace
 
 const storage::SchemaSpec& schema() {
-  static const std::array<storage::Migration, 4> migrations{{
+  static const std::array<storage::Migration, 5> migrations{{
       {1, "terminal: settings, customer replica, change log", v1_sql()},
       {2, "terminal: GUIDs HQ merged into other customers", R"sql(
 CREATE TABLE guid_aliases (
@@ -98,6 +98,15 @@ CREATE TABLE rts_applied (
       {4, "terminal: account numbers of GUIDs merged into another store's customers", R"sql(
 ALTER TABLE guid_aliases ADD COLUMN account_number TEXT;
 )sql"},
+      // Log retention: when HQ acknowledged this log up to a seq (a few rows: one per
+      // stretch of a tenth of the retention), so that only rows HQ has held for longer
+      // than the retention are compacted (docs/operations.md, *Log retention*).
+      {5, "terminal: when HQ acknowledged the change log (log retention)", R"sql(
+CREATE TABLE log_acks (
+  seq   INTEGER PRIMARY KEY,
+  at_ms INTEGER NOT NULL
+) STRICT;
+)sql"},
   }};
   static const storage::SchemaSpec spec{kApplicationId, "terminal", migrations};
   return spec;
@@ -133,6 +142,13 @@ Status put_int(storage::Transaction& txn, std::string_view key, std::int64_t val
   return put(txn, key, std::to_string(value));
 }
 
+Result<std::optional<std::int64_t>> log_retention(storage::Database& db) {
+  TS_ASSIGN_OR_RETURN(auto v, get(db, key::log_retention_ms));
+  if (!v || v->empty()) return std::optional<std::int64_t>{};
+  TS_ASSIGN_OR_RETURN(std::int64_t ms, get_int(db, key::log_retention_ms, 0));
+  return std::optional<std::int64_t>{ms};
+}
+
 Status write_config(storage::Transaction& txn, const NodeConfig& config) {
   TS_RETURN_IF_ERROR(put(txn, "store_id", config.store_id));
   TS_RETURN_IF_ERROR(put(txn, "terminal_id", config.terminal_id));
@@ -140,6 +156,8 @@ Status write_config(storage::Transaction& txn, const NodeConfig& config) {
   TS_RETURN_IF_ERROR(put_int(txn, "rts_timeout_ms", config.rts_timeout_ms));
   TS_RETURN_IF_ERROR(put(txn, "curve.key_dir", config.key_dir.value_or("")));
   TS_RETURN_IF_ERROR(put(txn, "curve.hq_public_key", config.hq_public_key.value_or("")));
+  TS_RETURN_IF_ERROR(put(txn, key::log_retention_ms,
+                         config.log_retention_ms ? std::to_string(*config.log_retention_ms) : std::string()));
   for (const auto& s : kProfile) TS_RETURN_IF_ERROR(put(txn, s.key, config.profile.*s.member ? "1" : "0"));
   TS_RETURN_IF_ERROR(put(txn, "default.type", to_string(config.default_customer.type)));
   for (const auto& s : kDefaults) TS_RETURN_IF_ERROR(put(txn, s.key, config.default_customer.*s.member));
@@ -173,6 +191,8 @@ Result<NodeConfig> read_config(storage::Database& db) {
   if (key_dir && !key_dir->empty()) c.key_dir = *key_dir;
   TS_ASSIGN_OR_RETURN(auto hq_key, get(db, "curve.hq_public_key"));
   if (hq_key && !hq_key->empty()) c.hq_public_key = *hq_key;
+  // Optional (databases made before log retention keep their whole log).
+  TS_ASSIGN_OR_RETURN(c.log_retention_ms, log_retention(db));
   for (const auto& s : kProfile) {
     TS_ASSIGN_OR_RETURN(std::string v, text(s.key));
     c.profile.*s.member = v == "1";

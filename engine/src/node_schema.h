@@ -39,12 +39,25 @@ inline constexpr std::string_view last_error = "last_error";
 inline constexpr std::string_view unreachable_at = "unreachable_at_ms";
 inline constexpr std::string_view unreachable_reason = "unreachable_reason";
 inline constexpr std::string_view unreachable_detail = "unreachable_detail";
+// Log retention (NodeConfig::log_retention_ms; "" or missing: keep the whole log).
+inline constexpr std::string_view log_retention_ms = "log_retention_ms";
+// The highest seq compaction removed (0: none), and when it last removed rows.
+inline constexpr std::string_view log_compacted_through = "log_compacted_through";
+inline constexpr std::string_view log_compacted_at = "log_compacted_at_ms";
+// The last time HQ turned out to lack operations this log had compacted (HQ restored
+// from a backup older than the retention, or replaced): the seqs, and when (0: never).
+inline constexpr std::string_view log_lost_from = "log_lost_from";
+inline constexpr std::string_view log_lost_to = "log_lost_to";
+inline constexpr std::string_view log_lost_at = "log_lost_at_ms";
 }  // namespace key
 
 Result<std::optional<std::string>> get(storage::Database& db, std::string_view key);
 Result<std::int64_t> get_int(storage::Database& db, std::string_view key, std::int64_t fallback);
 Status put(storage::Transaction& txn, std::string_view key, std::string_view value);
 Status put_int(storage::Transaction& txn, std::string_view key, std::int64_t value);
+
+// The log retention setting (nullopt: keep the whole log).
+Result<std::optional<std::int64_t>> log_retention(storage::Database& db);
 
 Status write_config(storage::Transaction& txn, const NodeConfig& config);
 Result<NodeConfig> read_config(storage::Database& db);

@@ -201,7 +201,7 @@ CREATE TABLE node_pulls (
 )sql";
 
 // Versioned like the SQLite schemas: append a migration, never edit one that shipped.
-constexpr std::array<PgMigration, 5> kMigrations{{
+constexpr std::array<PgMigration, 6> kMigrations{{
     {1, "HQ: customer master, staging, status view, feed, conflicts, duplicates, tombstones", kSchemaV1},
     // As SQLite's migration 7: an upload writes no `pending` status rows; the view
     // derives them from staged creates and the time they were received.
@@ -224,6 +224,12 @@ constexpr std::array<PgMigration, 5> kMigrations{{
     {5, "HQ: operation ids unique per node",
      "ALTER TABLE inbound DROP CONSTRAINT IF EXISTS inbound_op_id_key;\n"
      "ALTER TABLE inbound ADD CONSTRAINT inbound_node_op UNIQUE (node_id, op_id);"},
+    // As SQLite's migration 10: feed compaction and received-operation retention.
+    {6, "HQ: feed compaction and received-operation retention",
+     "CREATE INDEX feed_customer ON feed(customer, seq);\n"
+     "CREATE TABLE feed_heads (at_ms bigint PRIMARY KEY, seq bigint NOT NULL);\n"
+     "ALTER TABLE node_cursors ADD COLUMN pruned_through bigint NOT NULL DEFAULT 0;\n"
+     "ALTER TABLE node_cursors ADD COLUMN pruned_hlc bigint NOT NULL DEFAULT 0;"},
 }};
 
 constexpr std::string_view kSchemaTable =
@@ -816,6 +822,68 @@ class PgHqTransaction final : public HqTransaction {
     return rows.affected();
   }
 
+  Result<std::optional<std::int64_t>> min_pull_cursor() override {
+    return db_.query_i64(kMinPullCursorQuery);
+  }
+  Result<std::int64_t> note_feed_head(std::int64_t at_ms, std::int64_t keep_after_ms) override {
+    TS_ASSIGN_OR_RETURN(auto head, db_.query_i64(
+        "INSERT INTO feed_heads(at_ms, seq) SELECT $1, coalesce(max(seq), 0) FROM feed "
+        "ON CONFLICT(at_ms) DO UPDATE SET seq = excluded.seq RETURNING seq",
+        PgParams().i64(at_ms)));
+    TS_RETURN_IF_ERROR(db_.queue(
+        "DELETE FROM feed_heads WHERE at_ms < (SELECT max(at_ms) FROM feed_heads WHERE at_ms <= $1)",
+        PgParams().i64(keep_after_ms)));
+    return head.value_or(0);
+  }
+  Result<std::int64_t> feed_head_at(std::int64_t at_ms) override {
+    TS_ASSIGN_OR_RETURN(auto v, db_.query_i64(
+        "SELECT seq FROM feed_heads WHERE at_ms <= $1 ORDER BY at_ms DESC LIMIT 1", PgParams().i64(at_ms)));
+    return v.value_or(0);
+  }
+  Result<std::int64_t> remove_superseded(std::int64_t after, std::int64_t through) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "DELETE FROM feed f USING "
+        "(SELECT customer, max(seq) AS top FROM feed WHERE seq > $1 AND seq <= $2 GROUP BY customer) w "
+        "WHERE f.customer = w.customer AND f.seq < w.top AND f.alias IS NULL",
+        PgParams().i64(after).i64(through)));
+    return rows.affected();
+  }
+  Result<std::int64_t> prune_received(std::int64_t received_before_ms, std::size_t limit) override {
+    TS_ASSIGN_OR_RETURN(auto nodes, db_.run(
+        "SELECT node_id, cursor, pruned_through FROM node_cursors WHERE pruned_through < cursor - 1"));
+    std::int64_t removed = 0;
+    for (int i = 0; i < nodes.size(); ++i) {
+      const std::int64_t budget = static_cast<std::int64_t>(limit) - removed;
+      if (budget <= 0) break;
+      const std::string node = nodes.text(i, 0);
+      const std::int64_t pruned = nodes.i64(i, 2);
+      const std::int64_t last = prune_scan_end(nodes.i64(i, 1), pruned, budget);
+      TS_ASSIGN_OR_RETURN(auto blocker, db_.query_i64(
+          "SELECT seq FROM inbound WHERE node_id = $1 AND seq > $2 AND seq <= $3 "
+          "AND (state <> 'applied' OR received_at_ms >= $4) ORDER BY seq LIMIT 1",
+          PgParams().text(node).i64(pruned).i64(last).i64(received_before_ms)));
+      const std::int64_t end = blocker ? *blocker - 1 : last;
+      if (end <= pruned) continue;
+      TS_RETURN_IF_ERROR(db_.queue(
+          "UPDATE node_cursors SET pruned_hlc = greatest(pruned_hlc, coalesce((SELECT max(hlc) FROM inbound "
+          "WHERE node_id = $1 AND seq > $2 AND seq <= $3), 0)) WHERE node_id = $1",
+          PgParams().text(node).i64(pruned).i64(end)));
+      TS_ASSIGN_OR_RETURN(auto del, db_.run("DELETE FROM inbound WHERE node_id = $1 AND seq > $2 AND seq <= $3",
+                                            PgParams().text(node).i64(pruned).i64(end)));
+      removed += del.affected();
+      TS_RETURN_IF_ERROR(db_.queue(
+          "UPDATE node_cursors SET pruned_through = greatest(pruned_through, $2) WHERE node_id = $1",
+          PgParams().text(node).i64(end)));
+    }
+    return removed;
+  }
+  Result<Pruned> pruned_through(std::string_view node) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT pruned_through, pruned_hlc FROM node_cursors WHERE node_id = $1",
+                                           PgParams().text(node)));
+    if (rows.size() == 0) return Pruned{};
+    return Pruned{rows.i64(0, 0), static_cast<std::uint64_t>(rows.i64(0, 1))};
+  }
+
   Result<std::optional<std::string>> setting(std::string_view key) override {
     if (auto it = settings_.find(key); it != settings_.end()) return it->second;
     TS_ASSIGN_OR_RETURN(auto v, meta_get(db_, key));
@@ -1038,6 +1106,7 @@ class PgHqStore final : public HqStore {
       t.push_cursor = rows.i64(i, 1);
       if (!rows.is_null(i, 2)) t.pull_cursor = rows.i64(i, 2);
       t.filtered = rows.i64(i, 3) != 0;
+      t.pruned_through = rows.i64(i, 6);
       t.clock_ahead_ms = rows.i64(i, 4);
       t.clock_seen_at_ms = rows.i64(i, 5);
       out.push_back(std::move(t));

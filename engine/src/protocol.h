@@ -53,9 +53,11 @@ void log_record(Ar& ar, LogRecord& r) {
 struct Hello {
   std::string node;
   Guid acked_op;
+  std::int64_t acked_seq = 0;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, node);
     codec::guid(ar, acked_op);
+    codec::integer(ar, acked_seq);
   }
 };
 struct HelloReply {
@@ -191,7 +193,8 @@ struct Pull {
   }
 };
 // `reset`: `after` is not a position of HQ's feed (HQ restored from an older backup):
-// nothing else is in the reply, and the node pulls again from 0.
+// nothing else is in the reply, and the node pulls again from 0. `compacted` (with
+// reset): `after` lies in the part of the feed HQ compacted; the node pulls from 0.
 struct PullReply {
   std::string epoch;
   bool reset = false;
@@ -202,6 +205,7 @@ struct PullReply {
   std::vector<std::pair<Guid, Guid>> aliases;
   bool more = false;
   std::vector<std::pair<Guid, std::string>> merged_elsewhere;
+  bool compacted = false;
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, epoch);
     codec::boolean(ar, reset);
@@ -218,6 +222,7 @@ struct PullReply {
       codec::guid(a, p.first);
       codec::text(a, p.second);
     });
+    codec::boolean(ar, compacted);
   }
 };
 

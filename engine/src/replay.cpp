@@ -501,6 +501,8 @@ struct NodeStream {
   std::deque<LogRecord> buffer;
   std::int64_t last_seq = 0;       // highest capture seq taken (overlaps are skipped)
   std::int64_t next_push_seq = 1;  // skip_corrupt: the dense seq HQ gets next
+  std::int64_t hq_cursor = 0;      // what the target HQ had from the node before the replay
+  std::int64_t pushed_to = -1;     // the last seq pushed (-1: none yet)
   bool exhausted = false;
   ReplayNode stats;
 };
@@ -648,9 +650,13 @@ class Replayer {
       if (r.kind == OpKind::customer_create) pending_creates_.emplace(r.entity, node);
       batch.push_back(std::move(r));
     }
-    // Streams are verified dense from HQ's cursor (or renumbered so), so each batch
-    // continues the seq just before it.
-    TS_ASSIGN_OR_RETURN(PushResult pushed, hq_.push(n.node_id, batch.front().seq - 1, Guid{}, batch));
+    // Streams are verified dense from HQ's cursor (or renumbered so), or start after
+    // it where the node's log started (compacted before it was captured): the first
+    // batch continues HQ's cursor (`prev`: the node holds nothing between), each later
+    // one the batch before it.
+    const std::int64_t prev = n.pushed_to >= 0 ? n.pushed_to : std::min(batch.front().seq - 1, n.hq_cursor);
+    n.pushed_to = batch.back().seq;
+    TS_ASSIGN_OR_RETURN(PushResult pushed, hq_.push(n.node_id, prev, Guid{}, batch));
     if (pushed.gap || pushed.acked_seq < batch.back().seq) {
       return Status::Internal("HQ acknowledged node " + n.node_id + " only up to seq " +
                               std::to_string(pushed.acked_seq) + " after a push ending at seq " +
@@ -762,7 +768,10 @@ std::string seq_range(std::int64_t from, std::int64_t to) {
 }
 
 // Orders each node's captures and, unless skip_corrupt renumbers anyway, checks that
-// they continue what HQ has from the node without a gap.
+// they continue what HQ has from the node without a gap. A node's first capture may
+// start after seq 1 when HQ has nothing from the node: the node's log started there
+// (compacted by its log retention after HQ acknowledged the earlier rows, or pruned
+// at HQ), which is no gap in what the captures say.
 Result<std::vector<NodeStream>> plan_nodes(const std::vector<FileInfo>& infos, Headquarters& hq,
                                            const ReplayOptions& options) {
   std::map<std::string, NodeStream> by_node;
@@ -787,19 +796,17 @@ Result<std::vector<NodeStream>> plan_nodes(const std::vector<FileInfo>& infos, H
         });
     TS_ASSIGN_OR_RETURN(std::int64_t cursor, tx->node_cursor(id));
     n.next_push_seq = cursor + 1;
+    n.hq_cursor = cursor;
     if (!options.skip_corrupt) {
       std::int64_t expected = cursor + 1;
       const FileInfo* previous = nullptr;
       for (const FileInfo* f : n.segments) {
         if (options.until_seq && f->first_seq > *options.until_seq) break;
-        if (f->first_seq > expected) {
+        if (f->first_seq > expected && !(previous == nullptr && cursor == 0)) {
           const std::string before =
               previous ? "the capture '" + previous->path + "' ends at seq " +
                              std::to_string(previous->last_seq)
-                       : "HQ has " +
-                             (cursor == 0 ? std::string("nothing")
-                                          : "seqs up to " + std::to_string(cursor)) +
-                             " from node " + id;
+                       : "HQ has seqs up to " + std::to_string(cursor) + " from node " + id;
           return Status::CorruptLog(
               corrupt_prefix(f->path) + "sequence gap between captures of node " + id + ": " +
               before + " and this capture starts at seq " + std::to_string(f->first_seq) + " (" +

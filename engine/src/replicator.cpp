@@ -5,6 +5,7 @@
 
 #include "apply.h"
 #include "customer_table.h"
+#include "log_retention.h"
 #include "node_schema.h"
 #include "tillsync/crash_point.h"
 #include "tillsync/headquarters.h"
@@ -42,6 +43,12 @@ struct Replicator::Impl {
   ReplicatorOptions options;
   NodeConfig config;
   PhysicalClock* clock;
+  // The recoveries noted since this sync (or push_all/pull_all call) began: one sync
+  // may recover on both sides (HQ restored: push again, pull again) and find compacted
+  // operations HQ lacks; last_recovery keeps them all, not only the last.
+  std::string sync_note;
+  // What this sync found HQ lacks of the compacted log (SyncReport::warning).
+  std::string warning;
 
   Result<std::int64_t> meta_int(std::string_view key) { return node_db::get_int(*db, key, 0); }
 
@@ -53,7 +60,7 @@ struct Replicator::Impl {
     if (known) {
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, 0));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, 0));
-      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, 0));
+      TS_RETURN_IF_ERROR(lower_acked(txn, 0));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
       TS_RETURN_IF_ERROR(note_recovery(txn, "HQ's database was replaced (new epoch " + epoch +
                                                 "): everything is pushed and pulled again"));
@@ -61,8 +68,29 @@ struct Replicator::Impl {
     return node_db::put(txn, kEpochKey, epoch);
   }
 
+  // HQ holds less of this log than it acknowledged (restored, replaced): the terminal
+  // pushes again from `acked`, and what HQ acknowledges then counts for the log
+  // retention from then on.
+  Status lower_acked(storage::Transaction& txn, std::int64_t acked) {
+    TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, acked));
+    return log_retention::forget_acks_after(txn, acked);
+  }
+
   Status note_recovery(storage::Transaction& txn, const std::string& what) {
-    return node_db::put(txn, node_db::key::last_recovery, what);
+    if (sync_note.find(what) == std::string::npos) sync_note = sync_note.empty() ? what : sync_note + "; " + what;
+    return node_db::put(txn, node_db::key::last_recovery, sync_note);
+  }
+
+  // HQ just reported its push cursor for this node. Below what the log retention
+  // compacted, HQ lacks those operations for good (restored from a backup older than
+  // the retention, or replaced): this terminal cannot push them again, so it says so
+  // (last_recovery, `store status`, the sync's warning) and pushes what it holds. HQ
+  // never sees a gap: a push's `prev` tells it the terminal holds nothing between.
+  Status check_compacted(storage::Transaction& txn, std::int64_t hq_cursor) {
+    TS_ASSIGN_OR_RETURN(std::string lost, log_retention::note_hq_cursor(txn, hq_cursor, clock->now_ms()));
+    if (lost.empty()) return Status::Ok();
+    warning = lost;
+    return note_recovery(txn, lost);
   }
 
   // Later local writes order after everything HQ had applied (causality for
@@ -89,25 +117,26 @@ struct Replicator::Impl {
   Status handshake() {
     TS_ASSIGN_OR_RETURN(std::int64_t acked_before, meta_int(node_db::key::acked_seq));
     TS_ASSIGN_OR_RETURN(Guid acked_op, newest_op_up_to(acked_before));
-    TS_ASSIGN_OR_RETURN(HelloReply hello, hq->hello(config.node_id(), acked_op));
+    TS_ASSIGN_OR_RETURN(HelloReply hello, hq->hello(config.node_id(), acked_op, acked_before));
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
     TS_ASSIGN_OR_RETURN(auto known_epoch, node_db::get(*db, kEpochKey));
     const bool same_epoch = known_epoch && *known_epoch == hello.epoch;
     TS_RETURN_IF_ERROR(adopt_epoch(txn, hello.epoch));
     TS_ASSIGN_OR_RETURN(std::int64_t acked, meta_int(node_db::key::acked_seq));
     if (same_epoch && !hello.holds_acked && acked > 0) {
-      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, 0));
+      TS_RETURN_IF_ERROR(lower_acked(txn, 0));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
       TS_RETURN_IF_ERROR(note_recovery(
           txn, "HQ does not hold operation " + acked_op.to_string() + " it had acknowledged (HQ and this "
                "terminal both restored from backups): the whole log is pushed again"));
     } else if (hello.push_cursor < acked) {
-      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, hello.push_cursor));
+      TS_RETURN_IF_ERROR(lower_acked(txn, hello.push_cursor));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
       TS_RETURN_IF_ERROR(note_recovery(
           txn, "HQ holds this terminal's operations only up to seq " + std::to_string(hello.push_cursor) +
                    " of " + std::to_string(acked) + " acknowledged (HQ restored from a backup): pushed again"));
     }
+    TS_RETURN_IF_ERROR(check_compacted(txn, hello.push_cursor));
     TS_RETURN_IF_ERROR(merge_hq_clock(txn, hello.hq_hlc));
     return txn.commit();
   }
@@ -135,8 +164,9 @@ struct Replicator::Impl {
                    std::to_string(hello.push_cursor) + " (this database was restored or re-initialised): " +
                    std::to_string(moved) + " unacknowledged operation(s) moved after them"));
     } else if (hello.push_cursor < acked) {
-      TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, hello.push_cursor));
+      TS_RETURN_IF_ERROR(lower_acked(txn, hello.push_cursor));
     }
+    TS_RETURN_IF_ERROR(check_compacted(txn, hello.push_cursor));
     return txn.commit();
   }
 
@@ -182,10 +212,16 @@ struct Replicator::Impl {
   // cursor is the truth: it may be behind ours after an HQ reset (a gap), and then we
   // resend from there. It is never recorded beyond this log's last row, so that every
   // later row is pushed (HQ holding more of this node is met by the conflict check).
+  //
+  // With log retention on, when HQ acknowledged how far is noted too (log_retention.h);
+  // and an acknowledgement below what the log compacted (HQ's cursor, after a gap)
+  // means HQ lacks those operations.
   Status save_ack(const PushReply& reply, std::int64_t last) {
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
     TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
     TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::acked_seq, std::min(reply.acked_seq, last)));
+    TS_RETURN_IF_ERROR(log_retention::note_ack(txn, std::min(reply.acked_seq, last), clock->now_ms()));
+    TS_RETURN_IF_ERROR(check_compacted(txn, reply.acked_seq));
     // Acknowledged rows are never rebased again: their real-time marks can go.
     TS_ASSIGN_OR_RETURN(auto st, db->prepare(
         "DELETE FROM rts_applied WHERE EXISTS (SELECT 1 FROM change_log c "
@@ -393,15 +429,25 @@ struct Replicator::Impl {
       }
       if (reply.reset) {
         // Our cursor is not a position of HQ's feed: HQ's database is older than what
-        // this terminal pulled (restored from a backup). Everything is pulled again.
+        // this terminal pulled (restored from a backup), or HQ compacted its feed past
+        // it while this terminal was away. Everything is pulled again.
         if (++resets > 1) return Status::Internal("HQ refused the start of its own feed");
         TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
         TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, 0));
         TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, 0));
+        // Also after a compaction: HQ cannot tell an entry it compacted from one of a
+        // history it lost in a restore, so the versions of edits not yet pushed (a sync
+        // pushes first: usually none) are not trusted either.
         TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
-        TS_RETURN_IF_ERROR(note_recovery(txn, "HQ's feed does not hold this terminal's pull position " +
-                                                  std::to_string(after) +
-                                                  " (HQ restored from a backup): pulled again from the start"));
+        if (reply.compacted) {
+          TS_RETURN_IF_ERROR(note_recovery(
+              txn, "HQ compacted its feed past this terminal's pull position " + std::to_string(after) +
+                       " (away longer than HQ's feed retention): pulled a snapshot from the start"));
+        } else {
+          TS_RETURN_IF_ERROR(note_recovery(txn, "HQ's feed does not hold this terminal's pull position " +
+                                                    std::to_string(after) +
+                                                    " (HQ restored from a backup): pulled again from the start"));
+        }
         TS_RETURN_IF_ERROR(merge_hq_clock(txn, reply.hq_hlc));
         TS_RETURN_IF_ERROR(txn.commit());
         continue;
@@ -482,17 +528,35 @@ Result<std::unique_ptr<Replicator>> Replicator::open(const std::string& node_db_
   return std::unique_ptr<Replicator>(new Replicator(std::move(impl)));
 }
 
-Result<std::int64_t> Replicator::push_all() { return impl_->push_all(); }
-Result<std::int64_t> Replicator::pull_all() { return impl_->pull_all(); }
+Result<std::int64_t> Replicator::push_all() {
+  impl_->sync_note.clear();
+  return impl_->push_all();
+}
+Result<std::int64_t> Replicator::pull_all() {
+  impl_->sync_note.clear();
+  return impl_->pull_all();
+}
+
+Result<std::int64_t> Replicator::compact_log() {
+  TS_ASSIGN_OR_RETURN(auto pass, log_retention::compact(*impl_->db, impl_->clock->now_ms(),
+                                                        impl_->options.compact_batch));
+  return pass.removed;
+}
 
 Result<SyncReport> Replicator::sync_once() {
   SyncReport report;
+  impl_->warning.clear();
+  impl_->sync_note.clear();
   Status outcome = [&]() -> Status {
     TS_RETURN_IF_ERROR(impl_->handshake());
     TS_ASSIGN_OR_RETURN(report.pushed, impl_->push_all());
     TS_ASSIGN_OR_RETURN(report.pulled, impl_->pull_all());
+    // After a sync that went through, so that what it compacts HQ has acknowledged
+    // (log retention; nothing when it is off).
+    TS_ASSIGN_OR_RETURN(report.compacted, compact_log());
     return Status::Ok();
   }();
+  report.warning = impl_->warning;
   TS_RETURN_IF_ERROR(impl_->record_outcome(outcome));
   if (!outcome.ok()) return outcome;
   storage::ChangeLog log(*impl_->db);

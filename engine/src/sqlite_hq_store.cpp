@@ -186,7 +186,7 @@ CREATE TABLE node_pulls (
 
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 9> migrations{{
+  static const std::array<storage::Migration, 10> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
       {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
       {3, "HQ: duplicate detection keys and GUID aliases", kDuplicateSchema},
@@ -251,6 +251,18 @@ ALTER TABLE inbound_v9 RENAME TO inbound;
 CREATE INDEX inbound_staged ON inbound(node_id, seq) WHERE state = 'staged';
 CREATE INDEX inbound_failed ON inbound(entity) WHERE state = 'failed';
 CREATE INDEX inbound_waiting ON inbound(entity) WHERE state = 'waiting';
+)sql"},
+      // Feed compaction finds a customer's older snapshots by customer; the feed's head
+      // is recorded now and then with the time (how old a position is); received
+      // operations are pruned per node from the start of its log.
+      {10, "HQ: feed compaction and received-operation retention", R"sql(
+CREATE INDEX feed_customer ON feed(customer, seq);
+CREATE TABLE feed_heads (
+  at_ms INTEGER PRIMARY KEY,
+  seq   INTEGER NOT NULL
+) STRICT;
+ALTER TABLE node_cursors ADD COLUMN pruned_through INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE node_cursors ADD COLUMN pruned_hlc INTEGER NOT NULL DEFAULT 0;
 )sql"},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
@@ -745,6 +757,91 @@ class SqliteHqTransaction final : public HqTransaction {
     return meta_put(db_, key, value);
   }
 
+  Result<std::optional<std::int64_t>> min_pull_cursor() override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(kMinPullCursorQuery));
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row || st.column_is_null(0)) return std::optional<std::int64_t>{};
+    return std::optional<std::int64_t>{st.column_int64(0)};
+  }
+  Result<std::int64_t> note_feed_head(std::int64_t at_ms, std::int64_t keep_after_ms) override {
+    TS_ASSIGN_OR_RETURN(auto head, db_.query_int("SELECT coalesce(max(seq), 0) FROM feed"));
+    TS_ASSIGN_OR_RETURN(auto put, db_.prepare("INSERT OR REPLACE INTO feed_heads(at_ms, seq) VALUES(?1, ?2)"));
+    put.bind(1, at_ms).bind(2, head.value_or(0));
+    TS_RETURN_IF_ERROR(put.run());
+    TS_ASSIGN_OR_RETURN(auto forget, db_.prepare(
+        "DELETE FROM feed_heads WHERE at_ms < (SELECT max(at_ms) FROM feed_heads WHERE at_ms <= ?1)"));
+    forget.bind(1, keep_after_ms);
+    TS_RETURN_IF_ERROR(forget.run());
+    return head.value_or(0);
+  }
+  Result<std::int64_t> feed_head_at(std::int64_t at_ms) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT seq FROM feed_heads WHERE at_ms <= ?1 ORDER BY at_ms DESC LIMIT 1"));
+    st.bind(1, at_ms);
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    return row ? st.column_int64(0) : std::int64_t{0};
+  }
+  Result<std::int64_t> remove_superseded(std::int64_t after, std::int64_t through) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "DELETE FROM feed WHERE seq IN (SELECT f.seq FROM "
+        "(SELECT customer, max(seq) AS top FROM feed WHERE seq > ?1 AND seq <= ?2 GROUP BY customer) w "
+        "JOIN feed f ON f.customer = w.customer AND f.seq < w.top WHERE f.alias IS NULL)"));
+    st.bind(1, after).bind(2, through);
+    TS_RETURN_IF_ERROR(st.run());
+    TS_ASSIGN_OR_RETURN(auto n, db_.query_int("SELECT changes()"));
+    return n.value_or(0);
+  }
+  Result<std::int64_t> prune_received(std::int64_t received_before_ms, std::size_t limit) override {
+    struct Node {
+      std::string id;
+      std::int64_t cursor, pruned;
+    };
+    std::vector<Node> nodes;
+    {
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+          "SELECT node_id, cursor, pruned_through FROM node_cursors WHERE pruned_through < cursor - 1"));
+      for (;;) {
+        TS_ASSIGN_OR_RETURN(bool row, st.step());
+        if (!row) break;
+        nodes.push_back({st.column_text(0), st.column_int64(1), st.column_int64(2)});
+      }
+    }
+    std::int64_t removed = 0;
+    for (const Node& n : nodes) {
+      const std::int64_t budget = static_cast<std::int64_t>(limit) - removed;
+      if (budget <= 0) break;
+      const std::int64_t last = prune_scan_end(n.cursor, n.pruned, budget);
+      TS_ASSIGN_OR_RETURN(auto blocker, db_.prepare(
+          "SELECT seq FROM inbound WHERE node_id = ?1 AND seq > ?2 AND seq <= ?3 "
+          "AND (state <> 'applied' OR received_at_ms >= ?4) ORDER BY seq LIMIT 1"));
+      blocker.bind(1, n.id).bind(2, n.pruned).bind(3, last).bind(4, received_before_ms);
+      TS_ASSIGN_OR_RETURN(bool blocked, blocker.step());
+      const std::int64_t end = blocked ? blocker.column_int64(0) - 1 : last;
+      if (end <= n.pruned) continue;
+      TS_ASSIGN_OR_RETURN(auto newest, db_.prepare(
+          "UPDATE node_cursors SET pruned_hlc = max(pruned_hlc, coalesce((SELECT max(hlc) FROM inbound "
+          "WHERE node_id = ?1 AND seq > ?2 AND seq <= ?3), 0)) WHERE node_id = ?1"));
+      newest.bind(1, n.id).bind(2, n.pruned).bind(3, end);
+      TS_RETURN_IF_ERROR(newest.run());
+      TS_ASSIGN_OR_RETURN(auto del, db_.prepare("DELETE FROM inbound WHERE node_id = ?1 AND seq > ?2 AND seq <= ?3"));
+      del.bind(1, n.id).bind(2, n.pruned).bind(3, end);
+      TS_RETURN_IF_ERROR(del.run());
+      TS_ASSIGN_OR_RETURN(auto changed, db_.query_int("SELECT changes()"));
+      removed += changed.value_or(0);
+      TS_ASSIGN_OR_RETURN(auto mark, db_.prepare("UPDATE node_cursors SET pruned_through = ?2 WHERE node_id = ?1"));
+      mark.bind(1, n.id).bind(2, end);
+      TS_RETURN_IF_ERROR(mark.run());
+    }
+    return removed;
+  }
+  Result<Pruned> pruned_through(std::string_view node) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT pruned_through, pruned_hlc FROM node_cursors WHERE node_id = ?1"));
+    st.bind(1, node);
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return Pruned{};
+    return Pruned{st.column_int64(0), static_cast<std::uint64_t>(st.column_int64(1))};
+  }
+
   Status commit() override {
     for (const auto& [node, cursor] : cursors_) {
       TS_ASSIGN_OR_RETURN(auto cur, db_.prepare(
@@ -892,6 +989,7 @@ class SqliteHqStore final : public HqStore {
       t.filtered = st.column_int64(3) != 0;
       t.clock_ahead_ms = st.column_int64(4);
       t.clock_seen_at_ms = st.column_int64(5);
+      t.pruned_through = st.column_int64(6);
       out.push_back(std::move(t));
     }
     return out;

@@ -96,6 +96,21 @@ Status ChangeLog::rewrite_payloads(Transaction& txn, const std::vector<std::pair
   return Status::Ok();
 }
 
+Result<std::int64_t> ChangeLog::remove_through(Transaction& txn, std::int64_t through_seq) {
+  if (!txn.active()) return Status::Internal("change_log removal outside a transaction");
+  // last_seq() is max(seq): removing the newest row would let append() give its seq
+  // out again, to another operation (HQ would take it for a restored log).
+  TS_ASSIGN_OR_RETURN(std::int64_t last, last_seq());
+  if (through_seq >= last) {
+    return Status::Internal("change_log removal through seq " + std::to_string(through_seq) +
+                            " would remove the newest row (" + std::to_string(last) + ")");
+  }
+  TS_ASSIGN_OR_RETURN(auto st, db_->prepare("DELETE FROM change_log WHERE seq <= ?1"));
+  st.bind(1, through_seq);
+  TS_RETURN_IF_ERROR(st.run());
+  return db_->changes();
+}
+
 Result<std::optional<std::int64_t>> ChangeLog::first_after(std::int64_t after_seq) {
   TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT min(seq) FROM change_log WHERE seq > ?1"));
   st.bind(1, after_seq);

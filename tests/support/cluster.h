@@ -139,7 +139,7 @@ class Terminal {
       ASSERT_TRUE(c.ok()) << c.status().to_string();
       client_ = std::move(c).value();
       node_->attach_hq(client_.get());
-      auto r = Replicator::open(db_, *client_);
+      auto r = Replicator::open(db_, *client_, {.clock = clock_});
       ASSERT_TRUE(r.ok()) << r.status().to_string();
       replicator_ = std::move(r).value();
     }

@@ -40,6 +40,13 @@ struct NodeConfig {
   // Unset: plaintext connection to HQ.
   std::optional<std::string> key_dir;
   std::optional<std::string> hq_public_key;
+  // Log retention (DESIGN.md §3; docs/operations.md, *Log retention*). nullopt (the
+  // default): the whole change log is kept. Otherwise, after each successful sync, rows
+  // that HQ acknowledged more than this long ago and that were written more than this
+  // long ago are deleted, a prefix of the log at a time; the newest acknowledged row and
+  // every unacknowledged one stay. Keep it longer than the age of the oldest HQ backup
+  // you would restore: operations compacted here cannot be pushed to HQ again.
+  std::optional<std::int64_t> log_retention_ms;
   FunctionalityProfile profile;
   DefaultCustomer default_customer;
 
@@ -93,6 +100,18 @@ struct NodeStatus {
   std::int64_t pending_ops = 0;  // log operations HQ has not acknowledged
   std::int64_t last_seq = 0;
   std::int64_t acked_seq = 0;
+  // The change log this terminal holds: seqs first_seq..last_seq (first_seq 0 when it
+  // is empty), log_rows rows; the log retention compacted it through compacted_through
+  // (0: never), last at compacted_at_ms.
+  std::int64_t first_seq = 0;
+  std::int64_t log_rows = 0;
+  std::int64_t compacted_through = 0;
+  std::optional<std::int64_t> compacted_at_ms;
+  // The last time HQ lacked operations this log had compacted (HQ restored from a
+  // backup older than the retention, or replaced): seqs lost_from..lost_to, found at
+  // lost_at_ms (unset: never).
+  std::int64_t lost_from = 0, lost_to = 0;
+  std::optional<std::int64_t> lost_at_ms;
   std::int64_t pulled_seq = 0;
   std::optional<std::int64_t> last_sync_at_ms;
   std::string last_error;
@@ -134,6 +153,10 @@ class ChannelNode {
   // Replaces the HQ gateway (borrowed; nullptr: HQ unreachable). Lets an application
   // open the node first and then connect to config().hq_endpoint.
   void attach_hq(HqGateway* hq);
+  // Sets NodeConfig::log_retention_ms (nullopt: keep the whole log). Rows HQ
+  // acknowledged before retention was turned on count as acknowledged now. A replicator
+  // already running on the database reads the setting at its next sync.
+  Status set_log_retention(std::optional<std::int64_t> retention_ms);
 
   // D1/D4/D5/D9/D11/D13.
   Result<CreateOutcome> create_customer(const NewCustomer& input, CallOptions call = {});

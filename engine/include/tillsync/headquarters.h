@@ -39,6 +39,19 @@ struct HqOptions {
   // staged with records that, so every replay orders it the same way. No remote HLC
   // moves HQ's clock further ahead than this.
   std::int64_t max_clock_offset_ms = 300'000;
+  // Lifecycle (DESIGN.md §3, docs/operations.md "Retention"). A customer's superseded
+  // feed snapshots are removed once every terminal HQ knows has pulled past them, or
+  // once they are older than `feed_retention_ms` (a terminal offline longer is sent a
+  // snapshot of its scope instead). Received operations are deleted once applied and
+  // older than `received_retention_ms` (`hq serve --received-retention-days`); keep it
+  // longer than the oldest backup a till is ever restored from. The sync job compacts
+  // at most every `compaction_interval_ms` (0: never by itself; compact() still does),
+  // the feed only with `job_compacts_feed`: off until the simulation proves it under
+  // HQ restores (docs/testing.md); `hq compact` compacts the feed on demand.
+  std::int64_t feed_retention_ms = 7LL * 24 * 3600 * 1000;
+  std::int64_t received_retention_ms = 30LL * 24 * 3600 * 1000;
+  std::int64_t compaction_interval_ms = 60'000;
+  bool job_compacts_feed = false;
 };
 
 struct PushResult {
@@ -64,11 +77,22 @@ struct PullResult {
   // `after` (with its mark) is not a position of this HQ's feed: HQ's database is older
   // than what the node pulled (restored from a backup). Nothing else is set.
   bool reset = false;
+  // With reset: `after` lies in the part of the feed HQ compacted (the node was away
+  // longer than the feed retention): the node pulls the feed again from 0, a snapshot
+  // of its scope, without suspecting HQ of having gone back.
+  bool compacted = false;
   std::int64_t cursor = 0;  // continue after this feed seq
   std::uint64_t cursor_mark = 0;  // the mark of `cursor` (feed_mark())
   std::vector<FeedEntry> entries;
   Hlc hq_hlc;  // HQ's clock: a terminal merges it so its later writes order after these
   bool more = false;  // the page ended at HQ's bound (kMaxPullBytes/kMaxPullEntries), not the limit
+};
+
+// What one compaction pass removed (Headquarters::compact).
+struct CompactionReport {
+  std::int64_t feed_removed = 0;      // superseded customer snapshots deleted
+  std::int64_t feed_through = 0;      // the feed is compacted up to this seq
+  std::int64_t received_removed = 0;  // received operations deleted after their retention
 };
 
 struct JobReport {
@@ -138,7 +162,9 @@ class Headquarters {
   static constexpr std::size_t kMaxPullBytes = 8u << 20;
   // Where the node's log stands at HQ, and HQ's clock (the start of every sync); and
   // whether HQ holds `acked_op` from the node (nil: not asked).
-  Result<HelloResult> hello(std::string_view node_id, const Guid& acked_op = Guid{});
+  // `acked_seq` is the node's acknowledged cursor: an op HQ no longer holds is taken as
+  // held when HQ pruned what it received up to there after its retention.
+  Result<HelloResult> hello(std::string_view node_id, const Guid& acked_op = Guid{}, std::int64_t acked_seq = 0);
   // Stages `records` (all from `node_id`, ascending seq; `prev` is the node's log row
   // just before records[0], `prev_op` its op id or nil) in one transaction and returns the node's cursor after
   // commit. Records HQ holds (same op id from this node) are skipped; a batch whose
@@ -160,6 +186,11 @@ class Headquarters {
   // ---- customer sync job (D6) ----
   // Applies up to `max_ops` staged operations in per-node order.
   Result<JobReport> run_sync_job(std::size_t max_ops = 10'000);
+
+  // Removes superseded feed snapshots and received operations past their retention
+  // (HqOptions), at most `max_rows` of each. The sync job calls it every
+  // compaction_interval_ms; `hq compact` calls it until nothing is left.
+  Result<CompactionReport> compact(std::size_t max_rows = 50'000, bool feed = true);
 
   // ---- back office ----
   Result<Customer> edit_customer(std::string_view account_or_guid,

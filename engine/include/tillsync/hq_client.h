@@ -55,6 +55,10 @@ struct PullReply {
   // into another store's customer. The node gets the mapping (the target GUID is in
   // `aliases`), never that customer's data.
   std::vector<std::pair<Guid, std::string>> merged_elsewhere{};
+  // With reset: the terminal's position lies in the part of the feed HQ compacted (it
+  // was away longer than HQ's feed retention). It pulls from the start again, a
+  // snapshot of its scope; HQ did not go back.
+  bool compacted = false;
 };
 
 // Why HQ was unreachable, as far as the link can tell.
@@ -80,8 +84,10 @@ struct UnreachableCause {
 class HqLink {
  public:
   virtual ~HqLink() = default;
-  // `acked_op`: the op id of the node's newest acknowledged row (nil: none).
-  virtual Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op) = 0;
+  // `acked_op`: the op id of the node's newest acknowledged row (nil: none), at or below
+  // `acked_seq`, the node's acknowledged cursor (HQ may have pruned what it received up
+  // to there after its retention, and then takes the op as held).
+  virtual Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op, std::int64_t acked_seq = 0) = 0;
   virtual Result<PushReply> push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                                  const std::vector<LogRecord>& records) = 0;
   // push() in two halves, so that several batches can be on their way while the caller
@@ -154,7 +160,7 @@ class HqClient final : public HqGateway, public HqLink {
     bool truncated = false;
   };
   Result<SearchResult> search(const std::string& node_id, const std::string& text, bool filtered = false);
-  Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op) override;
+  Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op, std::int64_t acked_seq = 0) override;
   Result<PushReply> push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                          const std::vector<LogRecord>& records) override;
   Status start_push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,

@@ -34,6 +34,9 @@ struct TerminalInfo {
   bool filtered = false;                      // registered for filtered pulls (D5)
   std::int64_t clock_ahead_ms = 0;            // its clock's lead at its last push, if too far
   std::int64_t clock_seen_at_ms = 0;          // when HQ saw that lead (0: never)
+  // Received operations up to this seq were pruned after their retention (HQ holds
+  // pruned_through + 1 .. push_cursor); 0 when none were.
+  std::int64_t pruned_through = 0;
 };
 
 
@@ -211,6 +214,34 @@ class HqTransaction {
   virtual Result<bool> registered_filtered(std::string_view node) = 0;
   // Deletes tombstones every known node has pulled past; returns how many.
   virtual Result<std::int64_t> collect_tombstones() = 0;
+
+  // ---- lifecycle: feed compaction and received-operation retention ----
+  // The lowest feed position every node HQ knows has pulled from (a node that pushed
+  // but never pulled counts as 0); nullopt when HQ knows no node.
+  virtual Result<std::optional<std::int64_t>> min_pull_cursor() = 0;
+  // Records that the feed's head (its highest seq) is what it is at `at_ms` and returns
+  // it; forgets records older than `keep_after_ms` but the newest of those. These let
+  // HQ tell how old a feed position is without storing a time with every entry.
+  virtual Result<std::int64_t> note_feed_head(std::int64_t at_ms, std::int64_t keep_after_ms) = 0;
+  // The feed's head as recorded at or before `at_ms` (0 when nothing was recorded then).
+  virtual Result<std::int64_t> feed_head_at(std::int64_t at_ms) = 0;
+  // Deletes the customer snapshots superseded by an entry in (after, through]: every
+  // entry (not an alias entry) of such a customer older than its newest entry in that
+  // window. Returns how many were deleted.
+  virtual Result<std::int64_t> remove_superseded(std::int64_t after, std::int64_t through) = 0;
+  // Deletes, per node, the longest run of received operations after its pruned_through
+  // that were applied and received before `received_before_ms`, never the one at the
+  // node's cursor, at most `limit` in all; advances pruned_through over them. Failed,
+  // waiting and staged operations stop the run (they are still HQ's work). Returns how
+  // many were deleted.
+  virtual Result<std::int64_t> prune_received(std::int64_t received_before_ms, std::size_t limit) = 0;
+  // Received operations of `node` up to `seq` were pruned, the newest HLC among them
+  // being `hlc` (both 0: none were).
+  struct Pruned {
+    std::int64_t seq = 0;
+    std::uint64_t hlc = 0;
+  };
+  virtual Result<Pruned> pruned_through(std::string_view node) = 0;
 
   // HQ's persisted settings (HLC, policies), by key. The setting kHlcSetting only ever
   // grows: a backend shared by several HQ processes keeps the maximum of concurrent

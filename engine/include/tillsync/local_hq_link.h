@@ -21,7 +21,7 @@ class LocalHqLink final : public HqLink {
   void set_up(bool up) { up_ = up; }
   bool up() const { return up_; }
 
-  Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op) override;
+  Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op, std::int64_t acked_seq = 0) override;
   Result<PushReply> push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
                          const std::vector<LogRecord>& records) override;
   Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint64_t after_mark,

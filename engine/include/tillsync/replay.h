@@ -83,7 +83,9 @@ Result<ReplaySummary> verify_captures(const std::vector<std::string>& files,
 
 // Several captures of one node are consecutive segments (ordered by first_seq; they may
 // overlap). Without skip_corrupt, a gap between them, or between what `hq` already has
-// from the node and the first capture, is corrupt_log and nothing is applied.
+// from the node and the first capture, is corrupt_log and nothing is applied. A first
+// capture starting after seq 1 into an HQ that has nothing from the node is no gap: the
+// node's log started there (compacted by its log retention); it is pushed as it is.
 Result<ReplaySummary> replay_captures(const std::vector<std::string>& files, Headquarters& hq,
                                       const ReplayOptions& options = {});
 

@@ -3,7 +3,9 @@
 // Rows are (seq, op_id, entity, kind, hlc, node_id, payload). `seq` increases from 1,
 // densely except where renumber_after() moved a suffix; rows are never updated (a
 // trigger refuses UPDATE) except by the recoveries from restores, which delete and
-// insert them again (renumber_after, rewrite_payloads). Appends take the caller's open Transaction so that a domain
+// insert them again (renumber_after, rewrite_payloads). A prefix may be deleted
+// (remove_through: the opt-in log retention), never the newest row, so a seq is never
+// given out twice. Appends take the caller's open Transaction so that a domain
 // change and its log row commit together.
 // Thread-safety: as the Database it borrows.
 #pragma once
@@ -59,9 +61,14 @@ BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END;
   // Replaces the payloads of the rows at the given seqs, keeping everything else (the
   // recovery that drops base versions of another HQ database, docs/protocol.md).
   Status rewrite_payloads(Transaction& txn, const std::vector<std::pair<std::int64_t, std::string>>& payloads);
+  // Deletes every row with seq <= through_seq (a prefix: the log retention compacts
+  // what HQ acknowledged). The newest row is never deleted: a call that would delete it
+  // deletes nothing and fails, so last_seq() never goes back and append() never gives
+  // a seq out twice. Returns how many rows were deleted.
+  Result<std::int64_t> remove_through(Transaction& txn, std::int64_t through_seq);
   // Lowest seq above after_seq (nullopt when none).
   Result<std::optional<std::int64_t>> first_after(std::int64_t after_seq);
-  // Highest seq ever appended (0 when empty).
+  // Highest seq ever appended (0 when empty): the newest row is never removed.
   Result<std::int64_t> last_seq();
   Result<std::int64_t> count_after(std::int64_t after_seq);
   // Rows with after_seq < seq <= up_to (a range scan of the primary key).
