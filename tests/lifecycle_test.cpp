@@ -11,36 +11,18 @@
 #include <string>
 #include <vector>
 
-#include "support/cluster.h"
+#include "support/clocked_hq.h"
 
 namespace tillsync {
 namespace {
 
-using testing::HqProcess;
-using testing::kAsyncEverything;
+using testing::kDay;
 using testing::new_person;
-using testing::TempDir;
 using testing::Terminal;
-using testing::terminal_config;
 
-constexpr int kParkedJobMs = 3'600'000;
-constexpr std::int64_t kDay = 24LL * 3600 * 1000;
-
-class LifecycleTest : public ::testing::Test {
+class LifecycleTest : public testing::ClockedHqTest {
  protected:
-  void SetUp() override {
-    HqServiceOptions o;
-    o.job_interval_ms = kParkedJobMs;
-    hq = std::make_unique<HqProcess>(hq_location.str(), o);
-    hq->hq_options().clock = &clock;
-    hq->start();
-  }
-
-  std::unique_ptr<Terminal> terminal(const std::string& store) {
-    return std::make_unique<Terminal>(dir.file(store + ".db"),
-                                      terminal_config(store, "T01", hq->endpoint(), kAsyncEverything),
-                                      std::hash<std::string>{}(store), &clock);
-  }
+  std::unique_ptr<Terminal> terminal(const std::string& store) { return terminal_with(store, async_config(store)); }
   Customer create(Terminal& t, const std::string& name) {
     auto out = t.node().create_customer(new_person(name, "Kept"));
     EXPECT_TRUE(out.ok()) << out.status().to_string();
@@ -49,18 +31,6 @@ class LifecycleTest : public ::testing::Test {
   void edit(Terminal& t, const Customer& c, const std::string& email) {
     auto out = t.node().edit_customer(c.guid.to_string(), {{Field::email, email}});
     ASSERT_TRUE(out.ok()) << out.status().to_string();
-  }
-  SyncReport sync(Terminal& t) {
-    auto s = t.sync();
-    EXPECT_TRUE(s.ok()) << t.node().node_id() << ": " << s.status().to_string();
-    return s.ok() ? *s : SyncReport{};
-  }
-  void run_job() {
-    for (int i = 0; i < 10; ++i) {
-      auto r = hq->inspect()->run_sync_job();
-      ASSERT_TRUE(r.ok()) << r.status().to_string();
-      if (r->remaining == 0) return;
-    }
   }
   CompactionReport compact() {
     auto r = hq->inspect()->compact();
@@ -91,11 +61,6 @@ class LifecycleTest : public ::testing::Test {
     ADD_FAILURE() << "HQ does not know " << node;
     return {};
   }
-
-  ManualClock clock{1'750'000'000'000};
-  TempDir dir;
-  testing::HqLocation hq_location{dir};
-  std::unique_ptr<HqProcess> hq;
 };
 
 // Item 1: a customer edited many times keeps one snapshot in the feed once every

@@ -9,48 +9,29 @@
 #include <string>
 #include <vector>
 
-#include "support/cluster.h"
+#include "support/clocked_hq.h"
 
 namespace tillsync {
 namespace {
 
-using testing::HqProcess;
-using testing::kAsyncEverything;
+using testing::kDay;
 using testing::new_person;
-using testing::TempDir;
 using testing::Terminal;
-using testing::terminal_config;
 
-constexpr int kParkedJobMs = 3'600'000;
-constexpr std::int64_t kDay = 24LL * 3600 * 1000;
-
-class LogRetentionTest : public ::testing::Test {
+class LogRetentionTest : public testing::ClockedHqTest {
  protected:
-  void SetUp() override {
-    HqServiceOptions o;
-    o.job_interval_ms = kParkedJobMs;
-    hq = std::make_unique<HqProcess>(hq_location.str(), o);
-    hq->hq_options().clock = &clock;
-    hq->start();
-  }
-
   // A terminal keeping its log `retention_days` after HQ acknowledged it (nullopt: the
   // default, the whole log).
   std::unique_ptr<Terminal> terminal(const std::string& store, std::optional<std::int64_t> retention_days) {
-    NodeConfig config = terminal_config(store, "T01", hq->endpoint(), kAsyncEverything);
+    NodeConfig config = async_config(store);
     if (retention_days) config.log_retention_ms = *retention_days * kDay;
-    return std::make_unique<Terminal>(dir.file(store + ".db"), config, std::hash<std::string>{}(store), &clock);
+    return terminal_with(store, config);
   }
 
   Customer create(Terminal& t, const std::string& name) {
     auto out = t.node().create_customer(new_person(name, "Retained"));
     EXPECT_TRUE(out.ok()) << out.status().to_string();
     return out.ok() ? out->customer : Customer{};
-  }
-  SyncReport sync(Terminal& t) {
-    auto s = t.sync();
-    EXPECT_TRUE(s.ok()) << t.node().node_id() << ": " << s.status().to_string();
-    return s.ok() ? *s : SyncReport{};
   }
   std::int64_t compact(Terminal& t) {
     auto removed = t.replicator().compact_log();
@@ -64,35 +45,8 @@ class LogRetentionTest : public ::testing::Test {
     return out;
   }
   NodeStatus status(Terminal& t) { return t.node().status().value(); }
-  void run_job() {
-    for (int i = 0; i < 10; ++i) {
-      auto r = hq->inspect()->run_sync_job();
-      ASSERT_TRUE(r.ok()) << r.status().to_string();
-      if (r->remaining == 0) return;
-    }
-  }
   std::size_t hq_customers() { return hq->inspect()->customers("").value().size(); }
   bool at_hq(const Customer& c) { return !hq->inspect()->customers(c.guid.to_string()).value().empty(); }
-
-  // An operator's backup of HQ's database, and its restore (HQ stopped meanwhile; it
-  // comes back on the same endpoint, where the terminals find it again).
-  void backup_hq(const std::string& name) {
-    const std::string endpoint = hq->endpoint();
-    hq->stop();
-    hq_location.backup(dir, name);
-    hq->start(endpoint);
-  }
-  void restore_hq(const std::string& name) {
-    const std::string endpoint = hq->endpoint();
-    hq->stop();
-    hq_location.restore(dir, name);
-    hq->start(endpoint);
-  }
-
-  ManualClock clock{1'750'000'000'000};
-  TempDir dir;
-  testing::HqLocation hq_location{dir};
-  std::unique_ptr<HqProcess> hq;
 };
 
 TEST_F(LogRetentionTest, ByDefaultTheWholeLogIsKept) {
