@@ -193,7 +193,6 @@ TEST_F(LifecycleTest, TheSyncJobCompactsEveryInterval) {
   HqOptions o;
   o.clock = &clock;
   o.compaction_interval_ms = 60'000;
-  o.job_compacts_feed = true;
   auto job = Headquarters::open(hq_location.str(), o);
   ASSERT_TRUE(job.ok()) << job.status().to_string();
   ASSERT_TRUE((*job)->run_sync_job().ok());

@@ -68,6 +68,7 @@ struct Counters {
   std::uint64_t journal_entries = 0;  // conflict journal entries checked
   std::uint64_t compacted_rows = 0, log_losses = 0;  // log retention: rows compacted, losses reported
   std::uint64_t received_pruned = 0;  // operations HQ pruned after their retention (at the end)
+  std::uint64_t feed_compacted = 0;   // how far HQ compacted its feed (at the end)
 };
 
 // Messages HQ receives after their sender stopped waiting: run later, in any order.
@@ -980,6 +981,10 @@ struct Sim {
       std::int64_t pruned = 0;  // HQ deleted what it received up to there after the retention
       for (const TerminalInfo& i : hq->terminals().value()) pruned = i.node_id == t.id ? i.pruned_through : pruned;
       counters.received_pruned += static_cast<std::uint64_t>(pruned);
+      if (&t == &terminals.front()) {
+        auto through = hq->store().setting("feed_compacted_through").value();
+        counters.feed_compacted += through ? std::stoull(*through) : 0;
+      }
       for (const LogRecord& r : received) {
         by_seq.emplace(r.seq, r.op_id);
         received_ops.insert(r.op_id);
@@ -1357,6 +1362,7 @@ void run_seed(std::uint64_t seed, Counters& totals) {
   totals.journal_entries += c.journal_entries;
   totals.compacted_rows += c.compacted_rows;
   totals.received_pruned += c.received_pruned;
+  totals.feed_compacted += c.feed_compacted;
   totals.log_losses += c.log_losses;
 }
 
@@ -1376,7 +1382,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       "%llu terminal restores, %llu HQ restores, %llu new epochs, %llu disk faults (%ld writes refused), "
       "%llu crashes inside transactions, %llu clock jumps; %llu conflict journal entries checked; "
       "%llu log rows compacted, %llu losses of compacted rows reported; HQ pruned received operations "
-      "up to %llu seqs\n",
+      "up to %llu seqs and compacted its feed up to %llu\n",
       static_cast<unsigned long long>(seed - 1), static_cast<unsigned long long>(totals.lost_requests),
       static_cast<unsigned long long>(totals.lost_replies), static_cast<unsigned long long>(totals.duplicated),
       static_cast<unsigned long long>(totals.stale), static_cast<unsigned long long>(totals.late),
@@ -1386,7 +1392,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       FaultVfs::refused() - refused_before, static_cast<unsigned long long>(totals.crashes),
       static_cast<unsigned long long>(totals.clock_jumps), static_cast<unsigned long long>(totals.journal_entries),
       static_cast<unsigned long long>(totals.compacted_rows), static_cast<unsigned long long>(totals.log_losses),
-      static_cast<unsigned long long>(totals.received_pruned));
+      static_cast<unsigned long long>(totals.received_pruned), static_cast<unsigned long long>(totals.feed_compacted));
   if (HasFailure()) return;
   // Faults that never happen prove nothing.
   EXPECT_GT(totals.lost_replies, n / 2);
@@ -1399,6 +1405,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
   EXPECT_GT(totals.journal_entries, n / 10);
   EXPECT_GT(totals.compacted_rows, n / 2);
   EXPECT_GT(totals.received_pruned, n);
+  EXPECT_GT(totals.feed_compacted, n);
 }
 
 }  // namespace

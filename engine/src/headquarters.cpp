@@ -1095,14 +1095,14 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
       impl_->next_compaction_ms = now + impl_->options.compaction_interval_ms;
     } else if (now >= impl_->next_compaction_ms) {
       impl_->next_compaction_ms = now + impl_->options.compaction_interval_ms;
-      TS_ASSIGN_OR_RETURN(auto compacted, compact(50'000, impl_->options.job_compacts_feed));
+      TS_ASSIGN_OR_RETURN(auto compacted, compact());
       (void)compacted;
     }
   }
   return report;
 }
 
-Result<CompactionReport> Headquarters::compact(std::size_t max_rows, bool feed) {
+Result<CompactionReport> Headquarters::compact(std::size_t max_rows) {
   const auto bound = static_cast<std::int64_t>(std::max<std::size_t>(max_rows, 1));
   return with_retries(impl_->busy_retries, [&]() -> Result<CompactionReport> {
     CompactionReport r;
@@ -1119,7 +1119,7 @@ Result<CompactionReport> Headquarters::compact(std::size_t max_rows, bool feed) 
     TS_ASSIGN_OR_RETURN(auto done_text, tx->setting(kFeedCompactedKey));
     const std::int64_t done = done_text ? std::stoll(*done_text) : 0;
     r.feed_through = done;
-    const std::int64_t upto = feed ? std::min(through, done + bound) : done;
+    const std::int64_t upto = std::min(through, done + bound);
     if (upto > done) {
       TS_ASSIGN_OR_RETURN(r.feed_removed, tx->remove_superseded(done, upto));
       TS_RETURN_IF_ERROR(tx->put_setting(kFeedCompactedKey, std::to_string(upto)));

@@ -86,11 +86,16 @@ struct Replicator::Impl {
   // the retention, or replaced): this terminal cannot push them again, so it says so
   // (last_recovery, `store status`, the sync's warning) and pushes what it holds. HQ
   // never sees a gap: a push's `prev` tells it the terminal holds nothing between.
+  // What those operations wrote stays in this terminal's copies only, unlike HQ and every
+  // other terminal: the feed is pulled again from the start, so HQ's state replaces them
+  // (HQ may even have rebuilt the same feed entries up to this terminal's position).
   Status check_compacted(storage::Transaction& txn, std::int64_t hq_cursor) {
     TS_ASSIGN_OR_RETURN(std::string lost, log_retention::note_hq_cursor(txn, hq_cursor, clock->now_ms()));
     if (lost.empty()) return Status::Ok();
     warning = lost;
-    return note_recovery(txn, lost);
+    TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, 0));
+    TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, 0));
+    return note_recovery(txn, lost + "; this terminal's copies are pulled again from HQ");
   }
 
   // Later local writes order after everything HQ had applied (causality for

@@ -45,13 +45,10 @@ struct HqOptions {
   // snapshot of its scope instead). Received operations are deleted once applied and
   // older than `received_retention_ms` (`hq serve --received-retention-days`); keep it
   // longer than the oldest backup a till is ever restored from. The sync job compacts
-  // at most every `compaction_interval_ms` (0: never by itself; compact() still does),
-  // the feed only with `job_compacts_feed`: off until the simulation proves it under
-  // HQ restores (docs/testing.md); `hq compact` compacts the feed on demand.
+  // at most every `compaction_interval_ms` (0: never by itself; compact() still does).
   std::int64_t feed_retention_ms = 7LL * 24 * 3600 * 1000;
   std::int64_t received_retention_ms = 30LL * 24 * 3600 * 1000;
   std::int64_t compaction_interval_ms = 60'000;
-  bool job_compacts_feed = false;
 };
 
 struct PushResult {
@@ -190,7 +187,7 @@ class Headquarters {
   // Removes superseded feed snapshots and received operations past their retention
   // (HqOptions), at most `max_rows` of each. The sync job calls it every
   // compaction_interval_ms; `hq compact` calls it until nothing is left.
-  Result<CompactionReport> compact(std::size_t max_rows = 50'000, bool feed = true);
+  Result<CompactionReport> compact(std::size_t max_rows = 50'000);
 
   // ---- back office ----
   Result<Customer> edit_customer(std::string_view account_or_guid,
