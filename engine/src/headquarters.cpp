@@ -83,9 +83,10 @@ struct Headquarters::Impl {
   HqOptions options;
   // Pulls: each node's registration (true: filtered, D5) and the pull cursor last
   // written for it, as this process knows them. A pull cursor only decides when
-  // tombstones and superseded feed entries may go, so it is written when a node has caught up (a pull that returns
-  // less than a full page, with a cursor beyond the one written) instead of in a write
-  // transaction for every page of a long download. The store keeps the maximum.
+  // tombstones and superseded feed entries may go, so it is written when a node has
+  // caught up (a pull that returns less than a full page, with a cursor beyond the one
+  // written) instead of in a write transaction for every page of a long download. The
+  // store keeps the maximum.
   std::map<std::string, bool, std::less<>> pull_registration{};
   std::map<std::string, std::int64_t, std::less<>> noted_pull{};
   std::uint64_t busy_retries = 0;  // transactions run again after Code::busy
