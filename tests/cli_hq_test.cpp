@@ -307,7 +307,7 @@ TEST_F(HqCliTest, HqHelpListsCommands) {
   RunResult hq = run({"hq", "--help"});
   EXPECT_EQ(hq.exit, 0) << describe(hq);
   for (const char* cmd : {"init", "serve", "run-job", "customers", "sync-status", "edit-customer",
-                          "resync", "digest", "export-log", "terminals"}) {
+                          "resync", "digest", "export-log", "terminals", "compact"}) {
     EXPECT_NE(hq.out.find(cmd), std::string::npos) << cmd;
   }
   RunResult serve = run({"hq", "serve", "--help"});
@@ -685,6 +685,36 @@ TEST_F(HqCliTest, ExportLogWritesWhatHqReceived) {
                 ["field"],
             "node");
   stop_hq();
+}
+
+// Issue 18, item 2: `hq compact` deletes applied operations past the retention (never
+// the one at the terminal's cursor); `hq terminals` and `hq export-log` say from which
+// seq HQ still holds the terminal's log.
+TEST_F(HqCliTest, CompactDeletesAppliedOperationsAndExportLogSaysWhatHqStillHolds) {
+  init_hq();
+  start_hq();
+  init_terminal("S002", {"--async-mode", "--async-edits"});
+  std::string guid = create("S002", {"--first-name", "Grace", "--last-name", "Hopper"})["guid"];
+  create("S002", {"--org-name", "Contoso Ltd"});
+  ok_json({"store", "edit-customer", "--db", terminal_db("S002"), guid, "--set", "phone=555 0100"});
+  EXPECT_EQ(sync("S002")["pushed"], 3);
+  stop_hq();
+  ok_json({"hq", "run-job", "sync-customers", "--db", hq_db_});
+
+  EXPECT_EQ(ok_json({"hq", "compact", "--db", hq_db_})["received_removed"], 0);  // within 30 days
+  json c = ok_json({"hq", "compact", "--db", hq_db_, "--received-retention-days", "0"});
+  EXPECT_EQ(c["received_removed"], 2);
+  json t = ok_json({"hq", "terminals", "--db", hq_db_});
+  ASSERT_EQ(t["terminals"].size(), 1u);
+  EXPECT_EQ(t["terminals"][0]["pruned_through"], 2);
+
+  std::string out = dir_.file("S002-pruned.tslog");
+  json j = ok_json({"hq", "export-log", "--db", hq_db_, "--node", "S002/T01", "--out", out});
+  EXPECT_EQ(j["records"], 1);
+  EXPECT_EQ(j["first_seq"], 3);
+  EXPECT_EQ(j["pruned_through"], 2);
+  RunResult human = run({"hq", "export-log", "--db", hq_db_, "--node", "S002/T01", "--out", out});
+  EXPECT_NE(human.out.find("HQ holds seqs 3-3"), std::string::npos) << describe(human);
 }
 
 TEST_F(HqCliTest, StoppedHqMeansHqUnreachable) {
