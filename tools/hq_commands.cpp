@@ -607,6 +607,69 @@ void add_edit(CLI::App& hq, Cli& cli) {
 }
 
 // ---------------------------------------------------------------------------
+// hq erase-customer
+
+struct EraseOptions {
+  std::string db, id;
+};
+
+int run_erase(const Cli& cli, const EraseOptions& o) {
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto r = (*hq)->erase_customer(o.id);
+  if (!r) return cli.fail(r.status());
+  Json j;
+  j["guid"] = r->customer.to_string();
+  j["account_number"] = r->account_number ? Json(*r->account_number) : Json(nullptr);
+  Json aliases = Json::array();
+  for (const Guid& a : r->aliases) aliases.push_back(a.to_string());
+  j["aliases"] = aliases;
+  j["already_erased"] = r->already_erased;
+  j["customer_deleted"] = r->rows.customers > 0;
+  j["received_redacted"] = r->rows.received;
+  j["feed_redacted"] = r->rows.feed;
+  j["conflicts_redacted"] = r->rows.conflicts;
+  j["wal_truncated"] = r->scrubbed;
+  std::string who = r->account_number ? *r->account_number + " (guid " + r->customer.to_string() + ")"
+                                      : "guid " + r->customer.to_string();
+  std::string human =
+      (r->already_erased ? "customer " + who + " was erased before; redacted what arrived since: "
+                         : "erased customer " + who + ": ") +
+      count_text(r->rows.received, "received operation", "received operations") + ", " +
+      count_text(r->rows.feed, "feed entry", "feed entries") + " and " +
+      count_text(r->rows.conflicts, "journaled conflict", "journaled conflicts") + " redacted" +
+      (r->aliases.empty() ? std::string() : "; " + count_text(static_cast<std::int64_t>(r->aliases.size()),
+                                                              "GUID merged into it", "GUIDs merged into it") +
+                                                " erased with it") +
+      ". Terminals delete their copies at their next sync; backups and captures exported before "
+      "still hold it (docs/operations.md, \"Right to erasure\")";
+  if (!r->scrubbed)
+    human += "\nwarning: another process kept the database's write-ahead log busy; it still holds old "
+             "pages until HQ's next checkpoint (run this again when HQ is idle to truncate it)";
+  return cli.ok(j, human);
+}
+
+void add_erase(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<EraseOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "erase-customer",
+      "Right to erasure: remove a customer's personal data from everything HQ keeps (the\n"
+      "customer master, received operations, the outbound feed, the conflict journal, the\n"
+      "status view, duplicate match keys). Every terminal that has the customer deletes its\n"
+      "copy and redacts its change log at its next sync. Operations that arrive later for\n"
+      "the customer fail with 'erased'; it is never created again. Backups and captures\n"
+      "exported earlier are outside tillsync (docs/operations.md).");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
+  sub->add_option("ID", o->id,
+                  "The customer: its account number (e.g. C000000042) or GUID (also a GUID merged into "
+                  "it, or the GUID of a creation HQ refused)")
+      ->required()
+      ->type_name("ACCOUNT|GUID");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_erase(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
 // hq resync
 
 struct ResyncOptions {
@@ -990,7 +1053,7 @@ void add_hq_commands(CLI::App& root, Cli& cli) {
   CLI::App* hq = root.add_subcommand(
       "hq",
       "Commands for the head office (HQ): set up and serve HQ, run the customer sync job,\n"
-      "look at customers and their synchronization status, back-office edits.");
+      "look at customers and their synchronization status, back-office edits, erasure.");
   hq->require_subcommand(1);
   cli.add_json_flag(*hq);
   add_init(*hq, cli);
@@ -1000,6 +1063,7 @@ void add_hq_commands(CLI::App& root, Cli& cli) {
   add_customers(*hq, cli);
   add_sync_status(*hq, cli);
   add_edit(*hq, cli);
+  add_erase(*hq, cli);
   add_resync(*hq, cli);
   add_digest(*hq, cli);
   add_export(*hq, cli);

@@ -179,7 +179,11 @@ struct Headquarters::Impl {
     return with_retries(busy_retries, [&]() -> Result<RtsAnswer> {
       TS_ASSIGN_OR_RETURN(auto tx, store->begin());
       TS_ASSIGN_OR_RETURN(auto locked, tx->customer(customer));
-      (void)locked;
+      if (!locked) {
+        // Never recreated, never edited: a request for an erased customer is refused.
+        TS_ASSIGN_OR_RETURN(bool gone, tx->is_erased(customer));
+        if (gone) return erased(customer);
+      }
       TS_RETURN_IF_ERROR(check_scope(*tx, node, customer));
       TS_ASSIGN_OR_RETURN(auto done, tx->rts_request(request));
       RtsAnswer r;
@@ -271,8 +275,17 @@ struct Headquarters::Impl {
 
   Result<Customer> existing(HqTransaction& tx, const Guid& guid) {
     TS_ASSIGN_OR_RETURN(auto c, lookup(tx, guid));
-    if (!c) return not_found(guid);
+    if (!c) {
+      TS_ASSIGN_OR_RETURN(bool gone, tx.is_erased(guid));
+      if (gone) return erased(guid);
+      return not_found(guid);
+    }
     return std::move(*c);
+  }
+
+  static Status erased(const Guid& guid) {
+    return Status(Code::erased, "customer " + guid.to_string() +
+                                    " was erased (right to erasure): nothing is written for it again");
   }
 
   Result<DuplicatePolicy> duplicates(HqTransaction& tx) {
@@ -339,7 +352,14 @@ struct Headquarters::Impl {
   Result<Applied> apply(HqTransaction& tx, const StagedOp& op, const std::vector<FieldChange>& fixes) {
     const LogRecord& rec = op.record;
     auto decoded = decode_payload(rec.kind, rec.payload);
-    if (!decoded.ok()) return Applied{decoded.status()};
+    if (!decoded.ok()) {
+      // A till redacts its log when an erasure reaches it (empty payloads).
+      if (rec.payload.empty()) {
+        TS_ASSIGN_OR_RETURN(bool gone, redact_if_erased(tx, rec.entity));
+        if (gone) return Applied{erased(rec.entity)};
+      }
+      return Applied{decoded.status()};
+    }
     const std::string channel = channel_of_node(rec.node_id);
     Payload& p = *decoded;
 
@@ -347,6 +367,10 @@ struct Headquarters::Impl {
       Customer c = created->customer;
       if (c.guid != rec.entity) return Applied{Status::CorruptLog("create payload GUID differs from the log row")};
       TS_ASSIGN_OR_RETURN(auto have, lookup(tx, c.guid));
+      if (!have) {
+        TS_ASSIGN_OR_RETURN(bool gone, redact_if_erased(tx, c.guid));
+        if (gone) return Applied{erased(c.guid)};  // never recreated
+      }
       if (have && have->guid != c.guid) return Applied{Status::Ok(), false};  // merged before
       if (have) {
         // Already created, e.g. by an RTS call whose reply was lost before the
@@ -377,6 +401,8 @@ struct Headquarters::Impl {
 
     TS_ASSIGN_OR_RETURN(auto have, lookup(tx, rec.entity));
     if (!have) {
+      TS_ASSIGN_OR_RETURN(bool gone, redact_if_erased(tx, rec.entity));
+      if (gone) return Applied{erased(rec.entity)};
       // Its create comes from another terminal (after a new epoch or a restore, logs
       // arrive in any order): applied when that create is.
       return Applied{Status::NotFound("waits for customer " + rec.entity.to_string() +
@@ -437,6 +463,17 @@ struct Headquarters::Impl {
       TS_RETURN_IF_ERROR(republish(tx, c));
     }
     return Applied{Status::Ok(), false};
+  }
+
+  // An operation on an erased customer (from a till that was offline during the
+  // erasure, or one the till redacted when the erasure reached it) fails with `erased`,
+  // its payload redacted like those HQ held at the erasure. True when `guid` is erased.
+  Result<bool> redact_if_erased(HqTransaction& tx, const Guid& guid) {
+    TS_ASSIGN_OR_RETURN(bool gone, tx.is_erased(guid));
+    if (!gone) return false;
+    TS_ASSIGN_OR_RETURN(auto redacted, tx.erase_customer(guid, {}, now()));
+    (void)redacted;
+    return true;
   }
 
   // Publishes the customer as HQ has it, unchanged: a terminal whose write HQ did not
@@ -564,6 +601,7 @@ struct Headquarters::Impl {
       if (rec.kind == OpKind::customer_create) TS_RETURN_IF_ERROR(release_waiting(tx, rec.entity, ord));
       return Status::Ok();
     }
+    if (a.domain.code() == Code::erased) ++report.erased;
     return record_failure(tx, op, a.domain.to_string(), report);
   }
 
@@ -651,6 +689,7 @@ struct Headquarters::Impl {
         part.converted += one.converted;
         part.failed += one.failed;
         part.waiting += one.waiting;
+        part.erased += one.erased;
         return std::size_t{1};
       }));
       if (n == 0) break;
@@ -836,6 +875,7 @@ Result<Headquarters::SearchResult> Headquarters::search(std::string_view node_id
 }
 
 std::uint64_t feed_mark(const FeedEntry& e) {
+  if (e.mark != 0) return e.mark;  // redacted by an erasure: the mark it had
   // FNV-1a over the entry's seq, its customer's encoding and its alias.
   std::uint64_t h = 14695981039346656037ull;
   auto mix = [&h](std::string_view bytes) {
@@ -1075,6 +1115,7 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
     report.converted += chunk.first.converted;
     report.failed += chunk.first.failed;
     report.waiting += chunk.first.waiting;
+    report.erased += chunk.first.erased;
     taken += chunk.second;
     if (chunk.second < want) break;
   }
@@ -1090,6 +1131,12 @@ Result<JobReport> Headquarters::run_sync_job(std::size_t max_ops) {
     TS_RETURN_IF_ERROR(tx->commit());
     return left.size();
   }));
+  // Operations that arrived for erased customers were redacted: no copy of what they
+  // held stays in the store's own files either.
+  if (report.erased > 0) {
+    TS_ASSIGN_OR_RETURN(bool scrubbed, impl_->store->scrub());
+    (void)scrubbed;
+  }
   if (impl_->options.compaction_interval_ms > 0) {
     const std::int64_t now = impl_->now();
     if (impl_->next_compaction_ms == 0) {
@@ -1133,6 +1180,40 @@ Result<CompactionReport> Headquarters::compact(std::size_t max_rows) {
   });
 }
 
+Result<ErasureReport> Headquarters::erase_customer(std::string_view id) {
+  const auto guid = Guid::parse(id);
+  auto report = with_retries(impl_->busy_retries, [&]() -> Result<ErasureReport> {
+    ErasureReport out;
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    std::optional<Customer> c;
+    if (guid) {
+      TS_ASSIGN_OR_RETURN(c, impl_->lookup(*tx, *guid));
+    } else {
+      TS_ASSIGN_OR_RETURN(c, tx->customer_by_account(id));
+      if (!c) return Status::NotFound("no customer has account number " + std::string(id));
+    }
+    out.customer = c ? c->guid : *guid;
+    if (c) out.account_number = c->account_number;
+    TS_ASSIGN_OR_RETURN(out.already_erased, tx->is_erased(out.customer));
+    TS_ASSIGN_OR_RETURN(out.aliases, tx->aliases_of(out.customer));
+    // The erasure goes where the customer went: its store's terminals (and unfiltered
+    // ones); a create HQ never applied, to its creator's store.
+    TS_ASSIGN_OR_RETURN(std::string channel, tx->channel_of(out.customer));
+    TS_ASSIGN_OR_RETURN(auto status, tx->sync_status(out.customer));
+    if (channel.empty() && status) channel = channel_of_node(status->node_id);
+    TS_ASSIGN_OR_RETURN(out.rows, tx->erase_customer(out.customer, out.aliases, impl_->now()));
+    const HqTransaction::Erased& n = out.rows;
+    if (!c && !out.already_erased && n.statuses == 0 && n.received == 0 && n.feed == 0)
+      return not_found(out.customer);
+    if (!out.already_erased) TS_RETURN_IF_ERROR(tx->append_erasure(out.customer, channel));
+    TS_RETURN_IF_ERROR(tx->commit());
+    return out;
+  });
+  if (!report.ok()) return report;
+  TS_ASSIGN_OR_RETURN(report->scrubbed, impl_->store->scrub());
+  return report;
+}
+
 Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vector<FieldChange>& changes) {
   return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
     if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
@@ -1140,6 +1221,10 @@ Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vec
     std::optional<Customer> c;
     if (auto guid = Guid::parse(id)) {
       TS_ASSIGN_OR_RETURN(c, tx->customer(*guid));
+      if (!c) {
+        TS_ASSIGN_OR_RETURN(bool gone, tx->is_erased(*guid));
+        if (gone) return Impl::erased(*guid);
+      }
     } else {
       TS_ASSIGN_OR_RETURN(c, tx->customer_by_account(id));
     }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tillsync/hq_store.h"
+#include "tillsync/operations.h"
 #include "tillsync/validation.h"
 
 namespace tillsync {
@@ -63,6 +64,31 @@ inline constexpr std::string_view kMinPullCursorQuery =
 inline std::int64_t prune_scan_end(std::int64_t cursor, std::int64_t pruned, std::int64_t budget) {
   return std::min(cursor - 1, pruned + budget);
 }
+
+// One feed row as FeedEntry: an empty payload is an erasure entry (only the customer's
+// GUID), `alias_raw` empty when the row has none, `mark` 0 when the row keeps none.
+inline Result<FeedEntry> read_feed_entry(std::int64_t seq, std::string channel, std::string_view payload,
+                                         std::string_view alias_raw, std::string_view customer_raw,
+                                         std::int64_t mark) {
+  FeedEntry e;
+  e.seq = seq;
+  e.channel = std::move(channel);
+  if (payload.empty()) {
+    auto guid = Guid::from_raw(customer_raw);
+    if (!guid) return Status::CorruptLog("feed entry " + std::to_string(seq) + " names a malformed customer GUID");
+    e.customer.guid = *guid;
+    e.erased = true;
+  } else {
+    TS_ASSIGN_OR_RETURN(e.customer, decode_customer(payload));
+  }
+  if (!alias_raw.empty()) e.alias = Guid::from_raw(alias_raw);
+  e.mark = static_cast<std::uint64_t>(mark);
+  return e;
+}
+
+// Right to erasure: what stands where an erased customer's data was.
+inline constexpr std::string_view kErasedError = "customer erased (right to erasure)";
+inline constexpr std::string_view kErasedValue = "(erased)";
 
 // The largest number an account number's nine digits hold.
 inline constexpr long long kMaxAccountNumber = 999'999'999;

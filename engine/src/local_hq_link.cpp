@@ -31,6 +31,10 @@ PullReply to_pull_reply(std::string epoch, PullResult result) {
   out.compacted = result.compacted;
   out.customers.reserve(result.entries.size());
   for (auto& e : result.entries) {
+    if (e.erased) {
+      out.erased.push_back(e.customer.guid);
+      continue;
+    }
     if (e.alias) out.aliases.emplace_back(*e.alias, e.customer.guid);
     if (e.mapping_only && e.alias) {
       out.merged_elsewhere.emplace_back(*e.alias, e.customer.account_number.value_or(""));

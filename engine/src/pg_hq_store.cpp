@@ -201,7 +201,7 @@ CREATE TABLE node_pulls (
 )sql";
 
 // Versioned like the SQLite schemas: append a migration, never edit one that shipped.
-constexpr std::array<PgMigration, 6> kMigrations{{
+constexpr std::array<PgMigration, 7> kMigrations{{
     {1, "HQ: customer master, staging, status view, feed, conflicts, duplicates, tombstones", kSchemaV1},
     // As SQLite's migration 7: an upload writes no `pending` status rows; the view
     // derives them from staged creates and the time they were received.
@@ -230,6 +230,10 @@ constexpr std::array<PgMigration, 6> kMigrations{{
      "CREATE TABLE feed_heads (at_ms bigint PRIMARY KEY, seq bigint NOT NULL);\n"
      "ALTER TABLE node_cursors ADD COLUMN pruned_through bigint NOT NULL DEFAULT 0;\n"
      "ALTER TABLE node_cursors ADD COLUMN pruned_hlc bigint NOT NULL DEFAULT 0;"},
+    // As SQLite's migration 11: erased customers; the mark of a redacted feed entry.
+    {7, "HQ: erased customers",
+     "CREATE TABLE erased_customers (guid bytea PRIMARY KEY, at_ms bigint NOT NULL);\n"
+     "ALTER TABLE feed ADD COLUMN mark bigint;"},
 }};
 
 constexpr std::string_view kSchemaTable =
@@ -445,12 +449,15 @@ class PgHqTransaction final : public HqTransaction {
     TS_RETURN_IF_ERROR(lock_customer(guid));
     // With, in the same round trip, the alias the GUID may be (Headquarters looks it up
     // next when the customer is missing).
+    // And whether it was erased (asked next when it is missing, e.g. before a create).
     TS_ASSIGN_OR_RETURN(auto rows, db_.run(
-        "SELECT c.payload, c.channel, (SELECT target FROM guid_aliases WHERE alias = $1) "
+        "SELECT c.payload, c.channel, (SELECT target FROM guid_aliases WHERE alias = $1), "
+        "EXISTS (SELECT 1 FROM erased_customers WHERE guid = $1)::int::bigint "
         "FROM (SELECT 1) AS one LEFT JOIN customers c ON c.guid = $1",
         PgParams().bytes(guid.raw())));
     if (rows.empty() || rows.is_null(0, 0)) {
       aliases_[guid] = rows.empty() ? std::nullopt : rows.opt_bytes(0, 2);
+      erased_[guid] = !rows.empty() && rows.i64(0, 3) != 0;
       return std::optional<Customer>{};
     }
     channels_[guid] = rows.text(0, 1);
@@ -877,6 +884,80 @@ class PgHqTransaction final : public HqTransaction {
     }
     return removed;
   }
+  Result<bool> is_erased(const Guid& guid) override {
+    if (auto it = erased_.find(guid); it != erased_.end()) return it->second;
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT 1 FROM erased_customers WHERE guid = $1",
+                                           PgParams().bytes(guid.raw())));
+    return !rows.empty();
+  }
+  Result<std::vector<Guid>> aliases_of(const Guid& target) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT alias FROM guid_aliases WHERE target = $1 ORDER BY alias",
+                                           PgParams().bytes(target.raw())));
+    std::vector<Guid> out;
+    for (int i = 0; i < rows.size(); ++i) {
+      auto g = Guid::from_raw(rows.bytes(i, 0));
+      if (!g) return Status::CorruptLog("guid_aliases row has a malformed GUID");
+      out.push_back(*g);
+    }
+    return out;
+  }
+  Result<Erased> erase_customer(const Guid& guid, std::span<const Guid> aliases, std::int64_t at_ms) override {
+    Erased out;
+    std::vector<Guid> all{guid};
+    all.insert(all.end(), aliases.begin(), aliases.end());
+    for (const Guid& g : all) {
+      TS_RETURN_IF_ERROR(lock_customer(g));
+      channels_.erase(g);
+      aliases_.erase(g);
+      erased_[g] = true;
+      const PgParams id = PgParams().bytes(g.raw());
+      TS_ASSIGN_OR_RETURN(auto gone, db_.run("DELETE FROM customers WHERE guid = $1", id));
+      out.customers += gone.affected();
+      for (std::string_view sql : {"DELETE FROM child_keys WHERE customer = $1",
+                                   "DELETE FROM match_keys WHERE customer = $1",
+                                   "DELETE FROM field_writes WHERE customer = $1",
+                                   "DELETE FROM tombstones WHERE customer = $1",
+                                   "DELETE FROM rts_requests WHERE customer = $1",
+                                   "DELETE FROM guid_aliases WHERE alias = $1 OR target = $1",
+                                   "UPDATE sync_status SET twin = NULL WHERE twin = $1"}) {
+        TS_RETURN_IF_ERROR(db_.queue(sql, id));
+      }
+      TS_ASSIGN_OR_RETURN(auto received, db_.run(
+          "UPDATE inbound SET payload = ''::bytea, "
+          "state = CASE WHEN state = 'applied' THEN 'applied' ELSE 'failed' END, "
+          "error = CASE WHEN state = 'applied' THEN '' ELSE $2 END WHERE entity = $1",
+          PgParams().bytes(g.raw()).text(kErasedError)));
+      out.received += received.affected();
+      TS_ASSIGN_OR_RETURN(auto conflicts, db_.run("UPDATE conflicts SET kept = $2, lost = $2 WHERE customer = $1",
+                                                  PgParams().bytes(g.raw()).text(kErasedValue)));
+      out.conflicts += conflicts.affected();
+      TS_ASSIGN_OR_RETURN(auto status, db_.run(
+          "UPDATE sync_status SET account_number = NULL, status = 'failed', last_error = $2, twin = NULL, "
+          "updated_at_ms = $3 WHERE guid = $1",
+          PgParams().bytes(g.raw()).text(kErasedError).i64(at_ms)));
+      out.statuses += status.affected();
+      // Each entry becomes an erasure entry with the mark it had.
+      TS_ASSIGN_OR_RETURN(auto feed, db_.run(
+          "SELECT seq, channel, payload, alias, customer, coalesce(mark, 0) FROM feed "
+          "WHERE customer = $1 AND length(payload) > 0", id));
+      for (int i = 0; i < feed.size(); ++i) {
+        TS_ASSIGN_OR_RETURN(FeedEntry e, read_feed_entry(feed.i64(i, 0), feed.text(i, 1), feed.bytes(i, 2),
+                                                         feed.is_null(i, 3) ? std::string() : feed.bytes(i, 3),
+                                                         feed.bytes(i, 4), feed.i64(i, 5)));
+        TS_RETURN_IF_ERROR(db_.queue("UPDATE feed SET payload = ''::bytea, alias = NULL, mark = $2 WHERE seq = $1",
+                                     PgParams().i64(e.seq).i64(static_cast<std::int64_t>(feed_mark(e)))));
+      }
+      out.feed += feed.size();
+      TS_RETURN_IF_ERROR(db_.queue(
+          "INSERT INTO erased_customers(guid, at_ms) VALUES($1, $2) ON CONFLICT DO NOTHING",
+          PgParams().bytes(g.raw()).i64(at_ms)));
+    }
+    return out;
+  }
+  Status append_erasure(const Guid& guid, std::string_view channel) override {
+    feed_.push_back({std::string(channel), std::string(guid.raw()), std::string(), std::nullopt});
+    return Status::Ok();
+  }
   Result<Pruned> pruned_through(std::string_view node) override {
     TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT pruned_through, pruned_hlc FROM node_cursors WHERE node_id = $1",
                                            PgParams().text(node)));
@@ -980,6 +1061,7 @@ class PgHqTransaction final : public HqTransaction {
   // GUID -> the customer it was merged into, read by customer() for a missing GUID
   // (under that GUID's lock) or written by put_alias().
   std::map<Guid, std::optional<std::string>> aliases_;
+  std::map<Guid, bool> erased_;  // GUID -> erased, read by customer() for a missing GUID
   // (node, seq) -> (state, error) of the operations this transaction applied.
   std::map<std::pair<std::string, std::int64_t>, std::pair<std::string, std::string>> states_;
 };
@@ -1002,8 +1084,8 @@ class PgHqStore final : public HqStore {
     // One statement, one snapshot: the cursor and the entries agree.
     TS_ASSIGN_OR_RETURN(auto rows, db_->run(
         "WITH top AS (SELECT coalesce(max(seq), 0) AS m FROM feed) "
-        "SELECT top.m, f.seq, f.channel, f.payload, f.alias FROM top LEFT JOIN LATERAL ("
-        "  SELECT seq, channel, payload, alias FROM feed WHERE seq > $1 "
+        "SELECT top.m, f.seq, f.channel, f.payload, f.alias, f.customer, f.mark FROM top LEFT JOIN LATERAL ("
+        "  SELECT seq, channel, payload, alias, customer, coalesce(mark, 0) AS mark FROM feed WHERE seq > $1 "
         "  AND ($2::text IS NULL OR channel = $2) ORDER BY seq LIMIT $3) f ON true ORDER BY f.seq",
         PgParams().i64(after).opt_text(channel).i64(static_cast<std::int64_t>(limit))));
     std::vector<FeedEntry> out;
@@ -1011,11 +1093,9 @@ class PgHqStore final : public HqStore {
     for (int i = 0; i < rows.size(); ++i) {
       max_seq = rows.i64(i, 0);
       if (rows.is_null(i, 1)) continue;
-      FeedEntry e;
-      e.seq = rows.i64(i, 1);
-      e.channel = rows.text(i, 2);
-      TS_ASSIGN_OR_RETURN(e.customer, decode_customer(rows.bytes(i, 3)));
-      if (!rows.is_null(i, 4)) e.alias = Guid::from_raw(rows.bytes(i, 4));
+      TS_ASSIGN_OR_RETURN(FeedEntry e, read_feed_entry(rows.i64(i, 1), rows.text(i, 2), rows.bytes(i, 3),
+                                                       rows.is_null(i, 4) ? std::string() : rows.bytes(i, 4),
+                                                       rows.bytes(i, 5), rows.i64(i, 6)));
       out.push_back(std::move(e));
     }
     if (cursor_out != nullptr) {

@@ -195,6 +195,7 @@ struct Pull {
 // `reset`: `after` is not a position of HQ's feed (HQ restored from an older backup):
 // nothing else is in the reply, and the node pulls again from 0. `compacted` (with
 // reset): `after` lies in the part of the feed HQ compacted; the node pulls from 0.
+// `erased`: customers HQ erased (right to erasure).
 struct PullReply {
   std::string epoch;
   bool reset = false;
@@ -206,6 +207,7 @@ struct PullReply {
   bool more = false;
   std::vector<std::pair<Guid, std::string>> merged_elsewhere;
   bool compacted = false;
+  std::vector<Guid> erased;  // customers HQ erased: the node deletes its copies
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, epoch);
     codec::boolean(ar, reset);
@@ -223,6 +225,7 @@ struct PullReply {
       codec::text(a, p.second);
     });
     codec::boolean(ar, compacted);
+    codec::list(ar, erased, [](Ar& a, Guid& g) { codec::guid(a, g); });
   }
 };
 

@@ -360,6 +360,22 @@ class CaptureSource {
                                 std::to_string(expected_) + ", found seq " + std::to_string(r.seq) +
                                 at);
     }
+    // An erasure redacts payloads (empty): the record keeps its place in the log.
+    if (!r.payload.empty()) TS_RETURN_IF_ERROR(check_payload(r, at));
+    if (r.seq > expected_) {
+      Status gap = Status::CorruptLog(
+          corrupt_prefix(path_) + "sequence gap: expected seq " + std::to_string(expected_) +
+          ", found seq " + std::to_string(r.seq) + " (seqs " + std::to_string(expected_) + ".." +
+          std::to_string(r.seq - 1) + " are missing)" + at);
+      if (!skip_) return gap;
+      if (!skipped_since_good_ && issues_ != nullptr) {
+        issues_->push_back({path_, f.offset, f.number, std::move(gap)});
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status check_payload(const LogRecord& r, const std::string& at) const {
     auto payload = decode_payload(r.kind, r.payload);
     if (!payload.ok()) {
       return Status(payload.status().code(), corrupt_prefix(path_) + "record payload of seq " +
@@ -371,16 +387,6 @@ class CaptureSource {
                                 " names customer " + r.entity.to_string() +
                                 " but its payload is about " + entity_of(*payload).to_string() +
                                 at);
-    }
-    if (r.seq > expected_) {
-      Status gap = Status::CorruptLog(
-          corrupt_prefix(path_) + "sequence gap: expected seq " + std::to_string(expected_) +
-          ", found seq " + std::to_string(r.seq) + " (seqs " + std::to_string(expected_) + ".." +
-          std::to_string(r.seq - 1) + " are missing)" + at);
-      if (!skip_) return gap;
-      if (!skipped_since_good_ && issues_ != nullptr) {
-        issues_->push_back({path_, f.offset, f.number, std::move(gap)});
-      }
     }
     return Status::Ok();
   }

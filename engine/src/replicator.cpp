@@ -330,7 +330,7 @@ struct Replicator::Impl {
   // (not those HQ carried out through the real-time service: `c` includes them).
   Status rebase(Customer& c, std::int64_t acked) {
     TS_ASSIGN_OR_RETURN(auto st, db->prepare(
-        "SELECT kind, payload FROM change_log WHERE entity = ?1 AND seq > ?2 "
+        "SELECT kind, payload FROM change_log WHERE entity = ?1 AND seq > ?2 AND length(payload) > 0 "
         "AND op_id NOT IN (SELECT op_id FROM rts_applied) ORDER BY seq"));
     st.bind_blob(1, c.guid.raw()).bind(2, acked);
     for (;;) {
@@ -396,6 +396,7 @@ struct Replicator::Impl {
       if (rows.empty()) break;
       for (const storage::LogRow& r : rows) {
         after = r.seq;
+        if (r.payload.empty()) continue;  // redacted by an erasure
         auto kind = op_kind_from_int(r.kind);
         if (!kind) return Status::CorruptLog("change log row " + std::to_string(r.seq) + " has an unknown kind");
         TS_ASSIGN_OR_RETURN(Payload p, decode_payload(*kind, r.payload));
@@ -412,6 +413,41 @@ struct Replicator::Impl {
     TS_RETURN_IF_ERROR(log.rewrite_payloads(txn, rewritten));
     TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 0));
     return txn.commit();
+  }
+
+  // HQ erased customer `guid` (right to erasure): its copy, the GUIDs merged into it,
+  // the feed entry set aside for it and its real-time requests go, and the payloads of
+  // its operations in the change log are redacted (emptied; one not yet pushed still
+  // goes to HQ, which fails it with `erased`). Returns the rows that held its data (0
+  // when this terminal never had it).
+  Result<std::int64_t> erase_local(storage::Transaction& txn, CustomerTable& customers, const Guid& guid) {
+    std::vector<Guid> gone{guid};
+    {
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare("SELECT alias FROM guid_aliases WHERE target = ?1"));
+      st.bind_blob(1, guid.raw());
+      for (;;) {
+        TS_ASSIGN_OR_RETURN(bool row, st.step());
+        if (!row) break;
+        if (auto a = Guid::from_raw(st.column_blob(0))) gone.push_back(*a);
+      }
+    }
+    std::int64_t held = 0;
+    for (const Guid& g : gone) {
+      TS_ASSIGN_OR_RETURN(auto copy, customers.get(g));
+      if (copy) ++held;
+      TS_RETURN_IF_ERROR(customers.remove(txn, g));
+      for (std::string_view sql : {"DELETE FROM guid_aliases WHERE alias = ?1 OR target = ?1",
+                                   "DELETE FROM set_aside WHERE customer = ?1",
+                                   "DELETE FROM rts_requests WHERE customer = ?1"}) {
+        TS_ASSIGN_OR_RETURN(auto st, db->prepare(sql));
+        st.bind_blob(1, g.raw());
+        TS_RETURN_IF_ERROR(st.run());
+        held += db->changes();
+      }
+      TS_ASSIGN_OR_RETURN(std::int64_t redacted, storage::ChangeLog(*db).redact(txn, g.raw()));
+      held += redacted;
+    }
+    return held;
   }
 
   Result<std::int64_t> pull_all() {
@@ -457,7 +493,7 @@ struct Replicator::Impl {
         TS_RETURN_IF_ERROR(txn.commit());
         continue;
       }
-      if (reply.customers.empty() && reply.cursor == after) {
+      if (reply.customers.empty() && reply.erased.empty() && reply.cursor == after) {
         TS_RETURN_IF_ERROR(settle_versions());
         return pulled;
       }
@@ -483,6 +519,11 @@ struct Replicator::Impl {
         TS_RETURN_IF_ERROR(st.run());
       }
       for (Customer& c : reply.customers) TS_RETURN_IF_ERROR(apply_entry(txn, customers, c, acked));
+      std::int64_t erased = 0;
+      for (const Guid& g : reply.erased) {
+        TS_ASSIGN_OR_RETURN(std::int64_t n, erase_local(txn, customers, g));
+        erased += n;
+      }
       TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, reply.cursor));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, static_cast<std::int64_t>(reply.cursor_mark)));
@@ -490,8 +531,14 @@ struct Replicator::Impl {
       crash_point("node.pull.before_commit");
       TS_RETURN_IF_ERROR(txn.commit());
       crash_point("node.pull.after_commit");
+      // No copy of the erased values stays in the write-ahead log either (best effort:
+      // another connection reading at this moment keeps it; the next erasure retries).
+      if (erased > 0) {
+        TS_ASSIGN_OR_RETURN(bool truncated, db->truncate_wal());
+        (void)truncated;
+      }
       pulled += static_cast<std::int64_t>(reply.customers.size());
-      const std::size_t page = reply.customers.size() + reply.merged_elsewhere.size();
+      const std::size_t page = reply.customers.size() + reply.merged_elsewhere.size() + reply.erased.size();
       if (page < options.pull_batch && !reply.more) {
         TS_RETURN_IF_ERROR(settle_versions());
         return pulled;

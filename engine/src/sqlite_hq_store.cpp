@@ -186,7 +186,7 @@ CREATE TABLE node_pulls (
 
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 10> migrations{{
+  static const std::array<storage::Migration, 11> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
       {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
       {3, "HQ: duplicate detection keys and GUID aliases", kDuplicateSchema},
@@ -264,6 +264,16 @@ CREATE TABLE feed_heads (
 ALTER TABLE node_cursors ADD COLUMN pruned_through INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE node_cursors ADD COLUMN pruned_hlc INTEGER NOT NULL DEFAULT 0;
 )sql"},
+      // Right to erasure: the GUIDs of erased customers (nothing is written for them
+      // again), and the mark a feed entry had before an erasure redacted it (a node
+      // whose pull position it is names it by that mark).
+      {11, "HQ: erased customers", R"sql(
+CREATE TABLE erased_customers (
+  guid  BLOB PRIMARY KEY,
+  at_ms INTEGER NOT NULL
+) STRICT;
+ALTER TABLE feed ADD COLUMN mark INTEGER;
+)sql"},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
   return spec;
@@ -292,6 +302,26 @@ Status meta_put(storage::Database& db, std::string_view key, std::string_view va
   st.bind(1, key).bind(2, value);
   return st.run();
 }
+
+// Right to erasure (erase_customer): rows about one GUID (?1) that go.
+constexpr std::array<std::string_view, 6> kErasureDeletes{{
+    "DELETE FROM match_keys WHERE customer = ?1",
+    "DELETE FROM field_writes WHERE customer = ?1",
+    "DELETE FROM tombstones WHERE customer = ?1",
+    "DELETE FROM rts_requests WHERE customer = ?1",
+    "DELETE FROM customer_channel WHERE guid = ?1",
+    "DELETE FROM guid_aliases WHERE alias = ?1 OR target = ?1",
+}};
+// Received operations keep their place (a resend is still recognised by its op id) but
+// not their content; those not applied yet fail. (SET expressions read the old row.)
+constexpr std::string_view kEraseReceived =
+    "UPDATE inbound SET payload = X'', "
+    "state = CASE WHEN state = 'applied' THEN 'applied' ELSE 'failed' END, "
+    "error = CASE WHEN state = 'applied' THEN '' ELSE ?2 END WHERE entity = ?1";
+constexpr std::string_view kEraseConflicts = "UPDATE conflicts SET kept = ?2, lost = ?2 WHERE customer = ?1";
+constexpr std::string_view kEraseStatus =
+    "UPDATE sync_status SET account_number = NULL, status = 'failed', last_error = ?2, twin = NULL, "
+    "updated_at_ms = ?3 WHERE guid = ?1";
 
 // Records per staging INSERT: the largest power of two up to 64 that `remaining` holds,
 // so that only seven statement texts are ever prepared and cached.
@@ -834,6 +864,89 @@ class SqliteHqTransaction final : public HqTransaction {
     }
     return removed;
   }
+  Result<bool> is_erased(const Guid& guid) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT 1 FROM erased_customers WHERE guid = ?1"));
+    st.bind_blob(1, guid.raw());
+    return st.step();
+  }
+  Result<std::vector<Guid>> aliases_of(const Guid& target) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT alias FROM guid_aliases WHERE target = ?1 ORDER BY alias"));
+    st.bind_blob(1, target.raw());
+    std::vector<Guid> out;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      auto g = Guid::from_raw(st.column_blob(0));
+      if (!g) return Status::CorruptLog("guid_aliases row has a malformed GUID");
+      out.push_back(*g);
+    }
+    return out;
+  }
+  Result<Erased> erase_customer(const Guid& guid, std::span<const Guid> aliases, std::int64_t at_ms) override {
+    Erased out;
+    std::vector<Guid> all{guid};
+    all.insert(all.end(), aliases.begin(), aliases.end());
+    for (const Guid& g : all) {
+      TS_ASSIGN_OR_RETURN(auto held, CustomerTable(db_).get(g));
+      if (held) ++out.customers;
+      TS_RETURN_IF_ERROR(CustomerTable(db_).remove(txn_, g));
+      for (std::string_view sql : kErasureDeletes) {
+        TS_ASSIGN_OR_RETURN(auto st, db_.prepare(sql));
+        st.bind_blob(1, g.raw());
+        TS_RETURN_IF_ERROR(st.run());
+      }
+      TS_ASSIGN_OR_RETURN(auto received, db_.prepare(kEraseReceived));
+      received.bind_blob(1, g.raw()).bind(2, kErasedError);
+      TS_RETURN_IF_ERROR(received.run());
+      out.received += db_.changes();
+      TS_ASSIGN_OR_RETURN(auto conflicts, db_.prepare(kEraseConflicts));
+      conflicts.bind_blob(1, g.raw()).bind(2, kErasedValue);
+      TS_RETURN_IF_ERROR(conflicts.run());
+      out.conflicts += db_.changes();
+      TS_ASSIGN_OR_RETURN(auto status, db_.prepare(kEraseStatus));
+      status.bind_blob(1, g.raw()).bind(2, kErasedError).bind(3, at_ms);
+      TS_RETURN_IF_ERROR(status.run());
+      out.statuses += db_.changes();
+      TS_ASSIGN_OR_RETURN(auto twins, db_.prepare("UPDATE sync_status SET twin = NULL WHERE twin = ?1"));
+      twins.bind_blob(1, g.raw());
+      TS_RETURN_IF_ERROR(twins.run());
+      // Each entry becomes an erasure entry with the mark it had.
+      std::vector<std::pair<std::int64_t, std::uint64_t>> marks;
+      {
+        TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+            "SELECT seq, channel, payload, alias, customer, mark FROM feed WHERE customer = ?1 "
+            "AND length(payload) > 0"));
+        st.bind_blob(1, g.raw());
+        for (;;) {
+          TS_ASSIGN_OR_RETURN(bool row, st.step());
+          if (!row) break;
+          TS_ASSIGN_OR_RETURN(FeedEntry e, read_feed_entry(st.column_int64(0), st.column_text(1),
+                                                           st.column_blob(2),
+                                                           st.column_is_null(3) ? std::string() : st.column_blob(3),
+                                                           st.column_blob(4), st.column_int64(5)));
+          marks.emplace_back(e.seq, feed_mark(e));
+        }
+      }
+      for (const auto& [seq, mark] : marks) {
+        TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+            "UPDATE feed SET payload = X'', alias = NULL, mark = ?2 WHERE seq = ?1"));
+        st.bind(1, seq).bind(2, static_cast<std::int64_t>(mark));
+        TS_RETURN_IF_ERROR(st.run());
+      }
+      out.feed += static_cast<std::int64_t>(marks.size());
+      TS_ASSIGN_OR_RETURN(auto rec, db_.prepare(
+          "INSERT OR IGNORE INTO erased_customers(guid, at_ms) VALUES(?1, ?2)"));
+      rec.bind_blob(1, g.raw()).bind(2, at_ms);
+      TS_RETURN_IF_ERROR(rec.run());
+    }
+    return out;
+  }
+  Status append_erasure(const Guid& guid, std::string_view channel) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT INTO feed(channel, customer, payload) VALUES(?1, ?2, X'')"));
+    st.bind(1, channel).bind_blob(2, guid.raw());
+    return st.run();
+  }
   Result<Pruned> pruned_through(std::string_view node) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT pruned_through, pruned_hlc FROM node_cursors WHERE node_id = ?1"));
     st.bind(1, node);
@@ -894,18 +1007,16 @@ class SqliteHqStore final : public HqStore {
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db_, storage::Transaction::Mode::deferred));
     TS_ASSIGN_OR_RETURN(auto max_seq, db_->query_int("SELECT max(seq) FROM feed"));
     TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
-        "SELECT seq, channel, payload, alias FROM feed WHERE seq > ?1 AND (?2 IS NULL OR channel = ?2) "
-        "ORDER BY seq LIMIT ?3"));
+        "SELECT seq, channel, payload, alias, customer, mark FROM feed WHERE seq > ?1 "
+        "AND (?2 IS NULL OR channel = ?2) ORDER BY seq LIMIT ?3"));
     st.bind(1, after).bind(2, channel).bind(3, static_cast<std::int64_t>(limit));
     std::vector<FeedEntry> out;
     for (;;) {
       TS_ASSIGN_OR_RETURN(bool row, st.step());
       if (!row) break;
-      FeedEntry e;
-      e.seq = st.column_int64(0);
-      e.channel = st.column_text(1);
-      TS_ASSIGN_OR_RETURN(e.customer, decode_customer(st.column_blob(2)));
-      if (!st.column_is_null(3)) e.alias = Guid::from_raw(st.column_blob(3));
+      TS_ASSIGN_OR_RETURN(FeedEntry e, read_feed_entry(st.column_int64(0), st.column_text(1), st.column_blob(2),
+                                                       st.column_is_null(3) ? std::string() : st.column_blob(3),
+                                                       st.column_blob(4), st.column_int64(5)));
       out.push_back(std::move(e));
     }
     if (cursor_out != nullptr) {
@@ -913,6 +1024,7 @@ class SqliteHqStore final : public HqStore {
     }
     return out;
   }
+  Result<bool> scrub() override { return db_->truncate_wal(); }
   Result<bool> holds_op(std::string_view node, const Guid& op) override {
     TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT 1 FROM inbound WHERE op_id = ?1 AND node_id = ?2"));
     st.bind_blob(1, op.raw()).bind(2, node);

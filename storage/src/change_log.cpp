@@ -96,6 +96,21 @@ Status ChangeLog::rewrite_payloads(Transaction& txn, const std::vector<std::pair
   return Status::Ok();
 }
 
+Result<std::int64_t> ChangeLog::redact(Transaction& txn, std::string_view entity) {
+  std::vector<std::pair<std::int64_t, std::string>> emptied;
+  {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare("SELECT seq FROM change_log WHERE entity = ?1 AND length(payload) > 0"));
+    st.bind_blob(1, entity);
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      emptied.emplace_back(st.column_int64(0), std::string());
+    }
+  }
+  TS_RETURN_IF_ERROR(rewrite_payloads(txn, emptied));
+  return static_cast<std::int64_t>(emptied.size());
+}
+
 Result<std::int64_t> ChangeLog::remove_through(Transaction& txn, std::int64_t through_seq) {
   if (!txn.active()) return Status::Internal("change_log removal outside a transaction");
   // last_seq() is max(seq): removing the newest row would let append() give its seq

@@ -234,7 +234,17 @@ Result<std::unique_ptr<Database>> Database::open(const std::string& path,
   if (!row.ok()) return row.status();
   TS_RETURN_IF_ERROR(db->exec(synchronous_pragma(options.synchronous)));
   TS_RETURN_IF_ERROR(db->exec("PRAGMA foreign_keys=ON"));
+  // Deleted and overwritten values are zeroed in the file, not left in free space: an
+  // erased customer's data must not be readable from the database's bytes.
+  TS_RETURN_IF_ERROR(db->exec("PRAGMA secure_delete=ON"));
   return db;
+}
+
+Result<bool> Database::truncate_wal() {
+  // One row: (busy, log frames, checkpointed frames); busy = 1 when it could not finish.
+  TS_ASSIGN_OR_RETURN(auto st, prepare("PRAGMA wal_checkpoint(TRUNCATE)"));
+  TS_ASSIGN_OR_RETURN(bool row, st.step());
+  return row && st.column_int64(0) == 0;
 }
 
 Status Database::exec(std::string_view sql) {

@@ -46,6 +46,9 @@ enum class Code : int {
   // A bound of D13 or of HQ's quotas: too many addresses, contacts, affiliations or
   // loyalty cards on one customer. The same request fails again.
   limit_exceeded,
+  // The customer was erased (right to erasure, `hq erase-customer`): nothing is ever
+  // written for its GUID again.
+  erased,
 };
 
 constexpr std::string_view code_name(Code c) noexcept {
@@ -68,13 +71,14 @@ constexpr std::string_view code_name(Code c) noexcept {
     case Code::constraint_violation: return "constraint_violation";
     case Code::outcome_unknown: return "outcome_unknown";
     case Code::limit_exceeded: return "limit_exceeded";
+    case Code::erased: return "erased";
   }
   return "internal";
 }
 
 // The Code whose code_name() is `name`; nullopt for unknown names.
 constexpr std::optional<Code> parse_code(std::string_view name) noexcept {
-  for (int i = 0; i <= static_cast<int>(Code::limit_exceeded); ++i) {
+  for (int i = 0; i <= static_cast<int>(Code::erased); ++i) {
     if (code_name(static_cast<Code>(i)) == name) return static_cast<Code>(i);
   }
   return std::nullopt;

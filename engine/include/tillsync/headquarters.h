@@ -92,12 +92,23 @@ struct CompactionReport {
   std::int64_t received_removed = 0;  // received operations deleted after their retention
 };
 
+// What an erasure did (Headquarters::erase_customer, `hq erase-customer`).
+struct ErasureReport {
+  Guid customer;                              // the GUID erased
+  std::optional<std::string> account_number;  // its account number, when it had one
+  std::vector<Guid> aliases;                  // GUIDs merged into it, erased with it
+  HqTransaction::Erased rows;                 // what was deleted or redacted
+  bool already_erased = false;  // erased before: only what arrived since was redacted
+  bool scrubbed = false;        // the store's own files hold no old copy (HqStore::scrub)
+};
+
 struct JobReport {
   std::size_t applied = 0;
   std::size_t converted = 0;  // async customers that got an account number
   std::size_t failed = 0;
   std::size_t waiting = 0;    // operations whose customer HQ has not received yet
   std::size_t remaining = 0;  // staged operations left for a later pass
+  std::size_t erased = 0;     // of `failed`: operations on erased customers, redacted
 };
 
 class Headquarters {
@@ -188,6 +199,16 @@ class Headquarters {
   // (HqOptions), at most `max_rows` of each. The sync job calls it every
   // compaction_interval_ms; `hq compact` calls it until nothing is left.
   Result<CompactionReport> compact(std::size_t max_rows = 50'000);
+
+  // ---- right to erasure (docs/operations.md) ----
+  // Removes the personal data of one customer from everything HQ keeps (HqTransaction::
+  // erase_customer) in one transaction and publishes the erasure on the feed, so every
+  // terminal that has the customer deletes its copy and redacts its change log. From
+  // then on an operation or request for the GUID (or a GUID merged into it) fails with
+  // Code::erased. `account_or_guid`: an account number, the customer's GUID, a GUID
+  // merged into it, or the GUID of a create HQ holds but never applied (failed). Erasing
+  // again is harmless (already_erased). not_found when HQ holds nothing of it.
+  Result<ErasureReport> erase_customer(std::string_view account_or_guid);
 
   // ---- back office ----
   Result<Customer> edit_customer(std::string_view account_or_guid,

@@ -59,6 +59,10 @@ struct PullReply {
   // was away longer than HQ's feed retention). It pulls from the start again, a
   // snapshot of its scope; HQ did not go back.
   bool compacted = false;
+  // Customers HQ erased (right to erasure): the terminal deletes its copy, the GUIDs
+  // merged into it, and redacts their operations in its change log. Applied after
+  // `customers` (a page never holds both a customer and its erasure).
+  std::vector<Guid> erased{};
 };
 
 // Why HQ was unreachable, as far as the link can tell.

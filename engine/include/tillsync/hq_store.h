@@ -83,11 +83,17 @@ struct FeedEntry {
   // into another store's customer: `customer` then holds only the GUID and account
   // number, and the node receives the mapping, not the customer.
   bool mapping_only = false;
+  // The customer whose GUID is customer.guid was erased (right to erasure): a node
+  // deletes its copy. `customer` holds only the GUID. Erasure turns the customer's
+  // earlier entries into such entries too, each keeping the mark it had (`mark`).
+  bool erased = false;
+  std::uint64_t mark = 0;  // when not 0: feed_mark() of the entry as it was before erasure
 };
 
 // A fingerprint of one feed entry (its seq and content; never 0). A terminal keeps the
 // mark of its pull cursor and sends it back, so HQ can tell that the cursor is a
-// position of its own feed and not of an HQ database it was restored over.
+// position of its own feed and not of an HQ database it was restored over. An entry an
+// erasure redacted keeps the mark it had (FeedEntry::mark).
 std::uint64_t feed_mark(const FeedEntry& e);
 
 // The last write HQ applied to one field of a customer: who, when (HLC), and the
@@ -243,6 +249,30 @@ class HqTransaction {
   };
   virtual Result<Pruned> pruned_through(std::string_view node) = 0;
 
+  // ---- right to erasure ----
+  // Whether `guid` names a customer HQ erased (or a GUID merged into one).
+  virtual Result<bool> is_erased(const Guid& guid) = 0;
+  // The GUIDs merged into `target` (duplicates), in GUID order.
+  virtual Result<std::vector<Guid>> aliases_of(const Guid& target) = 0;
+  // What erase_customer() found and removed or redacted.
+  struct Erased {
+    std::int64_t customers = 0;  // customers deleted (0 when its create never applied)
+    std::int64_t statuses = 0;   // status view rows cleared
+    std::int64_t received = 0;   // received operations whose payload was redacted
+    std::int64_t feed = 0;       // feed entries turned into erasure entries
+    std::int64_t conflicts = 0;  // journaled conflicts whose values were redacted
+  };
+  // Removes the personal data of customer `guid` (and of the GUIDs in `aliases`, merged
+  // into it) from every table: the customer and its children, duplicate match keys,
+  // field write state, tombstones, real-time requests, aliases; redacts the payloads of
+  // received operations (staged or waiting ones fail with `erased`), the values of
+  // journaled conflicts, the status rows' errors and account number, and turns the
+  // customer's feed entries into erasure entries keeping their marks. Records every
+  // GUID as erased at `at_ms`. The caller appends the erasure entry (append_erasure).
+  virtual Result<Erased> erase_customer(const Guid& guid, std::span<const Guid> aliases, std::int64_t at_ms) = 0;
+  // Publishes that `guid` was erased, to nodes of `channel` (and unfiltered ones).
+  virtual Status append_erasure(const Guid& guid, std::string_view channel) = 0;
+
   // HQ's persisted settings (HLC, policies), by key. The setting kHlcSetting only ever
   // grows: a backend shared by several HQ processes keeps the maximum of concurrent
   // writes instead of the last one.
@@ -292,6 +322,11 @@ class HqStore {
   // What HQ received from `node`, in seq order (for export-log).
   virtual Result<std::vector<LogRecord>> received(std::string_view node, std::int64_t after,
                                                   std::size_t limit) = 0;
+  // After an erasure: leaves no copy of deleted values in the store's own files where
+  // it can (SQLite: checkpoints and truncates the write-ahead log; true when done,
+  // false when another connection kept it busy). PostgreSQL: nothing to do here (true);
+  // dead rows go at VACUUM (docs/operations.md, "Right to erasure").
+  virtual Result<bool> scrub() { return true; }
 };
 
 struct SqliteHqOptions {

@@ -2,8 +2,8 @@
 //
 // Rows are (seq, op_id, entity, kind, hlc, node_id, payload). `seq` increases from 1,
 // densely except where renumber_after() moved a suffix; rows are never updated (a
-// trigger refuses UPDATE) except by the recoveries from restores, which delete and
-// insert them again (renumber_after, rewrite_payloads). A prefix may be deleted
+// trigger refuses UPDATE) except by the recoveries from restores and by an erasure,
+// which delete and insert them again (renumber_after, rewrite_payloads, redact). A prefix may be deleted
 // (remove_through: the opt-in log retention), never the newest row, so a seq is never
 // given out twice. Appends take the caller's open Transaction so that a domain
 // change and its log row commit together.
@@ -61,6 +61,9 @@ BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END;
   // Replaces the payloads of the rows at the given seqs, keeping everything else (the
   // recovery that drops base versions of another HQ database, docs/protocol.md).
   Status rewrite_payloads(Transaction& txn, const std::vector<std::pair<std::int64_t, std::string>>& payloads);
+  // Empties the payload of every row about `entity` (the right to erasure: the rows keep
+  // their place, seq, op id and kind, not their content). Returns how many it emptied.
+  Result<std::int64_t> redact(Transaction& txn, std::string_view entity);
   // Deletes every row with seq <= through_seq (a prefix: the log retention compacts
   // what HQ acknowledged). The newest row is never deleted: a call that would delete it
   // deletes nothing and fails, so last_seq() never goes back and append() never gives

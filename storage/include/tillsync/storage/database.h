@@ -82,7 +82,9 @@ class Database {
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
 
-  // Opens (or creates) `path` in WAL mode with the given durability and busy timeout.
+  // Opens (or creates) `path` in WAL mode with the given durability and busy timeout,
+  // with secure_delete on: content deleted or replaced is overwritten with zeros, so
+  // freed pages keep no old values (right to erasure).
   // A file that is not an SQLite database yields Code::not_a_tillsync_database.
   static Result<std::unique_ptr<Database>> open(const std::string& path,
                                                 const DatabaseOptions& options = {});
@@ -96,6 +98,12 @@ class Database {
   // Runs `sql` (with no parameters) and returns the first column of the first row as
   // an integer; nullopt when there is no row or it is NULL.
   Result<std::optional<std::int64_t>> query_int(std::string_view sql);
+
+  // Copies the write-ahead log into the database file and truncates it to zero bytes,
+  // so no page image written before lingers in it (after an erasure). Returns false
+  // when another connection's reader or writer kept it from completing (busy); the
+  // data is safe either way.
+  Result<bool> truncate_wal();
 
   std::int64_t last_insert_rowid() const;
   // Rows changed by the last INSERT/UPDATE/DELETE on this connection.
