@@ -717,6 +717,55 @@ TEST_F(HqCliTest, CompactDeletesAppliedOperationsAndExportLogSaysWhatHqStillHold
   EXPECT_NE(human.out.find("HQ holds seqs 3-3"), std::string::npos) << describe(human);
 }
 
+// Issue 18, item 5, from the command line: `hq erase-customer` by account number, the
+// terminal drops its copy at its next sync, and no file the commands wrote (HQ's
+// database on SQLite, the till's, a capture exported afterwards) holds the erased
+// name, e-mail or phone.
+TEST_F(HqCliTest, EraseCustomerLeavesNoTraceInTheFilesTheCommandsWrote) {
+  init_hq();
+  start_hq();
+  init_terminal("S002", {"--async-mode", "--async-edits"});
+  const std::vector<std::string> erased_values{"Erasmina", "Forgettable", "erasmina@example.net", "5550142424"};
+  std::string guid = create("S002", {"--first-name", "Erasmina", "--last-name", "Forgettable", "--email",
+                                     "erasmina@example.net", "--phone", "+15550142424"})["guid"];
+  std::string other = create("S002", {"--first-name", "Kept", "--last-name", "Around"})["guid"];
+  sync("S002");
+  run_job();
+  sync("S002");
+  json customers = hq_customers();
+  std::string account;
+  for (const json& c : customers)
+    if (c["guid"] == guid) account = c["account_number"];
+  ASSERT_TRUE(is_account_number(account)) << customers.dump();
+
+  json e = ok_json({"hq", "erase-customer", "--db", hq_db_, account});
+  EXPECT_EQ(e["guid"], guid);
+  EXPECT_EQ(e["account_number"], account);
+  EXPECT_EQ(e["already_erased"], false);
+  EXPECT_EQ(e["customer_deleted"], true);
+  EXPECT_GE(e["received_redacted"], 1);
+  EXPECT_GE(e["feed_redacted"], 1);
+  RunResult again = run({"hq", "erase-customer", "--db", hq_db_, guid});
+  EXPECT_EQ(again.exit, 0) << describe(again);
+  EXPECT_NE(again.out.find("was erased before"), std::string::npos) << describe(again);
+  EXPECT_EQ(error_json({"hq", "erase-customer", "--db", hq_db_, "C999999999"}, 3)["code"], "not_found");
+  EXPECT_EQ(run({"hq", "erase-customer", "--db", hq_db_}).exit, 2);
+
+  sync("S002");
+  EXPECT_EQ(run({"store", "show", "--db", terminal_db("S002"), guid}).exit, 3);
+  EXPECT_EQ(run({"store", "show", "--db", terminal_db("S002"), other}).exit, 0);
+  ok_json({"store", "export-log", "--db", terminal_db("S002"), "--out", dir_.file("till.tslog")});
+  ok_json({"hq", "export-log", "--db", hq_db_, "--node", "S002/T01", "--out", dir_.file("hq.tslog")});
+  stop_hq();
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir_.path())) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (const std::string& v : erased_values)
+      EXPECT_EQ(bytes.find(v), std::string::npos) << entry.path().filename() << " holds " << v;
+  }
+}
+
 TEST_F(HqCliTest, StoppedHqMeansHqUnreachable) {
   init_hq();
   start_hq();
