@@ -8,15 +8,17 @@
 // terminal or HQ from an older backup, replaces HQ with a new database (a new epoch),
 // skews and turns back terminals' clocks (some beyond the offset HQ believes), fills
 // the disk or fails I/O under SQLite (tests/support/fault_vfs.h) on a terminal or at HQ,
-// and interleaves partial runs of HQ's customer sync job with everything else. Every
-// seed picks a conflict policy and a duplicate policy.
+// and interleaves partial runs of HQ's customer sync job with everything else; an
+// operator now and then erases a customer (right to erasure), and erases it again after
+// HQ's database went back. Every seed picks a conflict policy and a duplicate policy.
 //
 // The oracle keeps its own expected state, built only from the generated history (the
 // operations the terminals performed, as they logged them) and the rules of DESIGN.md
 // §4, never from HQ: under last-writer-wins every field of every customer, every address
 // and contact (removals win), and the number of loyalty cards HQ issued; under every
 // policy the customers that exist and the account numbers the terminals show (equal to
-// HQ's, GUID by GUID). HQ and every terminal are compared with it field by field at the
+// HQ's, GUID by GUID); an erased customer is nowhere, and only operations on erased
+// customers fail. HQ and every terminal are compared with it field by field at the
 // end, after the network heals. During the run: an acknowledged operation is at HQ, and a
 // terminal's acknowledged cursor never goes back.
 //
@@ -69,6 +71,7 @@ struct Counters {
   std::uint64_t compacted_rows = 0, log_losses = 0;  // log retention: rows compacted, losses reported
   std::uint64_t received_pruned = 0;  // operations HQ pruned after their retention (at the end)
   std::uint64_t feed_compacted = 0;   // how far HQ compacted its feed (at the end)
+  std::uint64_t erasures = 0;         // customers an operator erased (right to erasure)
 };
 
 // Messages HQ receives after their sender stopped waiting: run later, in any order.
@@ -241,6 +244,7 @@ struct ExpectedCustomer {
 class Oracle {
  public:
   void record(const std::string& node, const LogRecord& rec, std::int64_t hq_now) {
+    if (rec.payload.empty()) return;  // redacted by an erasure before the oracle read it
     auto decoded = decode_payload(rec.kind, rec.payload);
     ASSERT_TRUE(decoded.ok()) << decoded.status().to_string();
     // HQ believes a terminal's clock up to the offset ahead of its own at receipt; a
@@ -481,7 +485,7 @@ struct Sim {
     bool restored = false;
   };
 
-  Sim(std::uint64_t seed, bool on_pg) : rng(seed), dir(/*in_memory=*/true), hq_clock(kStart), pg(on_pg) {
+  Sim(std::uint64_t seed, bool on_pg) : rng(seed), erase_rng(seed ^ 0x5eed0e7a5e), dir(/*in_memory=*/true), hq_clock(kStart), pg(on_pg) {
     FaultVfs::install();
     FaultVfs::disarm_all();
     policy = static_cast<ConflictPolicy>(rng() % 3);
@@ -590,7 +594,9 @@ struct Sim {
                            // a filtered till (D5) cannot create while HQ does not answer
                            c == Code::offline_creation_blocked ||
                            // a real-time edit from a copy newer than HQ's database, gone back
-                           (c == Code::invalid_input && s.field() == "base_version" && hq_went_back);
+                           (c == Code::invalid_input && s.field() == "base_version" && hq_went_back) ||
+                           // a real-time request for a customer an operator erased
+                           (c == Code::erased && !erased.empty());
     EXPECT_TRUE(explained) << what << ": " << s.to_string();
   }
 
@@ -929,6 +935,39 @@ struct Sim {
     ++counters.disk_faults;
   }
 
+  // An operator erases one of HQ's customers (right to erasure). After HQ's database
+  // went back (a restore, a new epoch) the operator erases it again once the tills have
+  // synced (docs/operations.md): reerase().
+  void erase() {
+    auto all = hq->customers("");
+    if (!all.ok()) return expect_explained(all.status(), "customers at HQ");
+    if (all->empty()) return;
+    auto r = hq->erase_customer((*all)[erase_rng() % all->size()].guid.to_string());
+    if (!r.ok()) return expect_explained(r.status(), "erase");
+    erased.insert(r->customer);
+    erased.insert(r->aliases.begin(), r->aliases.end());
+    ++counters.erasures;
+    if (std::getenv("TILLSYNC_SIM_TRACE") != nullptr)
+      std::printf("  erased %s (%zu merged into it)\n", r->customer.to_string().c_str(), r->aliases.size());
+  }
+  void reerase() {
+    unknown_erased.clear();
+    for (const Guid& g : std::set<Guid>(erased)) {
+      auto r = hq->erase_customer(g.to_string());
+      if (!r.ok() && r.status().code() == Code::not_found) {
+        // Not at this HQ (yet): its database went back past the customer, and no till
+        // sent it again (docs/operations.md: such a till's copy is out of HQ's reach).
+        EXPECT_TRUE(hq_went_back) << g.to_string();
+        unknown_erased.insert(g);
+        continue;
+      }
+      ASSERT_TRUE(r.ok()) << r.status().to_string();
+      erased.insert(r->aliases.begin(), r->aliases.end());
+      if (std::getenv("TILLSYNC_SIM_TRACE") != nullptr && !r->already_erased)
+        std::printf("  erased %s again\n", g.to_string().c_str());
+    }
+  }
+
   void clock_jump(Terminal& t) {
     // Back a day (a wrong NTP step), or forward a few minutes.
     if (rng() % 2 == 0) t.clock->advance(-24LL * 3600 * 1000);
@@ -946,6 +985,7 @@ struct Sim {
     for (int round = 0; round < 3; ++round) {
       for (auto& t : terminals) ASSERT_TRUE(sync(t)) << t.id << " cannot sync after heal";
       for (int i = 0; i < 5; ++i) run_job(1'000'000);
+      ASSERT_NO_FATAL_FAILURE(reerase());
     }
     for (auto& t : terminals) ASSERT_TRUE(sync(t)) << t.id << " cannot sync after heal";
   }
@@ -1028,7 +1068,9 @@ struct Sim {
         history.may_be_lost(op);
       }
     }
-    EXPECT_TRUE(hq->sync_status(SyncStatus::failed).value().empty());
+    // Failed: only operations on customers an operator erased.
+    for (const SyncStatusRecord& row : hq->sync_status(SyncStatus::failed).value())
+      EXPECT_TRUE(erased.contains(row.guid)) << "status row " << row.guid.to_string() << " failed: " << row.last_error;
     // Log retention: an operation a till compacted is at HQ, unless the till said that
     // HQ lacks its seq (HQ went back past it, or was replaced): never silently. A till
     // whose disk went back is left out: HQ may then hold another copy's operations at
@@ -1058,6 +1100,10 @@ struct Sim {
     ASSERT_TRUE(store.ok());
     for (const auto& [guid, expected] : history.customers()) {
       if (expected.creator.empty()) continue;  // an operation on a customer created before a lost backup
+      if (erased.contains(guid)) {
+        EXPECT_FALSE(by_guid.contains(guid)) << "erased customer " << guid.to_string() << " is at HQ";
+        continue;
+      }
       Guid target = guid;
       const bool must_exist = required.contains(history.create_of(guid));
       if (!by_guid.contains(guid) && !must_exist) {
@@ -1096,6 +1142,10 @@ struct Sim {
     for (const SyncStatusRecord& row : hq->sync_status(std::nullopt).value()) {
       // Pending is right only for operations waiting for a creation that was lost before
       // HQ had it (the terminal's disk went back past it): they wait, saying so.
+      if (erased.contains(row.guid)) {
+        EXPECT_FALSE(row.account_number) << "erased customer " << row.guid.to_string() << " keeps its account number";
+        continue;
+      }
       if (row.status == SyncStatus::pending) {
         EXPECT_TRUE(!by_guid.contains(row.guid) && !required.contains(history.create_of(row.guid)) &&
                     row.last_error.find("has not received") != std::string::npos)
@@ -1181,11 +1231,14 @@ struct Sim {
       std::set<Guid> mine;
       for (const Customer& c : t.node->search("").value()) {
         mine.insert(c.guid);
+        EXPECT_FALSE(erased.contains(c.guid) && !unknown_erased.contains(c.guid))
+            << t.id << " still holds erased customer " << c.guid.to_string();
         auto it = by_guid.find(c.guid);
         if (t.filtered && it != by_guid.end()) {
           EXPECT_EQ(channel_at_hq[c.guid], store) << t.id << " is filtered and holds " << c.guid.to_string()
                                                   << " of another store";
         }
+        if (it == by_guid.end() && unknown_erased.contains(c.guid)) continue;
         if (it == by_guid.end()) {
           // Only a copy of a customer whose create was lost everywhere: logged, then lost
           // with a replaced disk, or made by HQ in real time for a terminal that never
@@ -1243,6 +1296,11 @@ struct Sim {
       EXPECT_EQ(r.policy, policy) << what;
       EXPECT_TRUE(pairs.insert({r.customer, r.field, write(r.kept_write, r.kept), write(r.lost_write, r.lost)}).second)
           << what << " is journaled twice";
+      if (erased.contains(r.customer)) {
+        EXPECT_EQ(r.kept, "(erased)") << what;
+        EXPECT_EQ(r.lost, "(erased)") << what;
+        continue;
+      }
       if (rts_written.contains(r.customer) || history.uncertain(r.customer)) continue;
       const bool removal = r.field.rfind("child:", 0) == 0;
       if (removal) {
@@ -1267,6 +1325,7 @@ struct Sim {
   }
 
   std::mt19937_64 rng;
+  std::mt19937_64 erase_rng;  // when and whom an operator erases (erase())
   TempDir dir;
   ManualClock hq_clock;
   bool pg;
@@ -1288,6 +1347,8 @@ struct Sim {
   std::set<Guid> seen_ops;
   std::set<Guid> ever_held, ever_held_in_backup;  // remember_held()
   std::set<Guid> merged;
+  std::set<Guid> erased;  // customers an operator erased, with the GUIDs merged into them
+  std::set<Guid> unknown_erased;  // of those, the ones HQ knew nothing of at the end
   int counter = 0;
   int fault_steps = 0;
   int crash_steps = 0;  // an armed crash that has not happened is disarmed after these
@@ -1341,6 +1402,13 @@ void run_seed(std::uint64_t seed, Counters& totals) {
     else { step("clock jump"); sim.clock_jump(t); }
     if (sim.any_crashed()) step("crashed: recover");
     ASSERT_NO_FATAL_FAILURE(sim.recover_crashes());
+    // Erasures come from a generator of their own, so that the seeds keep the histories
+    // they had before erasure existed (with erasures in between).
+    if (sim.erase_rng() % 120 == 0) {
+      step("erase");
+      sim.erase();
+      ASSERT_NO_FATAL_FAILURE(sim.recover_crashes());
+    }
   }
   if (::testing::Test::HasFatalFailure()) return;
   ASSERT_NO_FATAL_FAILURE(sim.heal_and_settle());
@@ -1364,6 +1432,7 @@ void run_seed(std::uint64_t seed, Counters& totals) {
   totals.received_pruned += c.received_pruned;
   totals.feed_compacted += c.feed_compacted;
   totals.log_losses += c.log_losses;
+  totals.erasures += c.erasures;
 }
 
 TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
@@ -1382,7 +1451,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       "%llu terminal restores, %llu HQ restores, %llu new epochs, %llu disk faults (%ld writes refused), "
       "%llu crashes inside transactions, %llu clock jumps; %llu conflict journal entries checked; "
       "%llu log rows compacted, %llu losses of compacted rows reported; HQ pruned received operations "
-      "up to %llu seqs and compacted its feed up to %llu\n",
+      "up to %llu seqs and compacted its feed up to %llu; %llu customers erased\n",
       static_cast<unsigned long long>(seed - 1), static_cast<unsigned long long>(totals.lost_requests),
       static_cast<unsigned long long>(totals.lost_replies), static_cast<unsigned long long>(totals.duplicated),
       static_cast<unsigned long long>(totals.stale), static_cast<unsigned long long>(totals.late),
@@ -1392,7 +1461,8 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       FaultVfs::refused() - refused_before, static_cast<unsigned long long>(totals.crashes),
       static_cast<unsigned long long>(totals.clock_jumps), static_cast<unsigned long long>(totals.journal_entries),
       static_cast<unsigned long long>(totals.compacted_rows), static_cast<unsigned long long>(totals.log_losses),
-      static_cast<unsigned long long>(totals.received_pruned), static_cast<unsigned long long>(totals.feed_compacted));
+      static_cast<unsigned long long>(totals.received_pruned), static_cast<unsigned long long>(totals.feed_compacted),
+      static_cast<unsigned long long>(totals.erasures));
   if (HasFailure()) return;
   // Faults that never happen prove nothing.
   EXPECT_GT(totals.lost_replies, n / 2);
@@ -1406,6 +1476,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
   EXPECT_GT(totals.compacted_rows, n / 2);
   EXPECT_GT(totals.received_pruned, n);
   EXPECT_GT(totals.feed_compacted, n);
+  EXPECT_GT(totals.erasures, n / 4);
 }
 
 }  // namespace

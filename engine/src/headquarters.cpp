@@ -1205,7 +1205,12 @@ Result<ErasureReport> Headquarters::erase_customer(std::string_view id) {
     const HqTransaction::Erased& n = out.rows;
     if (!c && !out.already_erased && n.statuses == 0 && n.received == 0 && n.feed == 0)
       return not_found(out.customer);
-    if (!out.already_erased) TS_RETURN_IF_ERROR(tx->append_erasure(out.customer, channel));
+    // Each GUID merged into it too: a terminal may hold one as a customer of its own
+    // (it had not pulled the merge), and the merge entries are erasure entries now.
+    if (!out.already_erased) {
+      TS_RETURN_IF_ERROR(tx->append_erasure(out.customer, channel));
+      for (const Guid& alias : out.aliases) TS_RETURN_IF_ERROR(tx->append_erasure(alias, channel));
+    }
     TS_RETURN_IF_ERROR(tx->commit());
     return out;
   });
