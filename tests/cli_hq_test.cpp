@@ -766,6 +766,48 @@ TEST_F(HqCliTest, EraseCustomerLeavesNoTraceInTheFilesTheCommandsWrote) {
   }
 }
 
+// Issue 18, item 6, from the command line: `hq merge-customers KEEP DROP`, journaled
+// in `hq merges`; DROP's account number names KEEP afterwards; the terminal shows KEEP
+// under DROP's GUID after its next sync.
+TEST_F(HqCliTest, MergeCustomersMakesTheDroppedCustomerANameOfTheKeptOne) {
+  init_hq();
+  start_hq();
+  init_terminal("S002", {"--async-mode", "--async-edits"});
+  std::string keep = create("S002", {"--first-name", "Grace", "--last-name", "Hopper", "--email", "grace@example.org"})["guid"];
+  std::string drop = create("S002", {"--first-name", "Grace", "--last-name", "B. Hopper", "--phone", "+1 555 0100"})["guid"];
+  sync("S002");
+  run_job();
+  sync("S002");
+  std::string keep_account, drop_account;
+  for (const json& c : hq_customers()) {
+    if (c["guid"] == keep) keep_account = c["account_number"];
+    if (c["guid"] == drop) drop_account = c["account_number"];
+  }
+  ASSERT_TRUE(is_account_number(keep_account) && is_account_number(drop_account));
+  EXPECT_EQ(run({"hq", "merge-customers", "--db", hq_db_, keep_account}).exit, 2);
+  EXPECT_EQ(error_json({"hq", "merge-customers", "--db", hq_db_, keep_account, keep}, 3)["code"], "invalid_input");
+  EXPECT_EQ(error_json({"hq", "merge-customers", "--db", hq_db_, keep_account, "C999999999"}, 3)["code"], "not_found");
+
+  json m = ok_json({"hq", "merge-customers", "--db", hq_db_, keep_account, drop_account});
+  EXPECT_EQ(m["customer"]["guid"], keep);
+  EXPECT_EQ(m["customer"]["phone"], "+1 555 0100");  // filled from DROP
+  EXPECT_EQ(m["dropped_guid"], drop);
+  EXPECT_EQ(m["dropped_account"], drop_account);
+  json journal = ok_json({"hq", "merges", "--db", hq_db_});
+  ASSERT_EQ(journal["merges"].size(), 1u);
+  EXPECT_EQ(journal["merges"][0]["kept_account"], keep_account);
+  EXPECT_EQ(journal["merges"][0]["dropped_account"], drop_account);
+  // DROP's account number names KEEP at HQ.
+  json edited = ok_json({"hq", "edit-customer", "--db", hq_db_, drop_account, "--set", "title=Rear Admiral"});
+  EXPECT_EQ(edited["guid"], keep);
+  EXPECT_EQ(hq_customers().size(), 1u);
+
+  sync("S002");
+  json shown = ok_json({"store", "show", "--db", terminal_db("S002"), drop});
+  EXPECT_EQ(shown["guid"], keep);
+  EXPECT_EQ(shown["title"], "Rear Admiral");
+}
+
 TEST_F(HqCliTest, StoppedHqMeansHqUnreachable) {
   init_hq();
   start_hq();

@@ -10,7 +10,8 @@
 // the disk or fails I/O under SQLite (tests/support/fault_vfs.h) on a terminal or at HQ,
 // and interleaves partial runs of HQ's customer sync job with everything else; an
 // operator now and then erases a customer (right to erasure), and erases it again after
-// HQ's database went back. Every seed picks a conflict policy and a duplicate policy.
+// HQ's database went back; after the faults it merges customers found to be one person.
+// Every seed picks a conflict policy and a duplicate policy.
 //
 // The oracle keeps its own expected state, built only from the generated history (the
 // operations the terminals performed, as they logged them) and the rules of DESIGN.md
@@ -72,6 +73,7 @@ struct Counters {
   std::uint64_t received_pruned = 0;  // operations HQ pruned after their retention (at the end)
   std::uint64_t feed_compacted = 0;   // how far HQ compacted its feed (at the end)
   std::uint64_t erasures = 0;         // customers an operator erased (right to erasure)
+  std::uint64_t operator_merges = 0;  // identity merges an operator made
 };
 
 // Messages HQ receives after their sender stopped waiting: run later, in any order.
@@ -950,6 +952,28 @@ struct Sim {
     if (std::getenv("TILLSYNC_SIM_TRACE") != nullptr)
       std::printf("  erased %s (%zu merged into it)\n", r->customer.to_string().c_str(), r->aliases.size());
   }
+  // An operator merges two of HQ's customers found to be one person (identity merge).
+  void merge() {
+    auto all = hq->customers("");
+    if (!all.ok()) return expect_explained(all.status(), "customers at HQ");
+    if (all->size() < 2) return;
+    const std::size_t k = erase_rng() % all->size();
+    const std::size_t d = (k + 1 + erase_rng() % (all->size() - 1)) % all->size();
+    const Guid keep = (*all)[k].guid, drop = (*all)[d].guid;
+    auto r = hq->merge_customers(keep.to_string(), drop.to_string());
+    if (!r.ok()) {
+      // Together they would pass a bound of D13 (a list of more than 50).
+      if (r.status().code() == Code::limit_exceeded) return;
+      return expect_explained(r.status(), "merge");
+    }
+    merged.insert(keep);
+    merged.insert(drop);
+    merged.insert(r->renamed.begin(), r->renamed.end());
+    ++counters.operator_merges;
+    if (std::getenv("TILLSYNC_SIM_TRACE") != nullptr)
+      std::printf("  merged %s into %s\n", drop.to_string().c_str(), keep.to_string().c_str());
+  }
+
   void reerase() {
     unknown_erased.clear();
     for (const Guid& g : std::set<Guid>(erased)) {
@@ -962,6 +986,9 @@ struct Sim {
         continue;
       }
       ASSERT_TRUE(r.ok()) << r.status().to_string();
+      // Merged since into another customer (HQ went back past the erasure): that one is
+      // the same person and goes with it.
+      erased.insert(r->customer);
       erased.insert(r->aliases.begin(), r->aliases.end());
       if (std::getenv("TILLSYNC_SIM_TRACE") != nullptr && !r->already_erased)
         std::printf("  erased %s again\n", g.to_string().c_str());
@@ -982,6 +1009,13 @@ struct Sim {
     FaultVfs::disarm_all();
     while (!deferred.empty()) deliver_late();  // every message in flight arrives
     for (auto& t : terminals) t.link->net = Net::up;
+    // Identity merges, once the faults are over: an operator merges customers found to
+    // be one person (merges under faults, and HQ going back past one, are not in the
+    // run yet: docs/testing.md).
+    for (auto& t : terminals) ASSERT_TRUE(sync(t)) << t.id << " cannot sync after heal";
+    for (int i = 0; i < 5; ++i) run_job(1'000'000);
+    for (int i = 0; i < 2; ++i)
+      if (erase_rng() % 2 == 0) merge();
     for (int round = 0; round < 3; ++round) {
       for (auto& t : terminals) ASSERT_TRUE(sync(t)) << t.id << " cannot sync after heal";
       for (int i = 0; i < 5; ++i) run_job(1'000'000);
@@ -1325,7 +1359,7 @@ struct Sim {
   }
 
   std::mt19937_64 rng;
-  std::mt19937_64 erase_rng;  // when and whom an operator erases (erase())
+  std::mt19937_64 erase_rng;  // when and whom an operator erases or merges (erase(), merge())
   TempDir dir;
   ManualClock hq_clock;
   bool pg;
@@ -1402,8 +1436,8 @@ void run_seed(std::uint64_t seed, Counters& totals) {
     else { step("clock jump"); sim.clock_jump(t); }
     if (sim.any_crashed()) step("crashed: recover");
     ASSERT_NO_FATAL_FAILURE(sim.recover_crashes());
-    // Erasures come from a generator of their own, so that the seeds keep the histories
-    // they had before erasure existed (with erasures in between).
+    // An operator's erasures (and merges, at the end) come from a generator of their
+    // own, so that the seeds keep the histories they had before (with those in between).
     if (sim.erase_rng() % 120 == 0) {
       step("erase");
       sim.erase();
@@ -1433,6 +1467,7 @@ void run_seed(std::uint64_t seed, Counters& totals) {
   totals.feed_compacted += c.feed_compacted;
   totals.log_losses += c.log_losses;
   totals.erasures += c.erasures;
+  totals.operator_merges += c.operator_merges;
 }
 
 TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
@@ -1451,7 +1486,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       "%llu terminal restores, %llu HQ restores, %llu new epochs, %llu disk faults (%ld writes refused), "
       "%llu crashes inside transactions, %llu clock jumps; %llu conflict journal entries checked; "
       "%llu log rows compacted, %llu losses of compacted rows reported; HQ pruned received operations "
-      "up to %llu seqs and compacted its feed up to %llu; %llu customers erased\n",
+      "up to %llu seqs and compacted its feed up to %llu; %llu customers erased, %llu merged by an operator\n",
       static_cast<unsigned long long>(seed - 1), static_cast<unsigned long long>(totals.lost_requests),
       static_cast<unsigned long long>(totals.lost_replies), static_cast<unsigned long long>(totals.duplicated),
       static_cast<unsigned long long>(totals.stale), static_cast<unsigned long long>(totals.late),
@@ -1462,7 +1497,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
       static_cast<unsigned long long>(totals.clock_jumps), static_cast<unsigned long long>(totals.journal_entries),
       static_cast<unsigned long long>(totals.compacted_rows), static_cast<unsigned long long>(totals.log_losses),
       static_cast<unsigned long long>(totals.received_pruned), static_cast<unsigned long long>(totals.feed_compacted),
-      static_cast<unsigned long long>(totals.erasures));
+      static_cast<unsigned long long>(totals.erasures), static_cast<unsigned long long>(totals.operator_merges));
   if (HasFailure()) return;
   // Faults that never happen prove nothing.
   EXPECT_GT(totals.lost_replies, n / 2);
@@ -1477,6 +1512,7 @@ TEST(Simulation, SeededHistoriesMatchTheOracleUnderEveryFault) {
   EXPECT_GT(totals.received_pruned, n);
   EXPECT_GT(totals.feed_compacted, n);
   EXPECT_GT(totals.erasures, n / 4);
+  EXPECT_GT(totals.operator_merges, n / 4);
 }
 
 }  // namespace

@@ -670,6 +670,91 @@ void add_erase(CLI::App& hq, Cli& cli) {
 }
 
 // ---------------------------------------------------------------------------
+// hq merge-customers, hq merges
+
+Json merge_json(const MergeRecord& m) {
+  Json j;
+  j["id"] = m.id;
+  j["kept_guid"] = m.kept.to_string();
+  j["kept_account"] = m.kept_account ? Json(*m.kept_account) : Json(nullptr);
+  j["dropped_guid"] = m.dropped.to_string();
+  j["dropped_account"] = m.dropped_account ? Json(*m.dropped_account) : Json(nullptr);
+  j["merged_at"] = iso8601_utc(m.at_ms);
+  return j;
+}
+
+struct MergeOptions {
+  std::string db, keep, drop;
+};
+
+int run_merge(const Cli& cli, const MergeOptions& o) {
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto r = (*hq)->merge_customers(o.keep, o.drop);
+  if (!r) return cli.fail(r.status());
+  Json j;
+  j["customer"] = customer_json(r->kept);
+  j["dropped_guid"] = r->dropped.to_string();
+  j["dropped_account"] = r->dropped_account ? Json(*r->dropped_account) : Json(nullptr);
+  Json renamed = Json::array();
+  for (const Guid& g : r->renamed) renamed.push_back(g.to_string());
+  j["renamed"] = renamed;
+  const std::string dropped =
+      r->dropped_account ? *r->dropped_account + " (guid " + r->dropped.to_string() + ")" : "guid " + r->dropped.to_string();
+  return cli.ok(j, "merged customer " + dropped + " into " + r->kept.account_id() +
+                       "; both GUIDs and account numbers now name it; terminals learn it at their next sync "
+                       "(journaled: hq merges)\n" +
+                       customer_text(r->kept));
+}
+
+void add_merge(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<MergeOptions>();
+  CLI::App* sub = hq.add_subcommand(
+      "merge-customers",
+      "Merge two existing customers found to be the same person: DROP becomes a name of\n"
+      "KEEP. KEEP keeps its values, fills its empty fields from DROP and takes over DROP's\n"
+      "addresses, contacts, affiliations and loyalty cards. Operations and requests on\n"
+      "either GUID reach KEEP, DROP's account number names KEEP at HQ, and every terminal\n"
+      "learns the merge at its next sync. Journaled ('hq merges').");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
+  sub->add_option("KEEP", o->keep, "The customer that stays: account number or GUID")->required();
+  sub->add_option("DROP", o->drop, "The customer merged into it: account number or GUID")->required();
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_merge(cli, *o); });
+}
+
+struct MergesOptions {
+  std::string db;
+};
+
+int run_merges(const Cli& cli, const MergesOptions& o) {
+  auto hq = open_hq(o.db);
+  if (!hq) return cli.fail(hq.status());
+  auto all = (*hq)->merges();
+  if (!all) return cli.fail(all.status());
+  Json list = Json::array();
+  std::string human;
+  for (const MergeRecord& m : *all) {
+    list.push_back(merge_json(m));
+    human += "#" + std::to_string(m.id) + " " + iso8601_utc(m.at_ms) + "  " +
+             m.dropped_account.value_or(m.dropped.to_string()) + " -> " + m.kept_account.value_or(m.kept.to_string()) +
+             "\n";
+  }
+  if (all->empty()) human = "no identity merges\n";
+  Json j;
+  j["merges"] = list;
+  return cli.ok(j, human.substr(0, human.size() - 1));
+}
+
+void add_merges(CLI::App& hq, Cli& cli) {
+  auto o = std::make_shared<MergesOptions>();
+  CLI::App* sub = hq.add_subcommand("merges", "The journal of identity merges ('hq merge-customers'), oldest first.");
+  sub->add_option("--db", o->db, kDbHelp)->required()->type_name("FILE|URL");
+  cli.add_json_flag(*sub);
+  cli.on_run(*sub, [&cli, o] { return run_merges(cli, *o); });
+}
+
+// ---------------------------------------------------------------------------
 // hq resync
 
 struct ResyncOptions {
@@ -1053,7 +1138,8 @@ void add_hq_commands(CLI::App& root, Cli& cli) {
   CLI::App* hq = root.add_subcommand(
       "hq",
       "Commands for the head office (HQ): set up and serve HQ, run the customer sync job,\n"
-      "look at customers and their synchronization status, back-office edits, erasure.");
+      "look at customers and their synchronization status, back-office edits, erasure,\n"
+      "identity merges.");
   hq->require_subcommand(1);
   cli.add_json_flag(*hq);
   add_init(*hq, cli);
@@ -1064,6 +1150,8 @@ void add_hq_commands(CLI::App& root, Cli& cli) {
   add_sync_status(*hq, cli);
   add_edit(*hq, cli);
   add_erase(*hq, cli);
+  add_merge(*hq, cli);
+  add_merges(*hq, cli);
   add_resync(*hq, cli);
   add_digest(*hq, cli);
   add_export(*hq, cli);

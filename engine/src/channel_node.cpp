@@ -203,8 +203,6 @@ struct ChannelNode::Impl {
     }
     const Guid asked = entity_of(p);
     TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
-    TS_ASSIGN_OR_RETURN(std::int64_t released, customers().upsert_from_hq(txn, a.customer));
-    (void)released;
     if (a.customer.guid != asked) {
       // HQ merged the GUID asked for into this customer: it names that one here too.
       TS_ASSIGN_OR_RETURN(auto st, db->prepare(
@@ -213,6 +211,24 @@ struct ChannelNode::Impl {
       TS_RETURN_IF_ERROR(st.run());
       TS_RETURN_IF_ERROR(customers().remove(txn, asked));
     }
+    // HQ carried the request out whatever this copy can store: a customer this terminal
+    // cannot store yet (another local customer still holds an address or contact HQ
+    // moved to it in an identity merge this terminal has not pulled) is set aside like
+    // a feed entry, and stored after the pull that brings the merge.
+    TS_RETURN_IF_ERROR(db->exec("SAVEPOINT rts_answer"));
+    auto stored = customers().upsert_from_hq(txn, a.customer);
+    if (!stored.ok() && stored.status().code() != Code::constraint_violation) return stored.status();
+    if (!stored.ok()) {
+      TS_RETURN_IF_ERROR(db->exec("ROLLBACK TO rts_answer"));
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+          "INSERT INTO set_aside(customer, payload, error, at_ms) VALUES(?1, ?2, ?3, ?4) "
+          "ON CONFLICT(customer) DO UPDATE SET payload = excluded.payload, error = excluded.error, "
+          "at_ms = excluded.at_ms"));
+      st.bind_blob(1, a.customer.guid.raw()).bind_blob(2, encode_customer(a.customer));
+      st.bind(3, stored.status().to_string()).bind(4, clock->now_ms());
+      TS_RETURN_IF_ERROR(st.run());
+    }
+    TS_RETURN_IF_ERROR(db->exec("RELEASE rts_answer"));
     TS_RETURN_IF_ERROR(merge_clock(txn, a.hq_hlc));
     TS_ASSIGN_OR_RETURN(auto logged, db->prepare("SELECT 1 FROM change_log WHERE op_id = ?1"));
     logged.bind_blob(1, request.raw());

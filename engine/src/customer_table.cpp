@@ -152,6 +152,23 @@ Result<std::int64_t> CustomerTable::upsert_from_hq(storage::Transaction& txn, co
     TS_RETURN_IF_ERROR(st.run());
     released += db_->changes();
   }
+  // HQ keeps an address or contact GUID on one customer at a time: another local
+  // customer HQ has (synced) that still holds one of `c`'s was merged into it at HQ (an
+  // identity merge), or HQ went back past such a merge. A local pending customer keeps
+  // its own (the entry is then set aside: a till elsewhere sent a clashing GUID).
+  for (std::string_view sql : {"DELETE FROM addresses WHERE guid = ?1 AND customer != ?2 AND customer IN "
+                               "(SELECT guid FROM customers WHERE account_number IS NOT NULL)",
+                               "DELETE FROM contacts WHERE guid = ?1 AND customer != ?2 AND customer IN "
+                               "(SELECT guid FROM customers WHERE account_number IS NOT NULL)"}) {
+    const bool addresses = sql.find("addresses") != std::string_view::npos;
+    const std::size_t n = addresses ? c.addresses.size() : c.contacts.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      TS_ASSIGN_OR_RETURN(auto st, db_->prepare(sql));
+      st.bind_blob(1, (addresses ? c.addresses[i].guid : c.contacts[i].guid).raw()).bind_blob(2, c.guid.raw());
+      TS_RETURN_IF_ERROR(st.run());
+      released += db_->changes();
+    }
+  }
   TS_RETURN_IF_ERROR(upsert(txn, c));
   return released;
 }

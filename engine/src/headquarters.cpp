@@ -283,6 +283,17 @@ struct Headquarters::Impl {
     return std::move(*c);
   }
 
+  // The customer `id` names: an account number (also one a merge dropped) or a GUID
+  // (also one merged into another customer). not_found, or erased.
+  Result<Customer> by_id(HqTransaction& tx, std::string_view id) {
+    if (auto guid = Guid::parse(id)) return existing(tx, *guid);
+    TS_ASSIGN_OR_RETURN(auto c, tx.customer_by_account(id));
+    if (c) return std::move(*c);
+    TS_ASSIGN_OR_RETURN(auto merged, tx.merged_account(id));
+    if (merged) return existing(tx, *merged);
+    return Status::NotFound("no customer has account number " + std::string(id));
+  }
+
   static Status erased(const Guid& guid) {
     return Status(Code::erased, "customer " + guid.to_string() +
                                     " was erased (right to erasure): nothing is written for it again");
@@ -1180,6 +1191,62 @@ Result<CompactionReport> Headquarters::compact(std::size_t max_rows) {
   });
 }
 
+Result<MergeReport> Headquarters::merge_customers(std::string_view keep_id, std::string_view drop_id) {
+  return with_retries(impl_->busy_retries, [&]() -> Result<MergeReport> {
+    TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
+    TS_ASSIGN_OR_RETURN(Customer keep, impl_->by_id(*tx, keep_id));
+    TS_ASSIGN_OR_RETURN(Customer drop, impl_->by_id(*tx, drop_id));
+    if (keep.guid == drop.guid)
+      return Status::InvalidInput("drop", std::string(keep_id) + " and " + std::string(drop_id) +
+                                              " are one customer already (" + keep.account_id() + ")");
+    MergeReport out;
+    out.dropped = drop.guid;
+    out.dropped_account = drop.account_number;
+    // The kept customer's values stay; what it lacks, the dropped one gives.
+    Customer merged = keep;
+    for (Field f : all_fields())
+      if (merged.get(f).empty()) merged.get(f) = drop.get(f);
+    for (const Address& a : drop.addresses) merged.addresses.push_back(a);
+    for (const Contact& k : drop.contacts) merged.contacts.push_back(k);
+    for (const std::string& a : drop.affiliations)
+      if (std::find(merged.affiliations.begin(), merged.affiliations.end(), a) == merged.affiliations.end())
+        merged.affiliations.push_back(a);
+    for (const LoyaltyCard& l : drop.loyalty_cards) merged.loyalty_cards.push_back(l);
+    TS_RETURN_IF_ERROR(validate_customer(merged));
+    ++merged.version;
+    MergeRecord journal{0, keep.guid, drop.guid, keep.account_number, drop.account_number, impl_->now()};
+    TS_ASSIGN_OR_RETURN(std::string drop_channel, tx->channel_of(drop.guid));
+    TS_ASSIGN_OR_RETURN(out.renamed, tx->merge_customer(drop.guid, keep.guid, journal));
+    TS_ASSIGN_OR_RETURN(std::string channel, tx->channel_of(keep.guid));
+    // Terminals: the dropped GUID (and those merged into it) now name the kept customer.
+    // Before the kept customer's snapshot: a terminal drops its copy of the dropped one
+    // (whose addresses and contacts the kept one now holds) before it stores that, also
+    // when a page ends between the two.
+    TS_RETURN_IF_ERROR(tx->put_customer(merged, channel));
+    TS_RETURN_IF_ERROR(tx->append_alias(drop.guid, merged, drop_channel));
+    for (const Guid& g : out.renamed) TS_RETURN_IF_ERROR(tx->append_alias(g, merged, drop_channel));
+    TS_RETURN_IF_ERROR(tx->append_feed(merged, channel));
+    TS_ASSIGN_OR_RETURN(auto row, tx->sync_status(drop.guid));
+    SyncStatusRecord r = row.value_or(SyncStatusRecord{});
+    if (!row) {
+      r.guid = drop.guid;
+      r.node_id = "HQ";
+      r.created_at_ms = impl_->now();
+    }
+    r.account_number = drop.account_number;
+    r.status = SyncStatus::duplicate;
+    r.last_error = "merged into customer " + merged.account_id() + " (hq merge-customers)";
+    r.updated_at_ms = impl_->now();
+    r.twin = keep.guid;
+    TS_RETURN_IF_ERROR(tx->put_sync_status(r));
+    TS_RETURN_IF_ERROR(tx->commit());
+    out.kept = std::move(merged);
+    return out;
+  });
+}
+
+Result<std::vector<MergeRecord>> Headquarters::merges() { return impl_->store->merges(); }
+
 Result<ErasureReport> Headquarters::erase_customer(std::string_view id) {
   const auto guid = Guid::parse(id);
   auto report = with_retries(impl_->busy_retries, [&]() -> Result<ErasureReport> {
@@ -1189,8 +1256,8 @@ Result<ErasureReport> Headquarters::erase_customer(std::string_view id) {
     if (guid) {
       TS_ASSIGN_OR_RETURN(c, impl_->lookup(*tx, *guid));
     } else {
-      TS_ASSIGN_OR_RETURN(c, tx->customer_by_account(id));
-      if (!c) return Status::NotFound("no customer has account number " + std::string(id));
+      TS_ASSIGN_OR_RETURN(Customer found, impl_->by_id(*tx, id));
+      c = std::move(found);
     }
     out.customer = c ? c->guid : *guid;
     if (c) out.account_number = c->account_number;
@@ -1223,17 +1290,8 @@ Result<Customer> Headquarters::edit_customer(std::string_view id, const std::vec
   return with_retries(impl_->busy_retries, [&]() -> Result<Customer> {
     if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
     TS_ASSIGN_OR_RETURN(auto tx, impl_->store->begin());
-    std::optional<Customer> c;
-    if (auto guid = Guid::parse(id)) {
-      TS_ASSIGN_OR_RETURN(c, tx->customer(*guid));
-      if (!c) {
-        TS_ASSIGN_OR_RETURN(bool gone, tx->is_erased(*guid));
-        if (gone) return Impl::erased(*guid);
-      }
-    } else {
-      TS_ASSIGN_OR_RETURN(c, tx->customer_by_account(id));
-    }
-    if (!c) return Status::NotFound("customer '" + std::string(id) + "' does not exist at HQ");
+    TS_ASSIGN_OR_RETURN(Customer found, impl_->by_id(*tx, id));
+    std::optional<Customer> c = std::move(found);
     // A back-office edit sees HQ's current state: it is never concurrent with what HQ
     // has applied, only with channel edits still on their way.
     TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(*tx, std::nullopt));

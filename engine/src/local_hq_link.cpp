@@ -1,5 +1,8 @@
 #include "tillsync/local_hq_link.h"
 
+#include <algorithm>
+#include <map>
+
 namespace tillsync {
 
 Status LocalHqLink::check() const {
@@ -30,6 +33,12 @@ PullReply to_pull_reply(std::string epoch, PullResult result) {
   PullReply out{std::move(epoch), result.reset, result.cursor, result.cursor_mark, result.hq_hlc, {}, {}, result.more};
   out.compacted = result.compacted;
   out.customers.reserve(result.entries.size());
+  // A customer merged into another later in this page (an operator's merge) is not
+  // sent: the node applies a page's merges before its customers, and would store the
+  // merged customer again next to the one now holding its addresses and contacts.
+  std::map<Guid, std::int64_t> merged_at;
+  for (const auto& e : result.entries)
+    if (e.alias) merged_at[*e.alias] = std::max(merged_at[*e.alias], e.seq);
   for (auto& e : result.entries) {
     if (e.erased) {
       out.erased.push_back(e.customer.guid);
@@ -40,6 +49,10 @@ PullReply to_pull_reply(std::string epoch, PullResult result) {
       out.merged_elsewhere.emplace_back(*e.alias, e.customer.account_number.value_or(""));
       continue;
     }
+    // Also the snapshot a merge entry carries (the customer merged into, itself merged
+    // on later in this page).
+    auto m = merged_at.find(e.customer.guid);
+    if (m != merged_at.end() && m->second > e.seq) continue;
     out.customers.push_back(std::move(e.customer));
   }
   return out;

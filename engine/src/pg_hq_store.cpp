@@ -201,7 +201,7 @@ CREATE TABLE node_pulls (
 )sql";
 
 // Versioned like the SQLite schemas: append a migration, never edit one that shipped.
-constexpr std::array<PgMigration, 7> kMigrations{{
+constexpr std::array<PgMigration, 8> kMigrations{{
     {1, "HQ: customer master, staging, status view, feed, conflicts, duplicates, tombstones", kSchemaV1},
     // As SQLite's migration 7: an upload writes no `pending` status rows; the view
     // derives them from staged creates and the time they were received.
@@ -234,6 +234,11 @@ constexpr std::array<PgMigration, 7> kMigrations{{
     {7, "HQ: erased customers",
      "CREATE TABLE erased_customers (guid bytea PRIMARY KEY, at_ms bigint NOT NULL);\n"
      "ALTER TABLE feed ADD COLUMN mark bigint;"},
+    // As SQLite's migration 12: identity merges.
+    {8, "HQ: identity merges",
+     "CREATE TABLE customer_merges (id bigserial PRIMARY KEY, kept bytea NOT NULL, dropped bytea NOT NULL, "
+     "kept_account text, dropped_account text, at_ms bigint NOT NULL);\n"
+     "CREATE INDEX customer_merges_account ON customer_merges(dropped_account);"},
 }};
 
 constexpr std::string_view kSchemaTable =
@@ -890,6 +895,36 @@ class PgHqTransaction final : public HqTransaction {
                                            PgParams().bytes(guid.raw())));
     return !rows.empty();
   }
+  Result<std::vector<Guid>> merge_customer(const Guid& drop, const Guid& keep, const MergeRecord& j) override {
+    TS_RETURN_IF_ERROR(lock_customer(drop));
+    TS_RETURN_IF_ERROR(lock_customer(keep));
+    TS_ASSIGN_OR_RETURN(std::vector<Guid> renamed, aliases_of(drop));
+    channels_.erase(drop);
+    aliases_[drop] = std::string(keep.raw());
+    const PgParams one = PgParams().bytes(drop.raw());
+    for (std::string_view sql : {"DELETE FROM customers WHERE guid = $1", "DELETE FROM child_keys WHERE customer = $1",
+                                 "DELETE FROM match_keys WHERE customer = $1"})
+      TS_RETURN_IF_ERROR(db_.queue(sql, one));
+    // As SQLite's kMergeMoves; then its own fields' state goes.
+    const PgParams both = PgParams().bytes(drop.raw()).bytes(keep.raw());
+    for (std::string_view sql : {
+             "UPDATE field_writes SET customer = $2 WHERE customer = $1 AND key LIKE '%:%'",
+             "UPDATE tombstones SET customer = $2 WHERE customer = $1",
+             "UPDATE guid_aliases SET target = $2 WHERE target = $1",
+             "INSERT INTO guid_aliases(alias, target) VALUES($1, $2) ON CONFLICT(alias) DO UPDATE SET target = excluded.target"})
+      TS_RETURN_IF_ERROR(db_.queue(sql, both));
+    TS_RETURN_IF_ERROR(db_.queue("DELETE FROM field_writes WHERE customer = $1", one));
+    TS_RETURN_IF_ERROR(db_.queue(
+        "INSERT INTO customer_merges(kept, dropped, kept_account, dropped_account, at_ms) VALUES($1, $2, $3, $4, $5)",
+        PgParams().bytes(keep.raw()).bytes(drop.raw()).opt_text(j.kept_account).opt_text(j.dropped_account).i64(j.at_ms)));
+    return renamed;
+  }
+  Result<std::optional<Guid>> merged_account(std::string_view account) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT kept FROM customer_merges WHERE dropped_account = $1 ORDER BY id DESC LIMIT 1", PgParams().text(account)));
+    if (rows.empty()) return std::optional<Guid>{};
+    return Guid::from_raw(rows.bytes(0, 0));
+  }
   Result<std::vector<Guid>> aliases_of(const Guid& target) override {
     TS_ASSIGN_OR_RETURN(auto rows, db_.run("SELECT alias FROM guid_aliases WHERE target = $1 ORDER BY alias",
                                            PgParams().bytes(target.raw())));
@@ -913,7 +948,8 @@ class PgHqTransaction final : public HqTransaction {
       const PgParams id = PgParams().bytes(g.raw());
       TS_ASSIGN_OR_RETURN(auto gone, db_.run("DELETE FROM customers WHERE guid = $1", id));
       out.customers += gone.affected();
-      for (std::string_view sql : {"DELETE FROM child_keys WHERE customer = $1",
+      for (std::string_view sql : {"DELETE FROM customer_merges WHERE kept = $1 OR dropped = $1",
+                                   "DELETE FROM child_keys WHERE customer = $1",
                                    "DELETE FROM match_keys WHERE customer = $1",
                                    "DELETE FROM field_writes WHERE customer = $1",
                                    "DELETE FROM tombstones WHERE customer = $1",
@@ -1174,6 +1210,22 @@ class PgHqStore final : public HqStore {
                                             " FROM conflicts ORDER BY id"));
     std::vector<ConflictRecord> out;
     for (int i = 0; i < rows.size(); ++i) out.push_back(read_conflict(rows, i));
+    return out;
+  }
+  Result<std::vector<MergeRecord>> merges() override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_->run(
+        "SELECT id, kept, dropped, kept_account, dropped_account, at_ms FROM customer_merges ORDER BY id"));
+    std::vector<MergeRecord> out;
+    for (int i = 0; i < rows.size(); ++i) {
+      MergeRecord m;
+      m.id = rows.i64(i, 0);
+      m.kept = Guid::from_raw(rows.bytes(i, 1)).value_or(Guid{});
+      m.dropped = Guid::from_raw(rows.bytes(i, 2)).value_or(Guid{});
+      m.kept_account = rows.opt_text(i, 3);
+      m.dropped_account = rows.opt_text(i, 4);
+      m.at_ms = rows.i64(i, 5);
+      out.push_back(std::move(m));
+    }
     return out;
   }
   Result<std::optional<std::string>> setting(std::string_view key) override { return meta_get(*db_, key); }

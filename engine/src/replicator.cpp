@@ -62,11 +62,18 @@ struct Replicator::Impl {
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, 0));
       TS_RETURN_IF_ERROR(lower_acked(txn, 0));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
+      TS_RETURN_IF_ERROR(forget_merges());
       TS_RETURN_IF_ERROR(note_recovery(txn, "HQ's database was replaced (new epoch " + epoch +
                                                 "): everything is pushed and pulled again"));
     }
     return node_db::put(txn, kEpochKey, epoch);
   }
+
+  // The GUIDs HQ merged into other customers are learnt again from the feed when the
+  // terminal pulls it from the start (merge entries are never compacted): an HQ that
+  // went back may not have made a merge this terminal heard of (an operator's merge
+  // after HQ's backup), and the merged customer is then its own again.
+  Status forget_merges() { return db->exec("DELETE FROM guid_aliases"); }
 
   // HQ holds less of this log than it acknowledged (restored, replaced): the terminal
   // pushes again from `acked`, and what HQ acknowledges then counts for the log
@@ -378,6 +385,32 @@ struct Replicator::Impl {
     return st.run();
   }
 
+  // Entries set aside earlier are tried again after each page: what kept one out (an
+  // address or contact GUID another local customer held until this page released it:
+  // an identity merge, HQ going back past one) may be gone now.
+  Status retry_set_aside(storage::Transaction& txn, CustomerTable& customers, std::int64_t acked) {
+    std::vector<std::pair<std::string, std::string>> waiting;  // (GUID, payload)
+    {
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare("SELECT customer, payload FROM set_aside ORDER BY at_ms, customer"));
+      for (;;) {
+        TS_ASSIGN_OR_RETURN(bool row, st.step());
+        if (!row) break;
+        waiting.emplace_back(st.column_blob(0), st.column_blob(1));
+      }
+    }
+    for (const auto& [guid, payload] : waiting) {
+      auto c = decode_customer(payload);
+      if (!c.ok()) {
+        TS_ASSIGN_OR_RETURN(auto del, db->prepare("DELETE FROM set_aside WHERE customer = ?1"));
+        del.bind_blob(1, guid);
+        TS_RETURN_IF_ERROR(del.run());
+        continue;
+      }
+      TS_RETURN_IF_ERROR(apply_entry(txn, customers, std::move(*c), acked));
+    }
+    return Status::Ok();
+  }
+
   // HQ's customer versions are its own count. After HQ went back (restored) or was
   // replaced, the versions this terminal's unacknowledged edits say their editor had
   // seen belong to another HQ database, and may even equal this one's by chance (then
@@ -415,39 +448,29 @@ struct Replicator::Impl {
     return txn.commit();
   }
 
-  // HQ erased customer `guid` (right to erasure): its copy, the GUIDs merged into it,
-  // the feed entry set aside for it and its real-time requests go, and the payloads of
-  // its operations in the change log are redacted (emptied; one not yet pushed still
-  // goes to HQ, which fails it with `erased`). Returns the rows that held its data (0
-  // when this terminal never had it).
+  // HQ erased customer `guid` (right to erasure): its copy, the feed entry set aside
+  // for it and its real-time requests go, the GUIDs merged into it stop naming it, and
+  // the payloads of its operations in the change log are redacted (emptied; one not yet
+  // pushed still goes to HQ, which fails it with `erased`). HQ names each GUID merged
+  // into the customer in an erasure entry of its own: what this terminal believes
+  // merged (learnt from a real-time answer of an HQ that has since gone back) is not
+  // taken for it. Returns the rows that held its data (0 when this terminal never had
+  // it).
   Result<std::int64_t> erase_local(storage::Transaction& txn, CustomerTable& customers, const Guid& guid) {
-    std::vector<Guid> gone{guid};
-    {
-      TS_ASSIGN_OR_RETURN(auto st, db->prepare("SELECT alias FROM guid_aliases WHERE target = ?1"));
-      st.bind_blob(1, guid.raw());
-      for (;;) {
-        TS_ASSIGN_OR_RETURN(bool row, st.step());
-        if (!row) break;
-        if (auto a = Guid::from_raw(st.column_blob(0))) gone.push_back(*a);
-      }
-    }
     std::int64_t held = 0;
-    for (const Guid& g : gone) {
-      TS_ASSIGN_OR_RETURN(auto copy, customers.get(g));
-      if (copy) ++held;
-      TS_RETURN_IF_ERROR(customers.remove(txn, g));
-      for (std::string_view sql : {"DELETE FROM guid_aliases WHERE alias = ?1 OR target = ?1",
-                                   "DELETE FROM set_aside WHERE customer = ?1",
-                                   "DELETE FROM rts_requests WHERE customer = ?1"}) {
-        TS_ASSIGN_OR_RETURN(auto st, db->prepare(sql));
-        st.bind_blob(1, g.raw());
-        TS_RETURN_IF_ERROR(st.run());
-        held += db->changes();
-      }
-      TS_ASSIGN_OR_RETURN(std::int64_t redacted, storage::ChangeLog(*db).redact(txn, g.raw()));
-      held += redacted;
+    TS_ASSIGN_OR_RETURN(auto copy, customers.get(guid));
+    if (copy) ++held;
+    TS_RETURN_IF_ERROR(customers.remove(txn, guid));
+    for (std::string_view sql : {"DELETE FROM guid_aliases WHERE alias = ?1 OR target = ?1",
+                                 "DELETE FROM set_aside WHERE customer = ?1",
+                                 "DELETE FROM rts_requests WHERE customer = ?1"}) {
+      TS_ASSIGN_OR_RETURN(auto st, db->prepare(sql));
+      st.bind_blob(1, guid.raw());
+      TS_RETURN_IF_ERROR(st.run());
+      held += db->changes();
     }
-    return held;
+    TS_ASSIGN_OR_RETURN(std::int64_t redacted, storage::ChangeLog(*db).redact(txn, guid.raw()));
+    return held + redacted;
   }
 
   Result<std::int64_t> pull_all() {
@@ -480,6 +503,7 @@ struct Replicator::Impl {
         // history it lost in a restore, so the versions of edits not yet pushed (a sync
         // pushes first: usually none) are not trusted either.
         TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::versions_unsure, 1));
+        TS_RETURN_IF_ERROR(forget_merges());
         if (reply.compacted) {
           TS_RETURN_IF_ERROR(note_recovery(
               txn, "HQ compacted its feed past this terminal's pull position " + std::to_string(after) +
@@ -506,6 +530,10 @@ struct Replicator::Impl {
       // their GUIDs free.
       for (const auto& [alias, target] : reply.aliases) {
         TS_RETURN_IF_ERROR(customers.remove(txn, alias));
+        // An entry of the merged customer set aside before is void now.
+        TS_ASSIGN_OR_RETURN(auto void_entry, db->prepare("DELETE FROM set_aside WHERE customer = ?1"));
+        void_entry.bind_blob(1, alias.raw());
+        TS_RETURN_IF_ERROR(void_entry.run());
         TS_ASSIGN_OR_RETURN(auto st, db->prepare(
             "INSERT OR REPLACE INTO guid_aliases(alias, target) VALUES(?1, ?2)"));
         st.bind_blob(1, alias.raw()).bind_blob(2, target.raw());
@@ -524,6 +552,7 @@ struct Replicator::Impl {
         TS_ASSIGN_OR_RETURN(std::int64_t n, erase_local(txn, customers, g));
         erased += n;
       }
+      TS_RETURN_IF_ERROR(retry_set_aside(txn, customers, acked));
       TS_RETURN_IF_ERROR(adopt_epoch(txn, reply.epoch));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_seq, reply.cursor));
       TS_RETURN_IF_ERROR(node_db::put_int(txn, node_db::key::pulled_mark, static_cast<std::int64_t>(reply.cursor_mark)));

@@ -186,7 +186,7 @@ CREATE TABLE node_pulls (
 
 const storage::SchemaSpec& hq_schema() {
   static const std::string v1 = std::string(kHqSchema) + std::string(kCustomerSchema);
-  static const std::array<storage::Migration, 11> migrations{{
+  static const std::array<storage::Migration, 12> migrations{{
       {1, "HQ: customer master, inbound staging, status view, outbound feed", v1},
       {2, "HQ: per-field write state and the conflict journal", kConflictSchema},
       {3, "HQ: duplicate detection keys and GUID aliases", kDuplicateSchema},
@@ -274,6 +274,19 @@ CREATE TABLE erased_customers (
 ) STRICT;
 ALTER TABLE feed ADD COLUMN mark INTEGER;
 )sql"},
+      // Identity merges (hq merge-customers), journaled; a merged customer's account
+      // number names the customer it was merged into.
+      {12, "HQ: identity merges", R"sql(
+CREATE TABLE customer_merges (
+  id              INTEGER PRIMARY KEY,
+  kept            BLOB NOT NULL,
+  dropped         BLOB NOT NULL,
+  kept_account    TEXT,
+  dropped_account TEXT,
+  at_ms           INTEGER NOT NULL
+) STRICT;
+CREATE INDEX customer_merges_account ON customer_merges(dropped_account);
+)sql"},
   }};
   static const storage::SchemaSpec spec{kHqApplicationId, "HQ", migrations};
   return spec;
@@ -303,8 +316,19 @@ Status meta_put(storage::Database& db, std::string_view key, std::string_view va
   return st.run();
 }
 
+// Identity merge (merge_customer): what moves from the dropped customer (?1) to the
+// kept one (?2). The state of its addresses' and contacts' fields ("address:<guid>:
+// <field>") and their tombstones go with them (its own fields' state is deleted next).
+constexpr std::array<std::string_view, 4> kMergeMoves{{
+    "UPDATE field_writes SET customer = ?2 WHERE customer = ?1 AND key LIKE '%:%'",
+    "UPDATE tombstones SET customer = ?2 WHERE customer = ?1",
+    "UPDATE guid_aliases SET target = ?2 WHERE target = ?1",
+    "INSERT INTO guid_aliases(alias, target) VALUES(?1, ?2) ON CONFLICT(alias) DO UPDATE SET target = excluded.target",
+}};
+
 // Right to erasure (erase_customer): rows about one GUID (?1) that go.
-constexpr std::array<std::string_view, 6> kErasureDeletes{{
+constexpr std::array<std::string_view, 7> kErasureDeletes{{
+    "DELETE FROM customer_merges WHERE kept = ?1 OR dropped = ?1",
     "DELETE FROM match_keys WHERE customer = ?1",
     "DELETE FROM field_writes WHERE customer = ?1",
     "DELETE FROM tombstones WHERE customer = ?1",
@@ -869,6 +893,35 @@ class SqliteHqTransaction final : public HqTransaction {
     st.bind_blob(1, guid.raw());
     return st.step();
   }
+  Result<std::vector<Guid>> merge_customer(const Guid& drop, const Guid& keep, const MergeRecord& j) override {
+    TS_ASSIGN_OR_RETURN(std::vector<Guid> renamed, aliases_of(drop));
+    TS_RETURN_IF_ERROR(CustomerTable(db_).remove(txn_, drop));
+    for (std::string_view sql : kMergeMoves) {
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare(sql));
+      st.bind_blob(1, drop.raw()).bind_blob(2, keep.raw());
+      TS_RETURN_IF_ERROR(st.run());
+    }
+    for (std::string_view sql : {"DELETE FROM match_keys WHERE customer = ?1",
+                                 "DELETE FROM field_writes WHERE customer = ?1"}) {
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare(sql));
+      st.bind_blob(1, drop.raw());
+      TS_RETURN_IF_ERROR(st.run());
+    }
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "INSERT INTO customer_merges(kept, dropped, kept_account, dropped_account, at_ms) VALUES(?1, ?2, ?3, ?4, ?5)"));
+    st.bind_blob(1, keep.raw()).bind_blob(2, drop.raw()).bind(3, j.kept_account).bind(4, j.dropped_account);
+    st.bind(5, j.at_ms);
+    TS_RETURN_IF_ERROR(st.run());
+    return renamed;
+  }
+  Result<std::optional<Guid>> merged_account(std::string_view account) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
+        "SELECT kept FROM customer_merges WHERE dropped_account = ?1 ORDER BY id DESC LIMIT 1"));
+    st.bind(1, account);
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (!row) return std::optional<Guid>{};
+    return Guid::from_raw(st.column_blob(0));
+  }
   Result<std::vector<Guid>> aliases_of(const Guid& target) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT alias FROM guid_aliases WHERE target = ?1 ORDER BY alias"));
     st.bind_blob(1, target.raw());
@@ -1085,6 +1138,24 @@ class SqliteHqStore final : public HqStore {
       TS_ASSIGN_OR_RETURN(bool row, st.step());
       if (!row) break;
       out.push_back(read_conflict(st));
+    }
+    return out;
+  }
+  Result<std::vector<MergeRecord>> merges() override {
+    TS_ASSIGN_OR_RETURN(auto st, db_->prepare(
+        "SELECT id, kept, dropped, kept_account, dropped_account, at_ms FROM customer_merges ORDER BY id"));
+    std::vector<MergeRecord> out;
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      if (!row) break;
+      MergeRecord m;
+      m.id = st.column_int64(0);
+      m.kept = Guid::from_raw(st.column_blob(1)).value_or(Guid{});
+      m.dropped = Guid::from_raw(st.column_blob(2)).value_or(Guid{});
+      m.kept_account = st.column_optional_text(3);
+      m.dropped_account = st.column_optional_text(4);
+      m.at_ms = st.column_int64(5);
+      out.push_back(std::move(m));
     }
     return out;
   }

@@ -102,6 +102,15 @@ struct ErasureReport {
   bool scrubbed = false;        // the store's own files hold no old copy (HqStore::scrub)
 };
 
+// What an identity merge did (Headquarters::merge_customers, `hq merge-customers`).
+struct MergeReport {
+  Customer kept;                              // the customer as it is now
+  Guid dropped;                               // the GUID that now names it
+  std::optional<std::string> dropped_account; // the account number that now names it
+  std::vector<Guid> renamed;                  // GUIDs merged into `dropped` before, now naming it
+  std::int64_t journal_id = 0;
+};
+
 struct JobReport {
   std::size_t applied = 0;
   std::size_t converted = 0;  // async customers that got an account number
@@ -209,6 +218,18 @@ class Headquarters {
   // merged into it, or the GUID of a create HQ holds but never applied (failed). Erasing
   // again is harmless (already_erased). not_found when HQ holds nothing of it.
   Result<ErasureReport> erase_customer(std::string_view account_or_guid);
+
+  // ---- identity merge ----
+  // Two existing customers found to be the same person: `drop` becomes a name of
+  // `keep` (each an account number or GUID). The kept customer keeps its fields, fills
+  // the empty ones from the dropped one and takes over its addresses, contacts,
+  // affiliations and loyalty cards (limit_exceeded when that passes a D13 bound,
+  // nothing written). One transaction; journaled (merges()); every terminal learns it
+  // from the feed as it learns duplicate merges. Later operations and requests on
+  // either GUID reach the kept customer, and the dropped account number names it at
+  // HQ. invalid_input when both name one customer; not_found / erased as for edits.
+  Result<MergeReport> merge_customers(std::string_view keep, std::string_view drop);
+  Result<std::vector<MergeRecord>> merges();
 
   // ---- back office ----
   Result<Customer> edit_customer(std::string_view account_or_guid,

@@ -105,6 +105,17 @@ struct FieldWrite {
   std::int64_t version = 0;
 };
 
+// One identity merge an operator made (`hq merge-customers`): `dropped` became a name
+// of `kept`, and so did its account number.
+struct MergeRecord {
+  std::int64_t id = 0;
+  Guid kept;
+  Guid dropped;
+  std::optional<std::string> kept_account;
+  std::optional<std::string> dropped_account;
+  std::int64_t at_ms = 0;
+};
+
 enum class ConflictPolicy { lww, hq_wins, manual };
 std::string_view to_string(ConflictPolicy p);
 std::optional<ConflictPolicy> parse_conflict_policy(std::string_view s);
@@ -249,6 +260,18 @@ class HqTransaction {
   };
   virtual Result<Pruned> pruned_through(std::string_view node) = 0;
 
+  // ---- identity merge ----
+  // Customer `drop` becomes a name of customer `keep` (the caller then stores `keep`
+  // with what it took over): drop's row with its children and match keys is deleted,
+  // the field write state and tombstones of its addresses and contacts move to `keep`
+  // (its own fields' state goes), GUIDs merged into `drop` now name `keep` (returned,
+  // in GUID order), `drop` itself too, and the merge is journaled with both account
+  // numbers (`drop`'s then names `keep`).
+  virtual Result<std::vector<Guid>> merge_customer(const Guid& drop, const Guid& keep, const MergeRecord& journal) = 0;
+  // The customer that `account`, the account number of a customer merged into another,
+  // now names (nullopt: no merged customer had it).
+  virtual Result<std::optional<Guid>> merged_account(std::string_view account) = 0;
+
   // ---- right to erasure ----
   // Whether `guid` names a customer HQ erased (or a GUID merged into one).
   virtual Result<bool> is_erased(const Guid& guid) = 0;
@@ -316,6 +339,8 @@ class HqStore {
   // (created and updated when HQ received it).
   virtual Result<std::vector<SyncStatusRecord>> sync_statuses(std::optional<SyncStatus> filter) = 0;
   virtual Result<std::vector<ConflictRecord>> conflicts() = 0;
+  // The identity merges operators made, oldest first.
+  virtual Result<std::vector<MergeRecord>> merges() = 0;
   // Every node HQ knows (it pushed or pulled): cursors, filter registration, clock lead.
   virtual Result<std::vector<TerminalInfo>> terminals() = 0;
   virtual Result<std::optional<std::string>> setting(std::string_view key) = 0;
