@@ -1,8 +1,10 @@
 // `tillsync bench`: the suite never times anything; it checks that the quick run works
 // end to end and emits the JSON shape docs/performance.md describes (one object per
-// scenario, each with its figures and the baselines measured in the same run).
+// scenario, each with its figures and the baselines measured in the same run), and that
+// scenario j's database sizes stay within its targets.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -66,7 +68,7 @@ TEST_F(BenchCliTest, QuickRunEmitsOneValidObjectPerScenarioWithSameRunBaselines)
       EXPECT_FALSE(t.at("target").get<std::string>().empty());
     }
   }
-  EXPECT_EQ(seen, (std::set<std::string>{"a", "b", "c", "d", "e", "f", "g", "h", "i"}));
+  EXPECT_EQ(seen, (std::set<std::string>{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}));
 
   // The comparisons the issue asks for are measured in the same run, not quoted.
   auto scenario = [&](const std::string& id) {
@@ -85,6 +87,57 @@ TEST_F(BenchCliTest, QuickRunEmitsOneValidObjectPerScenarioWithSameRunBaselines)
   EXPECT_TRUE(c.at("ratios").contains("vs_raw_sqlite_batched_insert"));
   EXPECT_GT(h.at("figures").at("ops_per_second").get<double>(), 0);
   EXPECT_EQ(scenario("b").at("figures").at("by_terminals").size(), 4u);
+}
+
+// Scenario j (issue 18, item 4): customers edited again and again, with HQ's feed
+// compaction, received-operation pruning and the terminals' log retention on, keep
+// HQ's and a terminal's database within a constant factor of the final data. Sizes
+// only, never times: bytes per customer after the last round against the first
+// measured one (after HQ's retention window has passed once), and against the same
+// customers stored once in a plain table. A table nobody prunes (a feed that keeps
+// every snapshot, a log nobody compacts) fails it.
+TEST_F(BenchCliTest, GrowthScenarioKeepsDatabasesWithinAConstantFactorOfTheFinalData) {
+  auto [code, out] = run({"bench", "--quick", "--json", "--only", "j"});
+  ASSERT_EQ(code, 0) << out << "\nstderr: " << last_err_;
+  const json j = json::parse(out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << "not JSON: " << out;
+  ASSERT_EQ(j.at("scenarios").size(), 1u);
+  const json& s = j.at("scenarios")[0];
+  ASSERT_FALSE(s.contains("error")) << s.dump();
+  SCOPED_TRACE(s.dump(2));
+
+  const json& rows = s.at("figures").at("sqlite_by_edits");
+  ASSERT_GE(rows.size(), 2u);
+  EXPECT_GT(rows.back().at("edits_per_customer").get<int>(), rows.front().at("edits_per_customer").get<int>());
+  for (const json& row : rows) {
+    EXPECT_GT(row.at("hq_bytes_per_customer").get<double>(), 0);
+    EXPECT_GT(row.at("terminal_bytes_per_customer").get<double>(), 0);
+    EXPECT_EQ(row.at("hq_conflicts").get<int>(), 0) << "the edits are not concurrent";
+  }
+  // What the lifecycle prunes holds no more rows after more edits: HQ's received
+  // operations (their retention), its feed (a snapshot per customer) and the terminal's
+  // log (its retention).
+  for (const char* held : {"hq_inbound_rows", "hq_feed_rows", "terminal_log_rows"}) {
+    EXPECT_GT(rows.front().at(held).get<std::int64_t>(), 0) << held;
+    EXPECT_LE(rows.back().at(held).get<std::int64_t>(), rows.front().at(held).get<std::int64_t>()) << held;
+  }
+  const json& ratios = s.at("ratios");
+  for (const char* name : {"sqlite_hq_growth", "sqlite_hq_file_growth", "terminal_growth", "terminal_file_growth"}) {
+    ASSERT_TRUE(ratios.contains(name)) << name;
+    EXPECT_LT(ratios.at(name).get<double>(), 1.5) << name;
+  }
+  // A constant factor of the data itself, whatever the number of edits.
+  const double raw = s.at("baselines").at("final_data_bytes_per_customer").get<double>();
+  EXPECT_GT(raw, 0);
+  EXPECT_GE(ratios.at("sqlite_hq_vs_final_data").get<double>(), 1.0);
+  EXPECT_GE(ratios.at("terminal_vs_final_data").get<double>(), 1.0);
+  // Every size target is met (PostgreSQL's too when TILLSYNC_PG_URL is set).
+  std::size_t targets = 0;
+  for (const json& t : s.at("targets")) {
+    ++targets;
+    EXPECT_TRUE(t.at("met").get<bool>()) << t.dump();
+  }
+  EXPECT_GE(targets, 6u);  // HQ's and the terminal's: growth in use and file, and the factor
 }
 
 TEST_F(BenchCliTest, OnlyAndDirSelectScenariosAndKeepTheDatabases) {

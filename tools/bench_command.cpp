@@ -88,8 +88,8 @@ int run_bench(const Cli& cli, const BenchOptions& o) {
   config.quick = o.quick;
   for (char ch : o.only) {
     if (ch == ',' || ch == ' ') continue;
-    if (ch < 'a' || ch > 'i') {
-      return cli.usage(std::string("--only takes scenario letters a-i, e.g. --only a,c; got '") + ch + "'");
+    if (ch < 'a' || ch > 'j') {
+      return cli.usage(std::string("--only takes scenario letters a-j, e.g. --only a,c; got '") + ch + "'");
     }
     config.only.insert(ch);
   }
@@ -165,10 +165,12 @@ void add_bench_command(CLI::App& root, Cli& cli) {
       "c replication throughput, d sync job, e convergence after a partition,\n"
       "f peak memory with a large backlog, g replay, h the session-changeset peer,\n"
       "i the PostgreSQL HQ with 1, 2 and 4 'hq serve' processes against the SQLite HQ\n"
-      "(needs TILLSYNC_PG_URL, e.g. from scripts/with-postgres.sh; skipped without it).\n"
+      "(needs TILLSYNC_PG_URL, e.g. from scripts/with-postgres.sh; skipped without it),\n"
+      "j database size per customer as customers are edited again and again, against the\n"
+      "final data stored once (SQLite HQ; also the PostgreSQL HQ with TILLSYNC_PG_URL).\n"
       "See docs/performance.md.");
   sub->add_flag("--quick", o->quick, "Small sizes: finishes in about a minute (a check, not a measurement)");
-  sub->add_option("--only", o->only, "Run only these scenarios, e.g. --only a,c")->type_name("LETTERS");
+  sub->add_option("--only", o->only, "Run only these scenarios (letters a-j), e.g. --only a,c")->type_name("LETTERS");
   sub->add_option("--dir", o->dir,
                   "Keep the databases in this new or empty directory (default: a temporary "
                   "directory, removed afterwards)")

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
@@ -102,6 +103,7 @@ class Bench {
     if (want('e')) out.push_back(guard('e', "convergence after a partition heals (10 terminals)", &Bench::convergence));
     if (want('f')) out.push_back(guard('f', "peak resident memory syncing a large backlog", &Bench::memory));
     if (want('i')) out.push_back(guard('i', "PostgreSQL HQ throughput, 1/2/4 hq serve processes on one database", &Bench::postgres_hq));
+    if (want('j')) out.push_back(guard('j', "database size per customer as customers are edited again and again (10 terminals)", &Bench::growth));
     std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.id < y.id; });
     return out;
   }
@@ -1013,6 +1015,495 @@ class Bench {
         std::string(pg_fsync == "off" ? "; the PostgreSQL server runs with fsync=off, the SQLite HQ with "
                                         "synchronous=FULL, so the ratios flatter PostgreSQL"
                                       : "");
+    return Status::Ok();
+  }
+
+  // ---- j ------------------------------------------------------------------
+  // Storage growth: customers edited again and again from 10 terminals, with HQ's
+  // lifecycle (feed compaction, received-operation pruning) and the terminals' log
+  // retention on, time driven by a manual clock (one round of edits per simulated
+  // week). The databases' bytes per customer are measured after several numbers of
+  // edits per customer, against the same final customers stored once in a plain table.
+  static constexpr std::size_t kGrowthTerminals = 10;
+  static constexpr std::int64_t kGrowthDayMs = 24LL * 3600 * 1000;
+  static constexpr std::int64_t kGrowthRoundMs = 7 * kGrowthDayMs;      // a simulated week
+  static constexpr std::int64_t kGrowthLogRetentionMs = 7 * kGrowthDayMs;  // store init --log-retention-days 7
+  static constexpr double kGrowthTarget = 1.5;  // bytes/customer, last point / first point
+  // Bytes per customer against the final data stored once (docs/performance.md, j),
+  // about 30% above what this layout takes: HQ keeps the customer master with its
+  // indexes, match keys and field-write state, a feed snapshot and the operations
+  // received within its retention (PostgreSQL: in 8 KiB pages, with the room VACUUM
+  // frees kept for reuse); a terminal its replica and a round of its log.
+  static constexpr double kHqFinalDataFactor = 25;
+  static constexpr double kPgHqFinalDataFactor = 50;
+  static constexpr double kTerminalFinalDataFactor = 4;
+
+  // An SQLite database's size: pages in use (page_count - freelist_count, times the page
+  // size) and the file's size, after a checkpoint that empties the WAL into it.
+  struct DbBytes {
+    std::int64_t used = 0;
+    std::int64_t file = 0;
+  };
+
+  static Result<DbBytes> sqlite_bytes(const std::string& file) {
+    TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(file));
+    TS_RETURN_IF_ERROR(db->exec("PRAGMA wal_checkpoint(TRUNCATE)"));
+    TS_ASSIGN_OR_RETURN(auto pages, db->query_int("PRAGMA page_count"));
+    TS_ASSIGN_OR_RETURN(auto free_pages, db->query_int("PRAGMA freelist_count"));
+    TS_ASSIGN_OR_RETURN(auto page_size, db->query_int("PRAGMA page_size"));
+    DbBytes b;
+    b.used = (pages.value_or(0) - free_pages.value_or(0)) * page_size.value_or(0);
+    std::error_code ec;
+    b.file = static_cast<std::int64_t>(fs::file_size(file, ec));
+    if (ec) return Status::Internal("cannot read the size of " + file + ": " + ec.message());
+    const auto wal = fs::file_size(file + "-wal", ec);
+    if (!ec) b.file += static_cast<std::int64_t>(wal);
+    return b;
+  }
+
+  // Bytes per table (its indexes and, on PostgreSQL, TOAST included), largest first;
+  // empty when this SQLite lacks the dbstat table.
+  using TableBytes = std::vector<std::pair<std::string, std::int64_t>>;
+
+  static Result<TableBytes> sqlite_table_bytes(const std::string& file) {
+    TableBytes out;
+    TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(file));
+    auto st = db->prepare(
+        "SELECT s.tbl_name, sum(d.pgsize) FROM dbstat d JOIN sqlite_schema s ON s.name = d.name "
+        "GROUP BY s.tbl_name ORDER BY 2 DESC");
+    if (!st.ok()) return out;  // built without SQLITE_ENABLE_DBSTAT_VTAB
+    for (;;) {
+      TS_ASSIGN_OR_RETURN(bool row, st->step());
+      if (!row) break;
+      out.emplace_back(st->column_text(0), st->column_int64(1));
+    }
+    return out;
+  }
+
+  // What one HQ backend holds, read with plain SQL (the same text on both backends).
+  class HqSizes {
+   public:
+    static Result<HqSizes> open(const std::string& location) {
+      HqSizes s;
+      s.location_ = location;
+      if (storage::is_postgres_url(location)) {
+        TS_ASSIGN_OR_RETURN(s.pg_, storage::PgConnection::open(location));
+      }
+      return s;
+    }
+    // SQLite: pages in use and file size. PostgreSQL: the tables of HQ's schema with
+    // their indexes and TOAST (pg_total_relation_size), in both fields.
+    Result<DbBytes> bytes() {
+      if (!pg_) return sqlite_bytes(location_);
+      TS_ASSIGN_OR_RETURN(auto v, pg_->query_i64(
+          "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c "
+          "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'"));
+      return DbBytes{v.value_or(0), v.value_or(0)};
+    }
+    Result<TableBytes> table_bytes() {
+      if (!pg_) return sqlite_table_bytes(location_);
+      TS_ASSIGN_OR_RETURN(auto rows, pg_->run(
+          "SELECT c.relname::text, pg_total_relation_size(c.oid)::bigint FROM pg_class c "
+          "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r' "
+          "ORDER BY 2 DESC"));
+      TableBytes out;
+      for (int i = 0; i < rows.size(); ++i) out.emplace_back(rows.text(i, 0), rows.i64(i, 1));
+      return out;
+    }
+    Result<std::int64_t> rows(const std::string& table) {
+      const std::string sql = "SELECT count(*) FROM " + table;
+      if (pg_) {
+        TS_ASSIGN_OR_RETURN(auto v, pg_->query_i64("SELECT (" + sql + ")::bigint"));
+        return v.value_or(0);
+      }
+      TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(location_));
+      TS_ASSIGN_OR_RETURN(auto v, db->query_int(sql));
+      return v.value_or(0);
+    }
+    // A simulated week passes between two rounds, in which PostgreSQL's autovacuum would
+    // have run many times; the bench runs it (plain VACUUM: space made reusable, nothing
+    // given back) once per round, or it would measure how far autovacuum lags behind a
+    // bench that packs a week into a second.
+    Status vacuum() {
+      if (!pg_) return Status::Ok();
+      TS_ASSIGN_OR_RETURN(auto tables, pg_->run("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"));
+      std::string list;
+      for (int i = 0; i < tables.size(); ++i) list += (list.empty() ? "" : ", ") + tables.text(i, 0);
+      if (list.empty()) return Status::Ok();
+      return pg_->exec("VACUUM " + list);
+    }
+
+   private:
+    std::string location_;
+    std::unique_ptr<storage::PgConnection> pg_;
+  };
+
+  // The in-process link of terminals that sync from several threads: one call into HQ
+  // at a time (one thread at a time drives a Headquarters).
+  class SharedLink final : public HqLink {
+   public:
+    SharedLink(Headquarters& hq, std::mutex& mutex) : link_(hq), mutex_(&mutex) {}
+    Result<HelloReply> hello(const std::string& node_id, const Guid& acked_op, std::int64_t acked_seq) override {
+      std::lock_guard lock(*mutex_);
+      return link_.hello(node_id, acked_op, acked_seq);
+    }
+    Result<PushReply> push(const std::string& node_id, std::int64_t prev, const Guid& prev_op,
+                           const std::vector<LogRecord>& records) override {
+      std::lock_guard lock(*mutex_);
+      return link_.push(node_id, prev, prev_op, records);
+    }
+    Result<PullReply> pull(const std::string& node_id, std::int64_t after, std::uint64_t after_mark,
+                           std::uint32_t limit, bool filtered) override {
+      std::lock_guard lock(*mutex_);
+      return link_.pull(node_id, after, after_mark, limit, filtered);
+    }
+
+   private:
+    LocalHqLink link_;
+    std::mutex* mutex_;
+  };
+
+  struct GrowthPoint {
+    std::size_t edits = 0;  // per customer, so far
+    DbBytes hq, terminal;
+    std::int64_t hq_inbound_rows = 0, hq_feed_rows = 0, hq_conflicts = 0, terminal_log_rows = 0;
+  };
+
+  struct GrowthRun {
+    std::vector<GrowthPoint> points;
+    std::vector<Customer> final_customers;  // HQ's, at the end
+    TableBytes hq_tables, terminal_tables;  // at the last point
+    double seconds = 0;
+    std::int64_t operations = 0;
+  };
+
+  static NewCustomer growth_person(std::size_t i) {
+    NewCustomer n;
+    n.first_name = "Growth";
+    n.last_name = "Customer" + std::to_string(i);
+    n.email = "growth." + std::to_string(i) + "@example.com";
+    n.phone = "+1555" + std::to_string(10'000'000 + i * 1000);
+    return n;
+  }
+
+  // Edit `round` of customer `i`: one field, in turn the e-mail, the phone and the last
+  // name, each value unique (no two customers look like duplicates).
+  static FieldChange growth_edit(std::size_t i, std::size_t round) {
+    const std::string tag = std::to_string(i) + "." + std::to_string(round);
+    switch (round % 3) {
+      case 0: return {Field::email, "growth." + tag + "@example.com"};
+      case 1: return {Field::phone, "+1555" + std::to_string(10'000'000 + i * 1000 + round)};
+      default: return {Field::last_name, "Customer" + tag};
+    }
+  }
+
+  // One run at HQ `location` (a file or a fresh PostgreSQL schema): `customers`
+  // customers created round-robin at 10 terminals, then `edits` rounds; in round r the
+  // terminal (i + r) mod 10 edits customer i (offline, async), every terminal pushes,
+  // HQ's job applies, every terminal syncs (pulls, compacts its log), HQ compacts; then
+  // the clock moves on a week. Measured after the rounds in `at`.
+  Result<GrowthRun> growth_run(const std::string& tag, const std::string& location, std::size_t customers,
+                               std::size_t edits, const std::vector<std::size_t>& at) {
+    GrowthRun run;
+    ManualClock clock(1'750'000'000'000);
+    HqOptions hq_options;
+    hq_options.clock = &clock;
+    hq_options.durable = false;  // sizes do not depend on fsyncs
+    TS_ASSIGN_OR_RETURN(auto hq, Headquarters::init(location, "C", hq_options));
+    TS_ASSIGN_OR_RETURN(HqSizes sizes, HqSizes::open(location));
+
+    struct Till {
+      std::string db;
+      std::unique_ptr<ChannelNode> node;
+      std::unique_ptr<SharedLink> link;
+      std::unique_ptr<Replicator> replicator;
+    };
+    std::mutex hq_mutex;
+    std::vector<Till> tills;
+    for (std::size_t k = 0; k < kGrowthTerminals; ++k) {
+      Till t;
+      t.db = path("j-" + tag + "-t" + std::to_string(k) + ".db");
+      NodeConfig config;
+      config.store_id = "S" + std::to_string(400 + k);
+      config.terminal_id = "T01";
+      config.hq_endpoint = "inproc://hq";  // the in-process link below
+      config.log_retention_ms = kGrowthLogRetentionMs;
+      config.profile.async_customer_creation = true;
+      config.profile.async_customer_edits = true;
+      ChannelNodeOptions options;
+      options.clock = &clock;
+      options.durability = Durability::normal;  // sizes do not depend on fsyncs
+      TS_ASSIGN_OR_RETURN(t.node, ChannelNode::create(t.db, config, options));
+      t.link = std::make_unique<SharedLink>(*hq, hq_mutex);
+      ReplicatorOptions ro;
+      ro.clock = &clock;
+      TS_ASSIGN_OR_RETURN(t.replicator, Replicator::open(t.db, *t.link, ro));
+      tills.push_back(std::move(t));
+    }
+
+    // Runs `work` for every terminal, the terminals spread over one thread per core
+    // (each terminal's database is its own; HQ is reached through the shared link).
+    const std::size_t workers = std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, kGrowthTerminals);
+    auto each_terminal = [&](const std::function<Status(std::size_t)>& work) -> Status {
+      std::vector<Status> results(kGrowthTerminals);
+      std::vector<std::thread> threads;
+      for (std::size_t w = 0; w < workers; ++w) {
+        threads.emplace_back([&, w] {
+          for (std::size_t k = w; k < kGrowthTerminals; k += workers) results[k] = work(k);
+        });
+      }
+      for (auto& th : threads) th.join();
+      for (auto& st : results) TS_RETURN_IF_ERROR(st);
+      return Status::Ok();
+    };
+    std::atomic<std::int64_t> operations{0};
+    auto converge = [&]() -> Status {
+      TS_RETURN_IF_ERROR(each_terminal([&](std::size_t k) -> Status {
+        TS_ASSIGN_OR_RETURN(auto pushed, tills[k].replicator->push_all());
+        operations += pushed;
+        return Status::Ok();
+      }));
+      for (;;) {
+        TS_ASSIGN_OR_RETURN(JobReport report, hq->run_sync_job(50'000));
+        if (report.failed > 0) return Status::Internal("HQ's sync job failed " + std::to_string(report.failed) + " operations");
+        if (report.remaining == 0) break;
+      }
+      // Each terminal pulls what the job applied and compacts its log.
+      TS_RETURN_IF_ERROR(each_terminal([&](std::size_t k) -> Status {
+        TS_ASSIGN_OR_RETURN(auto synced, tills[k].replicator->sync_once());
+        (void)synced;
+        return Status::Ok();
+      }));
+      // What `hq serve`'s job does over a week, every compaction_interval_ms.
+      for (;;) {
+        TS_ASSIGN_OR_RETURN(CompactionReport c, hq->compact());
+        TS_ASSIGN_OR_RETURN(CompactionReport again, hq->compact());
+        if (c.feed_removed + c.received_removed + again.feed_removed + again.received_removed == 0 &&
+            again.feed_through == c.feed_through)
+          break;
+      }
+      return sizes.vacuum();
+    };
+
+    const auto start = SteadyClock::now();
+    std::vector<Guid> guids(customers);
+    TS_RETURN_IF_ERROR(each_terminal([&](std::size_t k) -> Status {
+      for (std::size_t i = k; i < customers; i += kGrowthTerminals) {
+        TS_ASSIGN_OR_RETURN(CreateOutcome out, tills[k].node->create_customer(growth_person(i), {.offline = true}));
+        guids[i] = out.customer.guid;
+      }
+      return Status::Ok();
+    }));
+    TS_RETURN_IF_ERROR(converge());
+    std::size_t next_point = 0;
+    for (std::size_t round = 1; round <= edits; ++round) {
+      clock.advance(kGrowthRoundMs);
+      // Terminal k edits the customers i with (i + round) mod 10 == k.
+      TS_RETURN_IF_ERROR(each_terminal([&](std::size_t k) -> Status {
+        const std::size_t first = (k + kGrowthTerminals - round % kGrowthTerminals) % kGrowthTerminals;
+        for (std::size_t i = first; i < customers; i += kGrowthTerminals) {
+          TS_ASSIGN_OR_RETURN(auto edited, tills[k].node->edit_customer(guids[i].to_string(), {growth_edit(i, round)},
+                                                                        {.offline = true}));
+          (void)edited;
+        }
+        return Status::Ok();
+      }));
+      TS_RETURN_IF_ERROR(converge());
+      if (next_point < at.size() && at[next_point] == round) {
+        ++next_point;
+        say("  " + tag + ": " + std::to_string(round) + " edits per customer");
+        GrowthPoint p;
+        p.edits = round;
+        TS_ASSIGN_OR_RETURN(p.hq, sizes.bytes());
+        TS_ASSIGN_OR_RETURN(p.terminal, sqlite_bytes(tills[0].db));
+        TS_ASSIGN_OR_RETURN(p.hq_inbound_rows, sizes.rows("inbound"));
+        TS_ASSIGN_OR_RETURN(p.hq_feed_rows, sizes.rows("feed"));
+        TS_ASSIGN_OR_RETURN(p.hq_conflicts, sizes.rows("conflicts"));
+        TS_ASSIGN_OR_RETURN(auto status, tills[0].node->status());
+        p.terminal_log_rows = status.log_rows;
+        run.points.push_back(p);
+        if (round == edits) {
+          TS_ASSIGN_OR_RETURN(run.hq_tables, sizes.table_bytes());
+          TS_ASSIGN_OR_RETURN(run.terminal_tables, sqlite_table_bytes(tills[0].db));
+        }
+      }
+    }
+    run.operations = operations.load();
+    run.seconds = seconds_since(start);
+    // Every terminal holds what HQ holds.
+    TS_ASSIGN_OR_RETURN(ContentDigest hq_digest, hq->digest());
+    for (auto& t : tills) {
+      TS_ASSIGN_OR_RETURN(ContentDigest d, t.node->digest());
+      if (d != hq_digest) return Status::Internal(t.node->node_id() + " did not converge to HQ's digest");
+    }
+    if (hq_digest.customers != customers)
+      return Status::Internal("HQ holds " + std::to_string(hq_digest.customers) + " customers, expected " +
+                              std::to_string(customers));
+    TS_ASSIGN_OR_RETURN(run.final_customers, hq->customers(""));
+    return run;
+  }
+
+  // The same customers stored once, in a plain SQLite table with a GUID key: what the
+  // data itself takes.
+  Result<DbBytes> raw_final_data(const std::string& file, const std::vector<Customer>& customers) {
+    storage::DatabaseOptions o;
+    o.synchronous = storage::Synchronous::normal;
+    o.create_if_missing = true;
+    {
+      TS_ASSIGN_OR_RETURN(auto db, storage::Database::open(file, o));
+      TS_RETURN_IF_ERROR(db->exec(
+          "CREATE TABLE customers (guid BLOB PRIMARY KEY, account_number TEXT, type TEXT NOT NULL, "
+          "first_name TEXT NOT NULL, last_name TEXT NOT NULL, email TEXT NOT NULL, phone TEXT NOT NULL, "
+          "language TEXT NOT NULL, currency TEXT NOT NULL, customer_group TEXT NOT NULL, "
+          "receipt_option TEXT NOT NULL, version INTEGER NOT NULL) STRICT"));
+      TS_ASSIGN_OR_RETURN(auto txn, storage::Transaction::begin(*db));
+      for (const Customer& c : customers) {
+        TS_ASSIGN_OR_RETURN(auto st, db->prepare("INSERT INTO customers VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"));
+        st.bind_blob(1, c.guid.raw()).bind(2, c.account_number).bind(3, std::string(to_string(c.type)));
+        st.bind(4, c.first_name).bind(5, c.last_name).bind(6, c.email).bind(7, c.phone).bind(8, c.language);
+        st.bind(9, c.currency).bind(10, c.customer_group).bind(11, c.receipt_option).bind(12, c.version);
+        TS_RETURN_IF_ERROR(st.run());
+      }
+      TS_RETURN_IF_ERROR(txn.commit());
+    }
+    return sqlite_bytes(file);
+  }
+
+  static double per_customer(std::int64_t bytes, std::size_t customers) {
+    return round_to(static_cast<double>(bytes) / static_cast<double>(customers), 0);
+  }
+
+  // Figures and targets of one backend's run: bytes per customer at each point, growth
+  // (last point / first point) and database / final data.
+  // On PostgreSQL only HQ is reported (the terminals are the same SQLite files).
+  void growth_report(ScenarioResult& r, bool postgres, const GrowthRun& run, std::size_t customers, const DbBytes& raw) {
+    const std::string backend = postgres ? "postgresql" : "sqlite";
+    Json rows = Json::array();
+    for (const GrowthPoint& p : run.points) {
+      Json row;
+      row["edits_per_customer"] = p.edits;
+      row["hq_bytes_per_customer"] = per_customer(p.hq.used, customers);
+      if (!postgres) {
+        row["hq_file_bytes_per_customer"] = per_customer(p.hq.file, customers);
+        row["terminal_bytes_per_customer"] = per_customer(p.terminal.used, customers);
+        row["terminal_file_bytes_per_customer"] = per_customer(p.terminal.file, customers);
+        row["terminal_log_rows"] = p.terminal_log_rows;
+      }
+      row["hq_inbound_rows"] = p.hq_inbound_rows;
+      row["hq_feed_rows"] = p.hq_feed_rows;
+      row["hq_conflicts"] = p.hq_conflicts;
+      rows.push_back(row);
+    }
+    r.figures[backend + "_by_edits"] = rows;
+    // Where the bytes are at the last point: tables (with their indexes) of at least 1%.
+    auto by_table = [&](const TableBytes& tables) {
+      std::int64_t total = 0, other = 0;
+      for (const auto& [name, bytes] : tables) total += bytes;
+      Json j = Json::object();
+      for (const auto& [name, bytes] : tables) {
+        if (bytes * 100 >= total) {
+          j[name] = per_customer(bytes, customers);
+        } else {
+          other += bytes;
+        }
+      }
+      if (other > 0) j["other"] = per_customer(other, customers);
+      return j;
+    };
+    if (!run.hq_tables.empty()) r.figures[backend + "_hq_bytes_per_customer_by_table"] = by_table(run.hq_tables);
+    if (!postgres && !run.terminal_tables.empty())
+      r.figures["terminal_bytes_per_customer_by_table"] = by_table(run.terminal_tables);
+    r.figures[backend + "_seconds"] = round_to(run.seconds, 1);
+    if (run.points.size() < 2) return;
+    const GrowthPoint& first = run.points.front();
+    const GrowthPoint& last = run.points.back();
+    const std::string span = std::to_string(last.edits) + " vs " + std::to_string(first.edits) + " edits per customer";
+    // `key`_growth: bytes per customer at the last point / at the first.
+    auto growth = [&](const std::string& what, const std::string& key, std::int64_t at_last, std::int64_t at_first) {
+      const double g = static_cast<double>(at_last) / static_cast<double>(std::max<std::int64_t>(at_first, 1));
+      r.ratios[key + "_growth"] = round_to(g, 2);
+      r.targets.push_back({what + " bytes per customer, " + span + " < " + round_text(kGrowthTarget) + "x",
+                           g < kGrowthTarget,
+                           per_customer_text(at_last, customers) + " vs " + per_customer_text(at_first, customers) +
+                               " bytes per customer (" + round_text(g) + "x)"});
+    };
+    // `key`_vs_final_data: bytes per customer at the last point / the final data's.
+    auto factor = [&](const std::string& what, const std::string& key, std::int64_t bytes, double bound) {
+      const double f = static_cast<double>(bytes) / static_cast<double>(std::max<std::int64_t>(raw.used, 1));
+      r.ratios[key + "_vs_final_data"] = round_to(f, 2);
+      r.targets.push_back({what + " bytes per customer < " + round_text(bound) + "x the final data",
+                           f < bound,
+                           per_customer_text(bytes, customers) + " vs " + per_customer_text(raw.used, customers) +
+                               " bytes per customer (" + round_text(f) + "x) after " + std::to_string(last.edits) +
+                               " edits per customer"});
+    };
+    if (postgres) {
+      growth("PostgreSQL HQ", "postgresql_hq", last.hq.used, first.hq.used);
+      factor("PostgreSQL HQ", "postgresql_hq", last.hq.used, kPgHqFinalDataFactor);
+      return;
+    }
+    growth("SQLite HQ (pages in use)", "sqlite_hq", last.hq.used, first.hq.used);
+    growth("SQLite HQ (file)", "sqlite_hq_file", last.hq.file, first.hq.file);
+    factor("SQLite HQ (file)", "sqlite_hq", last.hq.file, kHqFinalDataFactor);
+    growth("terminal (pages in use)", "terminal", last.terminal.used, first.terminal.used);
+    growth("terminal (file)", "terminal_file", last.terminal.file, first.terminal.file);
+    factor("terminal (file)", "terminal", last.terminal.file, kTerminalFinalDataFactor);
+  }
+
+  static std::string round_text(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f", v);
+    return buf;
+  }
+  static std::string per_customer_text(std::int64_t bytes, std::size_t customers) {
+    return std::to_string(static_cast<long long>(std::llround(static_cast<double>(bytes) / static_cast<double>(customers))));
+  }
+
+  Status growth(ScenarioResult& r) {
+    const std::size_t customers = pick(1'000, 10'000);
+    const std::size_t edits = pick(20, 100);
+    // The first point comes after HQ's received-operation retention (30 days: 5 rounds)
+    // has passed once, so that every point holds a retention window's worth.
+    const std::vector<std::size_t> at{std::max<std::size_t>(edits / 10, 5), edits / 2, edits};
+    r.figures["customers"] = customers;
+    r.figures["edits_per_customer"] = edits;
+    r.figures["terminals"] = kGrowthTerminals;
+    r.figures["simulated_days_per_round"] = kGrowthRoundMs / kGrowthDayMs;
+    r.figures["terminal_log_retention_days"] = kGrowthLogRetentionMs / kGrowthDayMs;
+    {
+      const HqOptions defaults;
+      r.figures["hq_feed_retention_days"] = defaults.feed_retention_ms / kGrowthDayMs;
+      r.figures["hq_received_retention_days"] = defaults.received_retention_ms / kGrowthDayMs;
+    }
+
+    say("  SQLite HQ: " + std::to_string(customers) + " customers x " + std::to_string(edits) + " edits from " +
+        std::to_string(kGrowthTerminals) + " terminals");
+    TS_ASSIGN_OR_RETURN(GrowthRun sqlite_run, growth_run("sqlite", path("j-sqlite-hq.db"), customers, edits, at));
+    TS_ASSIGN_OR_RETURN(DbBytes raw, raw_final_data(path("j-final-data.db"), sqlite_run.final_customers));
+    r.baselines["final_data_bytes_per_customer"] = per_customer(raw.used, customers);
+    r.baselines["final_data_file_bytes_per_customer"] = per_customer(raw.file, customers);
+    r.baselines["final_data"] = "HQ's final customers stored once in a plain SQLite table (GUID key, one row each)";
+    r.figures["operations"] = sqlite_run.operations;
+    growth_report(r, /*postgres=*/false, sqlite_run, customers, raw);
+
+    const char* env = std::getenv("TILLSYNC_PG_URL");
+    const std::string server = env != nullptr ? env : "";
+    if (server.empty()) {
+      // Like scenario i; the SQLite half is measured all the same.
+      r.figures["postgresql_skipped"] = "set TILLSYNC_PG_URL (scripts/with-postgres.sh)";
+    } else {
+      say("  PostgreSQL HQ: the same");
+      TS_ASSIGN_OR_RETURN(auto fresh, fresh_pg_schema(server, "j"));
+      auto pg_run = growth_run("pg", fresh.first, customers, edits, at);
+      drop_pg_schema(server, fresh.second);
+      if (!pg_run.ok()) return pg_run.status();
+      growth_report(r, /*postgres=*/true, *pg_run, customers, raw);
+    }
+    r.bound =
+        "HQ keeps per customer its row, match keys, field-write state, status row and one feed "
+        "snapshot, plus the operations received within its retention (30 days: about 5 "
+        "rounds here); a terminal keeps its replica and the log rows its retention has not "
+        "compacted yet. Freed SQLite pages are reused, not returned, so a file keeps its peak";
     return Status::Ok();
   }
 

@@ -5,7 +5,9 @@
 // Thread-safety: run_benchmarks() starts and joins its own threads and child processes.
 // Errors: a scenario that cannot run reports its Status in ScenarioResult::error; the
 // others still run. A scenario that needs what this machine lacks (scenario i: a
-// PostgreSQL server, TILLSYNC_PG_URL) is reported with ScenarioResult::skipped.
+// PostgreSQL server, TILLSYNC_PG_URL) is reported with ScenarioResult::skipped; scenario
+// j measures the SQLite HQ regardless and reports its PostgreSQL half skipped in its
+// figures ("postgresql_skipped").
 #pragma once
 
 #include <functional>
