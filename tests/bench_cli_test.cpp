@@ -45,7 +45,8 @@ void expect_sane_numbers(const json& j, const std::string& where) {
 }
 
 TEST_F(BenchCliTest, QuickRunEmitsOneValidObjectPerScenarioWithSameRunBaselines) {
-  auto [code, out] = run({"bench", "--quick", "--json"});
+  // Scenario j has its own test below (it is the slowest); every other one runs here.
+  auto [code, out] = run({"bench", "--quick", "--json", "--only", "a,b,c,d,e,f,g,h,i"});
   ASSERT_EQ(code, 0) << out << "\nstderr: " << last_err_;
   const json j = json::parse(out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << "not JSON: " << out;
@@ -68,7 +69,7 @@ TEST_F(BenchCliTest, QuickRunEmitsOneValidObjectPerScenarioWithSameRunBaselines)
       EXPECT_FALSE(t.at("target").get<std::string>().empty());
     }
   }
-  EXPECT_EQ(seen, (std::set<std::string>{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}));
+  EXPECT_EQ(seen, (std::set<std::string>{"a", "b", "c", "d", "e", "f", "g", "h", "i"}));
 
   // The comparisons the issue asks for are measured in the same run, not quoted.
   auto scenario = [&](const std::string& id) {
