@@ -18,6 +18,7 @@ namespace {
 
 using testing::kDay;
 using testing::new_person;
+using testing::terminal_config;
 using testing::Terminal;
 
 class LifecycleTest : public testing::ClockedHqTest {
@@ -181,6 +182,61 @@ TEST_F(LifecycleTest, AppliedOperationsArePrunedAfterTheRetentionAndAResendIsSti
   run_job();
   EXPECT_EQ(hq_now->customers("").value().size(), 5u);
   EXPECT_EQ(a->node().digest().value().hex, hq_digest().hex) << "the terminal has its account numbers";
+}
+
+// HQ's record of a real-time request lasts until the job has handled the write the
+// terminal logged under its id (the terminal never sends a request again once it logged
+// it): HQ does not keep a row per sync-mode request forever. The logged copies are
+// still not applied a second time (one card, one address), and a creation asked again
+// after its copy arrived is answered without a new record.
+TEST_F(LifecycleTest, RealTimeRequestsAreForgottenOnceTheJobHandledTheirLoggedWrites) {
+  auto t = terminal_with("S001", terminal_config("S001", "T01", hq->endpoint()));
+  auto created = t->node().create_customer(new_person("Rita", "Realtime"));
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  ASSERT_EQ(created->mode, CreationMode::sync);
+  const std::string id = created->customer.guid.to_string();
+  ASSERT_TRUE(t->node().edit_customer(id, {{Field::email, "rita@example.com"}}).ok());
+  Address address;
+  address.guid = Guid::parse("00000000-0000-4000-8000-0000000000a1").value();
+  address.street = "1 Main Street";
+  address.city = "Springfield";
+  address.zip = "12345";
+  address.country = "US";
+  ASSERT_TRUE(t->node().add_address(id, address).ok());
+  ASSERT_TRUE(t->node().issue_loyalty_card(id).ok());
+  const std::vector<LogRecord> log = t->node().read_log(0, 100).value();
+  ASSERT_EQ(log.size(), 4u);
+  auto recorded = [&] {
+    std::size_t n = 0;
+    auto at = store();
+    auto tx = at->begin();
+    EXPECT_TRUE(tx.ok()) << tx.status().to_string();
+    for (const LogRecord& r : log) n += (*tx)->rts_request(r.op_id).value().has_value() ? 1 : 0;
+    return n;
+  };
+  EXPECT_EQ(recorded(), 4u);
+
+  sync(*t);
+  EXPECT_EQ(recorded(), 4u) << "pushed, not yet handled by the job";
+  run_job();
+  EXPECT_EQ(recorded(), 0u);
+  auto found = hq->inspect()->customers("Realtime");
+  ASSERT_TRUE(found.ok()) << found.status().to_string();
+  ASSERT_EQ(found->size(), 1u);
+  const Customer* at_hq = &found->front();
+  EXPECT_EQ(at_hq->addresses.size(), 1u);
+  EXPECT_EQ(at_hq->loyalty_cards.size(), 1u);
+  EXPECT_EQ(at_hq->email, "rita@example.com");
+
+  // The creation asked again under its id (its answer lost twice, say): the customer
+  // as it is, no new record.
+  auto again = hq->inspect()->rts_create(t->node().node_id(), log[0].op_id, created->customer);
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(again->customer.loyalty_cards.size(), 1u);
+  EXPECT_EQ(recorded(), 0u);
+  sync(*t);
+  run_job();
+  EXPECT_EQ(t->node().digest().value().hex, hq_digest().hex);
 }
 
 // The sync job compacts by itself, every compaction_interval_ms.

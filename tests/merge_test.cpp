@@ -1,8 +1,9 @@
 // Issue 18, item 6: identity merge. Two customers converted at HQ turn out to be one
 // person; `hq merge-customers KEEP DROP` makes DROP a name of KEEP: journaled, learnt
 // by every terminal from the feed, later operations on either GUID reach KEEP, and
-// DROP's account number names KEEP at HQ. HQ serves on a real loopback socket with its
-// job parked; the pg-labelled copy runs the same tests against PostgreSQL.
+// DROP's account number names KEEP at HQ and at the tills. HQ serves on a real
+// loopback socket with its job parked; the pg-labelled copy runs the same tests
+// against PostgreSQL.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -89,14 +90,22 @@ TEST_F(MergeTest, TheDroppedCustomerBecomesANameOfTheKeptOneEverywhere) {
   run_job();
   sync(*a);
   sync(*b);
+  // A terminal installed after the merge never held DROP.
+  auto c = terminal("S003");
+  sync(*c);
   const Customer now = at_hq(keep.guid);
   EXPECT_EQ(now.title, "Countess") << "the late edit of the dropped GUID did not reach the kept customer";
   EXPECT_EQ(now.middle_name, "Augusta");
-  for (auto* t : {a.get(), b.get()}) {
+  for (auto* t : {a.get(), b.get(), c.get()}) {
     auto via_drop = t->node().find(drop.guid.to_string());
     ASSERT_TRUE(via_drop.ok()) << t->node().node_id() << ": " << via_drop.status().to_string();
     EXPECT_EQ(via_drop->guid, keep.guid) << t->node().node_id();
     EXPECT_EQ(via_drop->title, "Countess") << t->node().node_id();
+    // DROP's account number (on the customer's old card) names KEEP at the till too.
+    auto via_account = t->node().find(drop_account);
+    ASSERT_TRUE(via_account.ok()) << t->node().node_id() << ": " << via_account.status().to_string();
+    EXPECT_EQ(via_account->guid, keep.guid) << t->node().node_id();
+    EXPECT_EQ(via_account->account_number, keep_account) << t->node().node_id();
     EXPECT_EQ(t->node().search("")->size(), 1u) << t->node().node_id() << " still lists the dropped customer";
     EXPECT_EQ(t->node().digest()->hex, hq->inspect()->digest()->hex) << t->node().node_id();
   }

@@ -113,26 +113,34 @@ struct ChannelNode::Impl {
 
   Result<Customer> find(std::string_view id) {
     CustomerTable t = customers();
-    if (auto guid = Guid::parse(id)) {
+    const auto guid = Guid::parse(id);
+    if (guid) {
       TS_ASSIGN_OR_RETURN(auto c, t.get(*guid));
       if (c) return std::move(*c);
-      // A GUID HQ merged into another customer (duplicate) names that customer.
-      TS_ASSIGN_OR_RETURN(auto st, db->prepare("SELECT target, account_number FROM guid_aliases WHERE alias = ?1"));
-      st.bind_blob(1, guid->raw());
-      TS_ASSIGN_OR_RETURN(bool row, st.step());
-      if (row) {
-        if (auto target = Guid::from_raw(st.column_blob(0))) {
-          TS_ASSIGN_OR_RETURN(auto merged, t.get(*target));
-          if (merged) return std::move(*merged);
-        }
-        // Merged into another store's customer, which this (filtered) terminal does not hold.
-        if (const std::string account = st.column_text(1); !account.empty())
-          return Status::NotFound("customer " + std::string(id) + " was merged at HQ into account " + account +
-                                  " of another store; this terminal holds only its own store's customers");
-      }
     } else {
       TS_ASSIGN_OR_RETURN(auto c, t.by_account(id));
       if (c) return std::move(*c);
+    }
+    // A GUID HQ merged into another customer (a duplicate, hq merge-customers), or the
+    // account number that GUID had, names that customer.
+    TS_ASSIGN_OR_RETURN(auto st, db->prepare(
+        guid ? "SELECT target, account_number FROM guid_aliases WHERE alias = ?1"
+             : "SELECT target, account_number FROM guid_aliases WHERE alias_account = ?1 LIMIT 1"));
+    if (guid) {
+      st.bind_blob(1, guid->raw());
+    } else {
+      st.bind(1, id);
+    }
+    TS_ASSIGN_OR_RETURN(bool row, st.step());
+    if (row) {
+      if (auto target = Guid::from_raw(st.column_blob(0))) {
+        TS_ASSIGN_OR_RETURN(auto merged, t.get(*target));
+        if (merged) return std::move(*merged);
+      }
+      // Merged into another store's customer, which this (filtered) terminal does not hold.
+      if (const std::string account = st.column_text(1); !account.empty())
+        return Status::NotFound("customer " + std::string(id) + " was merged at HQ into account " + account +
+                                " of another store; this terminal holds only its own store's customers");
     }
     return Status::NotFound("customer '" + std::string(id) + "' not found on this terminal");
   }
@@ -220,13 +228,7 @@ struct ChannelNode::Impl {
     if (!stored.ok() && stored.status().code() != Code::constraint_violation) return stored.status();
     if (!stored.ok()) {
       TS_RETURN_IF_ERROR(db->exec("ROLLBACK TO rts_answer"));
-      TS_ASSIGN_OR_RETURN(auto st, db->prepare(
-          "INSERT INTO set_aside(customer, payload, error, at_ms) VALUES(?1, ?2, ?3, ?4) "
-          "ON CONFLICT(customer) DO UPDATE SET payload = excluded.payload, error = excluded.error, "
-          "at_ms = excluded.at_ms"));
-      st.bind_blob(1, a.customer.guid.raw()).bind_blob(2, encode_customer(a.customer));
-      st.bind(3, stored.status().to_string()).bind(4, clock->now_ms());
-      TS_RETURN_IF_ERROR(st.run());
+      TS_RETURN_IF_ERROR(node_db::set_aside(txn, a.customer, stored.status().to_string(), clock->now_ms()));
     }
     TS_RETURN_IF_ERROR(db->exec("RELEASE rts_answer"));
     TS_RETURN_IF_ERROR(merge_clock(txn, a.hq_hlc));

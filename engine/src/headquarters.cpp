@@ -194,8 +194,14 @@ struct Headquarters::Impl {
         r.card_number = done->result;
       } else {
         TS_ASSIGN_OR_RETURN(r, body(*tx));
-        TS_RETURN_IF_ERROR(tx->put_rts_request(
-            request, HqTransaction::RtsRequest{std::string(node), r.customer.guid, r.card_number}, now()));
+        // Recorded until the job handles the write the terminal logs under this id. A
+        // request whose logged write HQ already received (a creation asked again after
+        // its asynchronous copy was pushed) is not: that copy is applied as what it is.
+        TS_ASSIGN_OR_RETURN(auto received, tx->holds_ops(node, std::span<const Guid>(&request, 1)));
+        if (received.empty() || !received.front()) {
+          TS_RETURN_IF_ERROR(tx->put_rts_request(
+              request, HqTransaction::RtsRequest{std::string(node), r.customer.guid, r.card_number}, now()));
+        }
       }
       TS_ASSIGN_OR_RETURN(r.hq_hlc, tick(*tx, std::nullopt));
       TS_RETURN_IF_ERROR(tx->commit());
@@ -204,17 +210,22 @@ struct Headquarters::Impl {
     });
   }
 
-  // Feed entries that merge a GUID into a customer of a store other than `channel`
-  // keep only that customer's GUID and account number (FeedEntry::mapping_only).
-  Status reduce_foreign_merges(const std::string& channel, std::vector<FeedEntry>& entries) {
+  // Alias entries (a GUID merged into customer.guid) get the account number the GUID
+  // had (FeedEntry::alias_account). For a filtered node of store `channel`, those that
+  // merge a GUID into another store's customer keep only that customer's GUID and
+  // account number (FeedEntry::mapping_only).
+  Status describe_merges(const std::optional<std::string>& channel, std::vector<FeedEntry>& entries) {
     if (std::none_of(entries.begin(), entries.end(), [](const FeedEntry& e) { return e.alias.has_value(); }))
       return Status::Ok();
     auto reduced = with_retries(busy_retries, [&]() -> Result<bool> {
       TS_ASSIGN_OR_RETURN(auto tx, store->begin());
       for (FeedEntry& e : entries) {
-        if (!e.alias || e.mapping_only) continue;
+        if (!e.alias || e.erased) continue;
+        TS_ASSIGN_OR_RETURN(auto status, tx->sync_status(*e.alias));
+        e.alias_account = status && status->account_number ? *status->account_number : std::string();
+        if (!channel || e.mapping_only) continue;
         TS_ASSIGN_OR_RETURN(std::string owner, tx->channel_of(e.customer.guid));
-        if (owner == channel) continue;
+        if (owner == *channel) continue;
         Customer mapping;
         mapping.guid = e.customer.guid;
         mapping.account_number = e.customer.account_number;
@@ -366,7 +377,7 @@ struct Headquarters::Impl {
     if (!decoded.ok()) {
       // A till redacts its log when an erasure reaches it (empty payloads).
       if (rec.payload.empty()) {
-        TS_ASSIGN_OR_RETURN(bool gone, redact_if_erased(tx, rec.entity));
+        TS_ASSIGN_OR_RETURN(bool gone, redact_if_erased(tx, rec, rec.entity));
         if (gone) return Applied{erased(rec.entity)};
       }
       return Applied{decoded.status()};
@@ -379,7 +390,7 @@ struct Headquarters::Impl {
       if (c.guid != rec.entity) return Applied{Status::CorruptLog("create payload GUID differs from the log row")};
       TS_ASSIGN_OR_RETURN(auto have, lookup(tx, c.guid));
       if (!have) {
-        TS_ASSIGN_OR_RETURN(bool gone, redact_if_erased(tx, c.guid));
+        TS_ASSIGN_OR_RETURN(bool gone, redact_if_erased(tx, rec, c.guid));
         if (gone) return Applied{erased(c.guid)};  // never recreated
       }
       if (have && have->guid != c.guid) return Applied{Status::Ok(), false};  // merged before
@@ -412,7 +423,7 @@ struct Headquarters::Impl {
 
     TS_ASSIGN_OR_RETURN(auto have, lookup(tx, rec.entity));
     if (!have) {
-      TS_ASSIGN_OR_RETURN(bool gone, redact_if_erased(tx, rec.entity));
+      TS_ASSIGN_OR_RETURN(bool gone, redact_if_erased(tx, rec, rec.entity));
       if (gone) return Applied{erased(rec.entity)};
       // Its create comes from another terminal (after a new epoch or a restore, logs
       // arrive in any order): applied when that create is.
@@ -479,11 +490,10 @@ struct Headquarters::Impl {
   // An operation on an erased customer (from a till that was offline during the
   // erasure, or one the till redacted when the erasure reached it) fails with `erased`,
   // its payload redacted like those HQ held at the erasure. True when `guid` is erased.
-  Result<bool> redact_if_erased(HqTransaction& tx, const Guid& guid) {
+  Result<bool> redact_if_erased(HqTransaction& tx, const LogRecord& rec, const Guid& guid) {
     TS_ASSIGN_OR_RETURN(bool gone, tx.is_erased(guid));
     if (!gone) return false;
-    TS_ASSIGN_OR_RETURN(auto redacted, tx.erase_customer(guid, {}, now()));
-    (void)redacted;
+    TS_RETURN_IF_ERROR(tx.redact_received(rec.node_id, rec.seq));
     return true;
   }
 
@@ -592,8 +602,11 @@ struct Headquarters::Impl {
                                         " on this customer, which waits for its creation", report);
     }
     if (ord.done.contains({rec.node_id, rec.op_id})) {
-      // Written through the real-time service, which answered the terminal.
+      // Written through the real-time service, which answered the terminal. The
+      // terminal logged it once that answer was stored, so it never sends the request
+      // again: HQ's record of it goes (HQ's storage does not grow with requests).
       TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::applied, ""));
+      TS_RETURN_IF_ERROR(tx.forget_rts_request(rec.node_id, rec.op_id));
       ++report.applied;
       if (rec.kind == OpKind::customer_create) TS_RETURN_IF_ERROR(release_waiting(tx, rec.entity, ord));
       return Status::Ok();
@@ -1105,9 +1118,10 @@ Result<PullResult> Headquarters::pull(std::string_view node_id, std::int64_t aft
     TS_ASSIGN_OR_RETURN(bool still_filtered, impl_->note_pull(node_id, after, registered_filtered));
     (void)still_filtered;
   }
-  // Last, after the marks (they fingerprint the stored entries): a GUID of this store
-  // merged into another store's customer reaches a filtered node as a mapping only.
-  if (channel) TS_RETURN_IF_ERROR(impl_->reduce_foreign_merges(*channel, out.entries));
+  // Last, after the marks (they fingerprint the stored entries): the account numbers
+  // merged GUIDs had, and a GUID of this store merged into another store's customer
+  // reaches a filtered node as a mapping only.
+  TS_RETURN_IF_ERROR(impl_->describe_merges(channel, out.entries));
   return out;
 }
 

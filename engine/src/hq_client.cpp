@@ -183,7 +183,8 @@ Result<PullReply> HqClient::pull(const std::string& node_id, std::int64_t after,
                                   MsgType::pull, protocol::Pull{node_id, after, after_mark, limit, filtered}));
   return PullReply{std::move(r.epoch), r.reset,          r.cursor,         r.cursor_mark,
                    Hlc{r.hq_hlc},       std::move(r.customers), std::move(r.aliases), r.more,
-                   std::move(r.merged_elsewhere), r.compacted, std::move(r.erased)};
+                   std::move(r.merged_elsewhere), r.compacted, std::move(r.erased),
+                   std::move(r.alias_accounts)};
 }
 
 }  // namespace tillsync

@@ -251,7 +251,8 @@ struct HqService::Impl {
         return reply(MsgType::pull, protocol::encode(protocol::PullReply{
                                         std::move(p.epoch), p.reset, p.cursor, p.cursor_mark,
                                         p.hq_hlc.value, std::move(p.customers), std::move(p.aliases), p.more,
-                                        std::move(p.merged_elsewhere), p.compacted, std::move(p.erased)}));
+                                        std::move(p.merged_elsewhere), p.compacted, std::move(p.erased),
+                                        std::move(p.alias_accounts)}));
       }
     }
     return Status::InvalidInput("type", "unknown message type " + std::to_string(req.frame.type));

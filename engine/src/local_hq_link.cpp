@@ -45,6 +45,7 @@ PullReply to_pull_reply(std::string epoch, PullResult result) {
       continue;
     }
     if (e.alias) out.aliases.emplace_back(*e.alias, e.customer.guid);
+    if (e.alias && !e.alias_account.empty()) out.alias_accounts.emplace_back(*e.alias, e.alias_account);
     if (e.mapping_only && e.alias) {
       out.merged_elsewhere.emplace_back(*e.alias, e.customer.account_number.value_or(""));
       continue;

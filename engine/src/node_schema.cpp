@@ -54,7 +54,7 @@ constexpr std::array<TextSetting, 5> kDefaults{{
 }  // namespace
 
 const storage::SchemaSpec& schema() {
-  static const std::array<storage::Migration, 5> migrations{{
+  static const std::array<storage::Migration, 6> migrations{{
       {1, "terminal: settings, customer replica, change log", v1_sql()},
       {2, "terminal: GUIDs HQ merged into other customers", R"sql(
 CREATE TABLE guid_aliases (
@@ -107,6 +107,12 @@ CREATE TABLE log_acks (
   at_ms INTEGER NOT NULL
 ) STRICT;
 )sql"},
+      // The account number a merged GUID had (hq merge-customers): the old account
+      // number, on a loyalty card or a receipt, still names the customer it joined.
+      {6, "terminal: account numbers of customers HQ merged into others", R"sql(
+ALTER TABLE guid_aliases ADD COLUMN alias_account TEXT;
+CREATE INDEX guid_aliases_account ON guid_aliases(alias_account) WHERE alias_account IS NOT NULL;
+)sql"},
   }};
   static const storage::SchemaSpec spec{kApplicationId, "terminal", migrations};
   return spec;
@@ -140,6 +146,15 @@ Status put(storage::Transaction& txn, std::string_view key, std::string_view val
 
 Status put_int(storage::Transaction& txn, std::string_view key, std::int64_t value) {
   return put(txn, key, std::to_string(value));
+}
+
+Status set_aside(storage::Transaction& txn, const Customer& c, std::string_view why, std::int64_t at_ms) {
+  TS_ASSIGN_OR_RETURN(auto st, txn.db().prepare(
+      "INSERT INTO set_aside(customer, payload, error, at_ms) VALUES(?1, ?2, ?3, ?4) "
+      "ON CONFLICT(customer) DO UPDATE SET payload = excluded.payload, error = excluded.error, "
+      "at_ms = excluded.at_ms"));
+  st.bind_blob(1, c.guid.raw()).bind_blob(2, encode_customer(c)).bind(3, why).bind(4, at_ms);
+  return st.run();
 }
 
 Result<std::optional<std::int64_t>> log_retention(storage::Database& db) {

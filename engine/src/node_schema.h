@@ -56,6 +56,11 @@ Result<std::int64_t> get_int(storage::Database& db, std::string_view key, std::i
 Status put(storage::Transaction& txn, std::string_view key, std::string_view value);
 Status put_int(storage::Transaction& txn, std::string_view key, std::int64_t value);
 
+// Keeps a customer from HQ this terminal cannot store yet (`why`: the local rule it
+// breaks) in `set_aside`, replacing an earlier entry of that customer; it is tried
+// again after every pulled page.
+Status set_aside(storage::Transaction& txn, const Customer& c, std::string_view why, std::int64_t at_ms);
+
 // The log retention setting (nullopt: keep the whole log).
 Result<std::optional<std::int64_t>> log_retention(storage::Database& db);
 

@@ -654,6 +654,14 @@ class PgHqTransaction final : public HqTransaction {
     for (std::size_t i = 0; i < ids.size(); ++i) done.push_back(found.contains({ids[i], requests[i].first}));
     return done;
   }
+  Status redact_received(std::string_view node, std::int64_t seq) override {
+    return db_.queue("UPDATE inbound SET payload = ''::bytea WHERE node_id = $1 AND seq = $2",
+                     PgParams().text(node).i64(seq));
+  }
+  Status forget_rts_request(std::string_view node, const Guid& request) override {
+    return db_.queue("DELETE FROM rts_requests WHERE request = $1 AND node_id = $2",
+                     PgParams().bytes(request.raw()).text(node));
+  }
   Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) override {
     return db_.queue(
         "INSERT INTO node_clocks(node_id, ahead_ms, at_ms) VALUES($1, $2, $3) "

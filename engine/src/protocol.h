@@ -208,6 +208,7 @@ struct PullReply {
   std::vector<std::pair<Guid, std::string>> merged_elsewhere;
   bool compacted = false;
   std::vector<Guid> erased;  // customers HQ erased: the node deletes its copies
+  std::vector<std::pair<Guid, std::string>> alias_accounts;  // (alias, its old account number)
   template <class Ar> void io(Ar& ar) {
     codec::text(ar, epoch);
     codec::boolean(ar, reset);
@@ -226,6 +227,10 @@ struct PullReply {
     });
     codec::boolean(ar, compacted);
     codec::list(ar, erased, [](Ar& a, Guid& g) { codec::guid(a, g); });
+    codec::list(ar, alias_accounts, [](Ar& a, std::pair<Guid, std::string>& p) {
+      codec::guid(a, p.first);
+      codec::text(a, p.second);
+    });
   }
 };
 

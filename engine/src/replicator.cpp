@@ -371,15 +371,7 @@ struct Replicator::Impl {
     if (!s.ok() && !set_aside) return s;
     if (set_aside) TS_RETURN_IF_ERROR(db->exec("ROLLBACK TO feed_entry"));
     TS_RETURN_IF_ERROR(db->exec("RELEASE feed_entry"));
-    if (set_aside) {
-      TS_ASSIGN_OR_RETURN(auto st, db->prepare(
-          "INSERT INTO set_aside(customer, payload, error, at_ms) VALUES(?1, ?2, ?3, ?4) "
-          "ON CONFLICT(customer) DO UPDATE SET payload = excluded.payload, error = excluded.error, "
-          "at_ms = excluded.at_ms"));
-      st.bind_blob(1, as_sent.guid.raw()).bind_blob(2, encode_customer(as_sent)).bind(3, s.to_string());
-      st.bind(4, clock->now_ms());
-      return st.run();
-    }
+    if (set_aside) return node_db::set_aside(txn, as_sent, s.to_string(), clock->now_ms());
     TS_ASSIGN_OR_RETURN(auto st, db->prepare("DELETE FROM set_aside WHERE customer = ?1"));
     st.bind_blob(1, c.guid.raw());
     return st.run();
@@ -537,6 +529,12 @@ struct Replicator::Impl {
         TS_ASSIGN_OR_RETURN(auto st, db->prepare(
             "INSERT OR REPLACE INTO guid_aliases(alias, target) VALUES(?1, ?2)"));
         st.bind_blob(1, alias.raw()).bind_blob(2, target.raw());
+        TS_RETURN_IF_ERROR(st.run());
+      }
+      // The account number a merged GUID had keeps naming the customer it joined.
+      for (const auto& [alias, account] : reply.alias_accounts) {
+        TS_ASSIGN_OR_RETURN(auto st, db->prepare("UPDATE guid_aliases SET alias_account = ?2 WHERE alias = ?1"));
+        st.bind_blob(1, alias.raw()).bind(2, account);
         TS_RETURN_IF_ERROR(st.run());
       }
       // A GUID of this store merged into another store's customer (a filtered node):

@@ -637,6 +637,16 @@ class SqliteHqTransaction final : public HqTransaction {
     }
     return done;
   }
+  Status redact_received(std::string_view node, std::int64_t seq) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare("UPDATE inbound SET payload = x'' WHERE node_id = ?1 AND seq = ?2"));
+    st.bind(1, node).bind(2, seq);
+    return st.run();
+  }
+  Status forget_rts_request(std::string_view node, const Guid& request) override {
+    TS_ASSIGN_OR_RETURN(auto st, db_.prepare("DELETE FROM rts_requests WHERE request = ?1 AND node_id = ?2"));
+    st.bind_blob(1, request.raw()).bind(2, node);
+    return st.run();
+  }
   Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "INSERT INTO node_clocks(node_id, ahead_ms, at_ms) VALUES(?1, ?2, ?3) "

@@ -63,6 +63,9 @@ struct PullReply {
   // merged into it, and redacts their operations in its change log. Applied after
   // `customers` (a page never holds both a customer and its erasure).
   std::vector<Guid> erased{};
+  // (alias, account number): the account number a GUID in `aliases` had before HQ
+  // merged it (hq merge-customers); it names the customer the GUID joined.
+  std::vector<std::pair<Guid, std::string>> alias_accounts{};
 };
 
 // Why HQ was unreachable, as far as the link can tell.

@@ -83,6 +83,9 @@ struct FeedEntry {
   // into another store's customer: `customer` then holds only the GUID and account
   // number, and the node receives the mapping, not the customer.
   bool mapping_only = false;
+  // Set by Headquarters::pull on an alias entry: the account number `alias` had before
+  // it was merged (empty: it had none), which keeps naming customer.guid.
+  std::string alias_account;
   // The customer whose GUID is customer.guid was erased (right to erasure): a node
   // deletes its copy. `customer` holds only the GUID. Erasure turns the customer's
   // earlier entries into such entries too, each keeping the mark it had (`mark`).
@@ -173,7 +176,9 @@ class HqTransaction {
                            std::string_view error) = 0;
   // Real-time requests carried out, by request id (the op id under which the terminal
   // logs the write): a repeated request is answered without doing it again, and the
-  // logged operation, when it is pushed, is not applied a second time.
+  // logged operation, when it is pushed, is not applied a second time. A row is kept
+  // until the job has handled that logged operation (forget_rts_request), after which
+  // the terminal never sends the request again.
   struct RtsRequest {
     std::string node;
     Guid customer;
@@ -184,6 +189,8 @@ class HqTransaction {
   // For each (node, id), whether it is a real-time request `node` had carried out (a
   // request of another node with the same id does not count).
   virtual Result<std::vector<bool>> rts_requests_done(std::span<const std::pair<std::string, Guid>> requests) = 0;
+  // Deletes `node`'s request `request` (no row: nothing happens).
+  virtual Status forget_rts_request(std::string_view node, const Guid& request) = 0;
   // The lead of `node`'s clock over HQ's at its last push (0: within the offset).
   virtual Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) = 0;
   // Which (node, customer) pairs have operations waiting for their customer's create.
@@ -293,6 +300,9 @@ class HqTransaction {
   // customer's feed entries into erasure entries keeping their marks. Records every
   // GUID as erased at `at_ms`. The caller appends the erasure entry (append_erasure).
   virtual Result<Erased> erase_customer(const Guid& guid, std::span<const Guid> aliases, std::int64_t at_ms) = 0;
+  // Empties the payload of the operation `node` sent at `seq` (an operation for an
+  // erased customer that arrived after the erasure).
+  virtual Status redact_received(std::string_view node, std::int64_t seq) = 0;
   // Publishes that `guid` was erased, to nodes of `channel` (and unfiltered ones).
   virtual Status append_erasure(const Guid& guid, std::string_view channel) = 0;
 
