@@ -1443,6 +1443,11 @@ void run_seed(std::uint64_t seed, Counters& totals) {
       sim.erase();
       ASSERT_NO_FATAL_FAILURE(sim.recover_crashes());
     }
+    if (std::getenv("TILLSYNC_SIM_MIDRUN_MERGES") != nullptr && sim.erase_rng() % 120 == 0) {
+      step("merge");
+      sim.merge();
+      ASSERT_NO_FATAL_FAILURE(sim.recover_crashes());
+    }
   }
   if (::testing::Test::HasFatalFailure()) return;
   ASSERT_NO_FATAL_FAILURE(sim.heal_and_settle());

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "tillsync/operations.h"
+
 namespace tillsync {
 namespace {
 
@@ -152,19 +154,27 @@ Result<std::int64_t> CustomerTable::upsert_from_hq(storage::Transaction& txn, co
     TS_RETURN_IF_ERROR(st.run());
     released += db_->changes();
   }
-  // HQ keeps an address or contact GUID on one customer at a time: another local
-  // customer HQ has (synced) that still holds one of `c`'s was merged into it at HQ (an
-  // identity merge), or HQ went back past such a merge. A local pending customer keeps
-  // its own (the entry is then set aside: a till elsewhere sent a clashing GUID).
-  for (std::string_view sql : {"DELETE FROM addresses WHERE guid = ?1 AND customer != ?2 AND customer IN "
-                               "(SELECT guid FROM customers WHERE account_number IS NOT NULL)",
-                               "DELETE FROM contacts WHERE guid = ?1 AND customer != ?2 AND customer IN "
-                               "(SELECT guid FROM customers WHERE account_number IS NOT NULL)"}) {
-    const bool addresses = sql.find("addresses") != std::string_view::npos;
+  // HQ keeps an address or contact GUID on one customer at a time. Another local
+  // customer still holding one of `c`'s gives it up when HQ has converted it (it has an
+  // account number: HQ merged it into `c`, an identity merge, or went back past one) or
+  // when it is only a copy (no creation of it in this terminal's log: a customer from
+  // HQ's feed, or one whose creation the log retention compacted and HQ lost since).
+  // A customer created here and not converted yet keeps its own (the entry is then set
+  // aside: a till elsewhere sent a clashing GUID).
+  auto release_sql = [](std::string_view table) {
+    const std::string owner = std::string(table) + ".customer";
+    return "DELETE FROM " + std::string(table) + " WHERE guid = ?1 AND customer != ?2 AND (" + owner +
+           " IN (SELECT guid FROM customers WHERE account_number IS NOT NULL) OR NOT EXISTS "
+           "(SELECT 1 FROM change_log l WHERE l.entity = " + owner + " AND l.kind = ?3))";
+  };
+  const std::string by_address = release_sql("addresses"), by_contact = release_sql("contacts");
+  for (const bool addresses : {true, false}) {
+    const std::string& sql = addresses ? by_address : by_contact;
     const std::size_t n = addresses ? c.addresses.size() : c.contacts.size();
     for (std::size_t i = 0; i < n; ++i) {
       TS_ASSIGN_OR_RETURN(auto st, db_->prepare(sql));
       st.bind_blob(1, (addresses ? c.addresses[i].guid : c.contacts[i].guid).raw()).bind_blob(2, c.guid.raw());
+      st.bind(3, static_cast<std::int64_t>(OpKind::customer_create));
       TS_RETURN_IF_ERROR(st.run());
       released += db_->changes();
     }

@@ -81,9 +81,10 @@ class CustomerTable {
   // The terminal's upsert of a customer as HQ sent it: HQ's word on account and card
   // numbers is final, so another local customer still holding one of `c`'s numbers
   // (HQ handed it out again after a restore) gives it up and shows Pending sync until
-  // HQ's feed brings its own. So does a synced customer holding one of `c`'s address
-  // or contact GUIDs (HQ merged it into `c`). Returns how many numbers and children
-  // were given up.
+  // HQ's feed brings its own. So does a converted customer, or a copy whose creation
+  // is not in this terminal's log, holding one of `c`'s address or contact GUIDs (HQ
+  // merged it into `c`, or the copy is older than HQ's state); one created here and not
+  // converted yet keeps them. Returns how many numbers and children were given up.
   Result<std::int64_t> upsert_from_hq(storage::Transaction& txn, const Customer& c);
   // Updates only the scalar fields, account number and version.
   Status update_scalars(storage::Transaction& txn, const Customer& c);

@@ -821,9 +821,16 @@ Result<RtsAnswer> Headquarters::rts_edit(std::string_view node_id, const Guid& r
   if (changes.empty()) return Status::InvalidInput("set", "set: no field changes given");
   return impl_->rts(node_id, request, guid, [&](HqTransaction& tx) -> Result<RtsAnswer> {
     TS_ASSIGN_OR_RETURN(Customer c, impl_->existing(tx, guid));
-    TS_RETURN_IF_ERROR(Impl::check_base_version(c, base_version));
+    std::int64_t base = base_version;
+    if (c.guid == guid) {
+      TS_RETURN_IF_ERROR(Impl::check_base_version(c, base));
+    } else {
+      // A GUID merged into `c` (a terminal that has not pulled the merge yet): its
+      // version is of the merged customer's copy, as for an operation in the log.
+      base = Impl::credible_base_version(c, base);
+    }
     TS_ASSIGN_OR_RETURN(Hlc hlc, impl_->tick(tx, std::nullopt));
-    TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(tx, c, field_values(changes), hlc, node_id, base_version));
+    TS_ASSIGN_OR_RETURN(MergeOutcome m, impl_->merge(tx, c, field_values(changes), hlc, node_id, base));
     if (m.held > 0) TS_RETURN_IF_ERROR(impl_->mark_conflict(tx, c, node_id));
     if (m.changed) TS_RETURN_IF_ERROR(impl_->publish(tx, c, {}));
     return RtsAnswer{std::move(c), {}, {}};
