@@ -10,7 +10,8 @@
 // the disk or fails I/O under SQLite (tests/support/fault_vfs.h) on a terminal or at HQ,
 // and interleaves partial runs of HQ's customer sync job with everything else; an
 // operator now and then erases a customer (right to erasure), and erases it again after
-// HQ's database went back; after the faults it merges customers found to be one person.
+// HQ's database went back, and merges customers found to be one person (in the middle
+// of the faults and after them).
 // Every seed picks a conflict policy and a duplicate policy.
 //
 // The oracle keeps its own expected state, built only from the generated history (the
@@ -1009,9 +1010,8 @@ struct Sim {
     FaultVfs::disarm_all();
     while (!deferred.empty()) deliver_late();  // every message in flight arrives
     for (auto& t : terminals) t.link->net = Net::up;
-    // Identity merges, once the faults are over: an operator merges customers found to
-    // be one person (merges under faults, and HQ going back past one, are not in the
-    // run yet: docs/testing.md).
+    // Identity merges once the faults are over too (each seed has at least a chance of
+    // one: an operator merges customers found to be one person).
     for (auto& t : terminals) ASSERT_TRUE(sync(t)) << t.id << " cannot sync after heal";
     for (int i = 0; i < 5; ++i) run_job(1'000'000);
     for (int i = 0; i < 2; ++i)
@@ -1436,14 +1436,14 @@ void run_seed(std::uint64_t seed, Counters& totals) {
     else { step("clock jump"); sim.clock_jump(t); }
     if (sim.any_crashed()) step("crashed: recover");
     ASSERT_NO_FATAL_FAILURE(sim.recover_crashes());
-    // An operator's erasures (and merges, at the end) come from a generator of their
+    // An operator's erasures and merges come from a generator of their
     // own, so that the seeds keep the histories they had before (with those in between).
     if (sim.erase_rng() % 120 == 0) {
       step("erase");
       sim.erase();
       ASSERT_NO_FATAL_FAILURE(sim.recover_crashes());
     }
-    if (std::getenv("TILLSYNC_SIM_MIDRUN_MERGES") != nullptr && sim.erase_rng() % 120 == 0) {
+    if (sim.erase_rng() % 120 == 0) {
       step("merge");
       sim.merge();
       ASSERT_NO_FATAL_FAILURE(sim.recover_crashes());

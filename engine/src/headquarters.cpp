@@ -906,7 +906,7 @@ Result<Headquarters::SearchResult> Headquarters::search(std::string_view node_id
 }
 
 std::uint64_t feed_mark(const FeedEntry& e) {
-  if (e.mark != 0) return e.mark;  // redacted by an erasure: the mark it had
+  if (e.mark != 0) return e.mark;  // stored when appended (kept by an erasure)
   // FNV-1a over the entry's seq, its customer's encoding and its alias.
   std::uint64_t h = 14695981039346656037ull;
   auto mix = [&h](std::string_view bytes) {
@@ -993,18 +993,25 @@ Result<PushResult> Headquarters::push(std::string_view node_id, std::int64_t pre
         stamps.push_back(records[i].hlc.value);
       }
       TS_ASSIGN_OR_RETURN(std::vector<bool> held, tx->holds_ops(node_id, ids));
+      // Held, but HQ holds another operation at that seq: the node logged it again at a
+      // seq it had used for another one (a till restored from a backup settling a
+      // request it had sent before), and must renumber.
+      TS_ASSIGN_OR_RETURN(std::vector<std::optional<Guid>> at, tx->ops_at(node_id, seqs));
       std::optional<HqTransaction::Pruned> pruned;
       for (std::size_t i = 0; i < ids.size(); ++i) {
-        if (held[i]) continue;
-        // HQ applied an operation there and deleted it after its retention. One stamped
-        // no later than the newest it deleted is taken for that one (a resend); a newer
-        // one was written since, by a copy of the node restored from a backup that
-        // lacked the deleted ones (docs/operations.md: restore tills from backups
-        // younger than the retention).
-        if (!pruned) {
-          TS_ASSIGN_OR_RETURN(pruned, tx->pruned_through(node_id));
+        const bool another_there = at[i] && *at[i] != ids[i];
+        if (held[i] && !another_there) continue;
+        if (!another_there) {
+          // HQ applied an operation there and deleted it after its retention. One
+          // stamped no later than the newest it deleted is taken for that one (a
+          // resend); a newer one was written since, by a copy of the node restored from
+          // a backup that lacked the deleted ones (docs/operations.md: restore tills
+          // from backups younger than the retention).
+          if (!pruned) {
+            TS_ASSIGN_OR_RETURN(pruned, tx->pruned_through(node_id));
+          }
+          if (seqs[i] <= pruned->seq && stamps[i] <= pruned->hlc) continue;
         }
-        if (seqs[i] <= pruned->seq && stamps[i] <= pruned->hlc) continue;
         return Status(Code::conflict,
                       "HQ holds another operation of node " + std::string(node_id) + " at seq " +
                           std::to_string(seqs[i]) + " (HQ has up to seq " +

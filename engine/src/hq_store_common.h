@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,6 +64,17 @@ inline constexpr std::string_view kMinPullCursorQuery =
 // it pushes on), at most `budget` of them.
 inline std::int64_t prune_scan_end(std::int64_t cursor, std::int64_t pruned, std::int64_t budget) {
   return std::min(cursor - 1, pruned + budget);
+}
+
+// The mark stored with a feed entry when it is appended (feed_mark()): random, never 0.
+// An HQ database restored from a backup that appends an identical entry at the same seq
+// again gives it another mark, so a terminal that had pulled the lost entry is reset
+// rather than continuing after entries it never saw.
+inline std::int64_t new_feed_mark() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uint64_t m = 0;
+  while (m == 0) m = rng();
+  return static_cast<std::int64_t>(m);
 }
 
 // One feed row as FeedEntry: an empty payload is an erasure entry (only the customer's

@@ -541,6 +541,21 @@ class PgHqTransaction final : public HqTransaction {
     for (const std::string& id : ids) held.push_back(found.contains(id));
     return held;
   }
+  Result<std::vector<std::optional<Guid>>> ops_at(std::string_view node, std::span<const std::int64_t> seqs) override {
+    TS_ASSIGN_OR_RETURN(auto rows, db_.run(
+        "SELECT seq, op_id FROM inbound WHERE node_id = $1 AND seq = ANY($2::bigint[])",
+        PgParams().text(node).i64_array(std::vector<std::int64_t>(seqs.begin(), seqs.end()))));
+    std::map<std::int64_t, Guid> found;
+    for (int i = 0; i < rows.size(); ++i)
+      if (auto g = Guid::from_raw(rows.bytes(i, 1))) found.emplace(rows.i64(i, 0), *g);
+    std::vector<std::optional<Guid>> ops;
+    ops.reserve(seqs.size());
+    for (std::int64_t seq : seqs) {
+      auto it = found.find(seq);
+      ops.push_back(it == found.end() ? std::nullopt : std::optional<Guid>(it->second));
+    }
+    return ops;
+  }
   Result<bool> stage(const LogRecord& r, std::int64_t received_at_ms) override {
     TS_ASSIGN_OR_RETURN(std::int64_t cursor, node_cursor(r.node_id));
     PgParams p;
@@ -1079,8 +1094,8 @@ class PgHqTransaction final : public HqTransaction {
     std::int64_t seq = top.value_or(0);
     for (const PendingFeed& f : feed_) {
       TS_RETURN_IF_ERROR(db_.queue(
-          "INSERT INTO feed(seq, channel, customer, payload, alias) VALUES($1, $2, $3, $4, $5)",
-          PgParams().i64(++seq).text(f.channel).bytes(f.customer).bytes(f.payload).opt_bytes(f.alias)));
+          "INSERT INTO feed(seq, channel, customer, payload, alias, mark) VALUES($1, $2, $3, $4, $5, $6)",
+          PgParams().i64(++seq).text(f.channel).bytes(f.customer).bytes(f.payload).opt_bytes(f.alias).i64(new_feed_mark())));
     }
     for (const auto& [customer, child] : tombstones_) {
       TS_RETURN_IF_ERROR(db_.queue(

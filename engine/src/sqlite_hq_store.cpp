@@ -472,9 +472,9 @@ class SqliteHqTransaction final : public HqTransaction {
   }
   Status append_alias(const Guid& alias, const Customer& target, std::string_view channel) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "INSERT INTO feed(channel, customer, payload, alias) VALUES(?1, ?2, ?3, ?4)"));
+        "INSERT INTO feed(channel, customer, payload, alias, mark) VALUES(?1, ?2, ?3, ?4, ?5)"));
     st.bind(1, channel).bind_blob(2, target.guid.raw()).bind_blob(3, encode_customer(target));
-    st.bind_blob(4, alias.raw());
+    st.bind_blob(4, alias.raw()).bind(5, new_feed_mark());
     return st.run();
   }
   Result<std::optional<Guid>> find_duplicate(const Customer& c) override {
@@ -532,6 +532,17 @@ class SqliteHqTransaction final : public HqTransaction {
       held.push_back(row);
     }
     return held;
+  }
+  Result<std::vector<std::optional<Guid>>> ops_at(std::string_view node, std::span<const std::int64_t> seqs) override {
+    std::vector<std::optional<Guid>> ops;
+    ops.reserve(seqs.size());
+    for (std::int64_t seq : seqs) {
+      TS_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT op_id FROM inbound WHERE node_id = ?1 AND seq = ?2"));
+      st.bind(1, node).bind(2, seq);
+      TS_ASSIGN_OR_RETURN(bool row, st.step());
+      ops.push_back(row ? Guid::from_raw(st.column_blob(0)) : std::nullopt);
+    }
+    return ops;
   }
   Result<bool> stage(const LogRecord& r, std::int64_t received_at_ms) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
@@ -711,8 +722,8 @@ class SqliteHqTransaction final : public HqTransaction {
 
   Status append_feed(const Customer& c, std::string_view channel) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "INSERT INTO feed(channel, customer, payload) VALUES(?1, ?2, ?3)"));
-    st.bind(1, channel).bind_blob(2, c.guid.raw()).bind_blob(3, encode_customer(c));
+        "INSERT INTO feed(channel, customer, payload, mark) VALUES(?1, ?2, ?3, ?4)"));
+    st.bind(1, channel).bind_blob(2, c.guid.raw()).bind_blob(3, encode_customer(c)).bind(4, new_feed_mark());
     return st.run();
   }
 
@@ -1006,8 +1017,8 @@ class SqliteHqTransaction final : public HqTransaction {
   }
   Status append_erasure(const Guid& guid, std::string_view channel) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
-        "INSERT INTO feed(channel, customer, payload) VALUES(?1, ?2, X'')"));
-    st.bind(1, channel).bind_blob(2, guid.raw());
+        "INSERT INTO feed(channel, customer, payload, mark) VALUES(?1, ?2, X'', ?3)"));
+    st.bind(1, channel).bind_blob(2, guid.raw()).bind(3, new_feed_mark());
     return st.run();
   }
   Result<Pruned> pruned_through(std::string_view node) override {

@@ -90,13 +90,17 @@ struct FeedEntry {
   // deletes its copy. `customer` holds only the GUID. Erasure turns the customer's
   // earlier entries into such entries too, each keeping the mark it had (`mark`).
   bool erased = false;
-  std::uint64_t mark = 0;  // when not 0: feed_mark() of the entry as it was before erasure
+  // The mark stored with the entry (0: none, an entry appended before marks were
+  // stored): drawn at random when it is appended, and kept by an erasure.
+  std::uint64_t mark = 0;
 };
 
-// A fingerprint of one feed entry (its seq and content; never 0). A terminal keeps the
-// mark of its pull cursor and sends it back, so HQ can tell that the cursor is a
-// position of its own feed and not of an HQ database it was restored over. An entry an
-// erasure redacted keeps the mark it had (FeedEntry::mark).
+// A fingerprint of one feed entry, never 0: its stored mark (FeedEntry::mark), random
+// per append, or for an entry without one a hash of its seq and content. A terminal
+// keeps the mark of its pull cursor and sends it back, so HQ can tell that the cursor
+// is a position of its own feed and not of an HQ database it was restored over (also
+// when that database appended an identical entry at the same seq again). An entry an
+// erasure redacted keeps the mark it had.
 std::uint64_t feed_mark(const FeedEntry& e);
 
 // The last write HQ applied to one field of a customer: who, when (HLC), and the
@@ -159,6 +163,9 @@ class HqTransaction {
   virtual Result<std::int64_t> node_cursor(std::string_view node) = 0;
   // For each op id, whether HQ holds that operation from `node` (a resend).
   virtual Result<std::vector<bool>> holds_ops(std::string_view node, std::span<const Guid> op_ids) = 0;
+  // For each seq, the id of the operation HQ holds from `node` at that seq (nullopt:
+  // none, or pruned after its retention).
+  virtual Result<std::vector<std::optional<Guid>>> ops_at(std::string_view node, std::span<const std::int64_t> seqs) = 0;
   // Stages one record (state staged, received at `received_at_ms`) and advances the
   // node's cursor to its seq. The caller guarantees record.seq > node_cursor.
   // false (and nothing written) when its op_id is already staged.
