@@ -187,10 +187,12 @@ TEST_P(FloodTest, AFloodFromOneConnectionHoldsBackNeitherAHandshakeNorAnotherCon
       ++handled;
       if ((*r)->frame.body == "quiet") {
         quiet_handled_at = flood_handled.load();
+        ASSERT_TRUE(server->reply(**r, 0x81, "").ok());
       } else {
+        // The flood gets no replies: unread, 20,000 of them would pass the reply
+        // queues' limits, where ZeroMQ drops them.
         flood_handled.fetch_add(1);
       }
-      ASSERT_TRUE(server->reply(**r, 0x81, "").ok());
     }
   });
   auto flooder = transport::Client::connect(flooder_ctx, server->endpoint(), client_options(flooder_keys));
@@ -199,7 +201,6 @@ TEST_P(FloodTest, AFloodFromOneConnectionHoldsBackNeitherAHandshakeNorAnotherCon
     // Requests sent without waiting for replies; the socket's queue limit holds the
     // sender back when HQ is behind.
     for (int i = 0; i < kFlood; ++i) ASSERT_TRUE(flooder->send(1, "flood").ok());
-    for (int i = 0; i < kFlood; ++i) ASSERT_TRUE(flooder->receive().ok());
   });
   // The quiet node connects and speaks once the flood is well under way.
   while (flood_handled.load() < 100) std::this_thread::yield();
