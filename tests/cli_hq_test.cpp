@@ -286,6 +286,12 @@ class HqCliTest : public ::testing::Test {
     }
     return ok_json(args)["customers"];
   }
+  // The account number HQ gave the customer with `guid` ("" when HQ has none).
+  std::string hq_account_of(const std::string& guid) {
+    for (const json& c : hq_customers())
+      if (c["guid"] == guid && c["account_number"].is_string()) return c["account_number"];
+    return {};
+  }
 
   json run_job() { return ok_json({"hq", "run-job", "sync-customers", "--db", hq_db_}); }
 
@@ -732,11 +738,8 @@ TEST_F(HqCliTest, EraseCustomerLeavesNoTraceInTheFilesTheCommandsWrote) {
   sync("S002");
   run_job();
   sync("S002");
-  json customers = hq_customers();
-  std::string account;
-  for (const json& c : customers)
-    if (c["guid"] == guid) account = c["account_number"];
-  ASSERT_TRUE(is_account_number(account)) << customers.dump();
+  const std::string account = hq_account_of(guid);
+  ASSERT_TRUE(is_account_number(account)) << hq_customers().dump();
 
   json e = ok_json({"hq", "erase-customer", "--db", hq_db_, account});
   EXPECT_EQ(e["guid"], guid);
@@ -768,7 +771,7 @@ TEST_F(HqCliTest, EraseCustomerLeavesNoTraceInTheFilesTheCommandsWrote) {
 
 // Issue 18, item 6, from the command line: `hq merge-customers KEEP DROP`, journaled
 // in `hq merges`; DROP's account number names KEEP afterwards; the terminal shows KEEP
-// under DROP's GUID after its next sync.
+// under DROP's GUID and account number after its next sync.
 TEST_F(HqCliTest, MergeCustomersMakesTheDroppedCustomerANameOfTheKeptOne) {
   init_hq();
   start_hq();
@@ -778,11 +781,7 @@ TEST_F(HqCliTest, MergeCustomersMakesTheDroppedCustomerANameOfTheKeptOne) {
   sync("S002");
   run_job();
   sync("S002");
-  std::string keep_account, drop_account;
-  for (const json& c : hq_customers()) {
-    if (c["guid"] == keep) keep_account = c["account_number"];
-    if (c["guid"] == drop) drop_account = c["account_number"];
-  }
+  const std::string keep_account = hq_account_of(keep), drop_account = hq_account_of(drop);
   ASSERT_TRUE(is_account_number(keep_account) && is_account_number(drop_account));
   EXPECT_EQ(run({"hq", "merge-customers", "--db", hq_db_, keep_account}).exit, 2);
   EXPECT_EQ(error_json({"hq", "merge-customers", "--db", hq_db_, keep_account, keep}, 3)["code"], "invalid_input");
@@ -806,6 +805,10 @@ TEST_F(HqCliTest, MergeCustomersMakesTheDroppedCustomerANameOfTheKeptOne) {
   json shown = ok_json({"store", "show", "--db", terminal_db("S002"), drop});
   EXPECT_EQ(shown["guid"], keep);
   EXPECT_EQ(shown["title"], "Rear Admiral");
+  // DROP's account number (the customer's old card) names KEEP at the till too.
+  json by_account = ok_json({"store", "show", "--db", terminal_db("S002"), drop_account});
+  EXPECT_EQ(by_account["guid"], keep);
+  EXPECT_EQ(by_account["account_number"], keep_account);
 }
 
 TEST_F(HqCliTest, StoppedHqMeansHqUnreachable) {
