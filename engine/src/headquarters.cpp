@@ -194,9 +194,10 @@ struct Headquarters::Impl {
         r.card_number = done->result;
       } else {
         TS_ASSIGN_OR_RETURN(r, body(*tx));
-        // Recorded until the job handles the write the terminal logs under this id. A
-        // request whose logged write HQ already received (a creation asked again after
-        // its asynchronous copy was pushed) is not: that copy is applied as what it is.
+        // Recorded as long as HQ holds the write the terminal logs under this id (they
+        // are pruned together, after the received retention). A request whose logged
+        // write HQ already received (a creation asked again after its asynchronous copy
+        // was pushed) is not: that copy is applied as what it is.
         TS_ASSIGN_OR_RETURN(auto received, tx->holds_ops(node, std::span<const Guid>(&request, 1)));
         if (received.empty() || !received.front()) {
           TS_RETURN_IF_ERROR(tx->put_rts_request(
@@ -602,11 +603,8 @@ struct Headquarters::Impl {
                                         " on this customer, which waits for its creation", report);
     }
     if (ord.done.contains({rec.node_id, rec.op_id})) {
-      // Written through the real-time service, which answered the terminal. The
-      // terminal logged it once that answer was stored, so it never sends the request
-      // again: HQ's record of it goes (HQ's storage does not grow with requests).
+      // Written through the real-time service, which answered the terminal.
       TS_RETURN_IF_ERROR(tx.set_state(rec.node_id, rec.seq, StagedState::applied, ""));
-      TS_RETURN_IF_ERROR(tx.forget_rts_request(rec.node_id, rec.op_id));
       ++report.applied;
       if (rec.kind == OpKind::customer_create) TS_RETURN_IF_ERROR(release_waiting(tx, rec.entity, ord));
       return Status::Ok();

@@ -673,10 +673,6 @@ class PgHqTransaction final : public HqTransaction {
     return db_.queue("UPDATE inbound SET payload = ''::bytea WHERE node_id = $1 AND seq = $2",
                      PgParams().text(node).i64(seq));
   }
-  Status forget_rts_request(std::string_view node, const Guid& request) override {
-    return db_.queue("DELETE FROM rts_requests WHERE request = $1 AND node_id = $2",
-                     PgParams().bytes(request.raw()).text(node));
-  }
   Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) override {
     return db_.queue(
         "INSERT INTO node_clocks(node_id, ahead_ms, at_ms) VALUES($1, $2, $3) "
@@ -902,6 +898,11 @@ class PgHqTransaction final : public HqTransaction {
       TS_RETURN_IF_ERROR(db_.queue(
           "UPDATE node_cursors SET pruned_hlc = greatest(pruned_hlc, coalesce((SELECT max(hlc) FROM inbound "
           "WHERE node_id = $1 AND seq > $2 AND seq <= $3), 0)) WHERE node_id = $1",
+          PgParams().text(node).i64(pruned).i64(end)));
+      // The real-time requests those operations were logged under go with them.
+      TS_RETURN_IF_ERROR(db_.queue(
+          "DELETE FROM rts_requests WHERE node_id = $1 AND request IN "
+          "(SELECT op_id FROM inbound WHERE node_id = $1 AND seq > $2 AND seq <= $3)",
           PgParams().text(node).i64(pruned).i64(end)));
       TS_ASSIGN_OR_RETURN(auto del, db_.run("DELETE FROM inbound WHERE node_id = $1 AND seq > $2 AND seq <= $3",
                                             PgParams().text(node).i64(pruned).i64(end)));

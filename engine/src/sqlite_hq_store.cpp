@@ -653,11 +653,6 @@ class SqliteHqTransaction final : public HqTransaction {
     st.bind(1, node).bind(2, seq);
     return st.run();
   }
-  Status forget_rts_request(std::string_view node, const Guid& request) override {
-    TS_ASSIGN_OR_RETURN(auto st, db_.prepare("DELETE FROM rts_requests WHERE request = ?1 AND node_id = ?2"));
-    st.bind_blob(1, request.raw()).bind(2, node);
-    return st.run();
-  }
   Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) override {
     TS_ASSIGN_OR_RETURN(auto st, db_.prepare(
         "INSERT INTO node_clocks(node_id, ahead_ms, at_ms) VALUES(?1, ?2, ?3) "
@@ -898,6 +893,12 @@ class SqliteHqTransaction final : public HqTransaction {
           "WHERE node_id = ?1 AND seq > ?2 AND seq <= ?3), 0)) WHERE node_id = ?1"));
       newest.bind(1, n.id).bind(2, n.pruned).bind(3, end);
       TS_RETURN_IF_ERROR(newest.run());
+      // The real-time requests those operations were logged under go with them.
+      TS_ASSIGN_OR_RETURN(auto requests, db_.prepare(
+          "DELETE FROM rts_requests WHERE node_id = ?1 AND request IN "
+          "(SELECT op_id FROM inbound WHERE node_id = ?1 AND seq > ?2 AND seq <= ?3)"));
+      requests.bind(1, n.id).bind(2, n.pruned).bind(3, end);
+      TS_RETURN_IF_ERROR(requests.run());
       TS_ASSIGN_OR_RETURN(auto del, db_.prepare("DELETE FROM inbound WHERE node_id = ?1 AND seq > ?2 AND seq <= ?3"));
       del.bind(1, n.id).bind(2, n.pruned).bind(3, end);
       TS_RETURN_IF_ERROR(del.run());

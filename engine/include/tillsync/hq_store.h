@@ -183,9 +183,9 @@ class HqTransaction {
                            std::string_view error) = 0;
   // Real-time requests carried out, by request id (the op id under which the terminal
   // logs the write): a repeated request is answered without doing it again, and the
-  // logged operation, when it is pushed, is not applied a second time. A row is kept
-  // until the job has handled that logged operation (forget_rts_request), after which
-  // the terminal never sends the request again.
+  // logged operation, when it is pushed, is not applied a second time. A row goes with
+  // that logged operation when prune_received() deletes it (a till restored from a
+  // backup may send an unsettled request again as long as the operator rule lets it).
   struct RtsRequest {
     std::string node;
     Guid customer;
@@ -196,8 +196,6 @@ class HqTransaction {
   // For each (node, id), whether it is a real-time request `node` had carried out (a
   // request of another node with the same id does not count).
   virtual Result<std::vector<bool>> rts_requests_done(std::span<const std::pair<std::string, Guid>> requests) = 0;
-  // Deletes `node`'s request `request` (no row: nothing happens).
-  virtual Status forget_rts_request(std::string_view node, const Guid& request) = 0;
   // The lead of `node`'s clock over HQ's at its last push (0: within the offset).
   virtual Status note_clock(std::string_view node, std::int64_t ahead_ms, std::int64_t at_ms) = 0;
   // Which (node, customer) pairs have operations waiting for their customer's create.
@@ -263,8 +261,9 @@ class HqTransaction {
   // Deletes, per node, the longest run of received operations after its pruned_through
   // that were applied and received before `received_before_ms`, never the one at the
   // node's cursor, at most `limit` in all; advances pruned_through over them. Failed,
-  // waiting and staged operations stop the run (they are still HQ's work). Returns how
-  // many were deleted.
+  // waiting and staged operations stop the run (they are still HQ's work). The
+  // real-time requests logged under their op ids go with them. Returns how many
+  // operations were deleted.
   virtual Result<std::int64_t> prune_received(std::int64_t received_before_ms, std::size_t limit) = 0;
   // Received operations of `node` up to `seq` were pruned, the newest HLC among them
   // being `hlc` (both 0: none were).
